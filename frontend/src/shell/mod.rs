@@ -1,0 +1,1 @@
+//! Word expansion: a port of BuildKit's `frontend/dockerfile/shell` lexer.

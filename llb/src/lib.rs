@@ -1,0 +1,1 @@
+//! The build definition: ops, inputs and digests. No I/O, no async.

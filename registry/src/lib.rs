@@ -1,0 +1,1 @@
+//! OCI image model, exporters and the distribution client (issue: registry).

@@ -1,0 +1,1 @@
+//! Content store, metadata database, overlay snapshots, layer diff and apply.
