@@ -10,5 +10,6 @@
 //! from a resolver callback supplied by the caller.
 
 pub mod diag;
+pub mod instructions;
 pub mod parser;
 pub mod shell;
