@@ -1,0 +1,110 @@
+//! sha256 digests: validation for use as a path component, and a streaming digester.
+
+use std::io::{self, Read, Write};
+
+use oci_spec::image::Digest;
+use sha2::{Digest as _, Sha256};
+
+/// The errors of digest handling.
+#[derive(Debug, thiserror::Error)]
+pub enum DigestError {
+    #[error("unsupported digest {0}: only sha256 digests with 64 lower-case hex characters are accepted")]
+    Unsupported(String),
+}
+
+/// The hex part of a sha256 digest, checked so that it is safe as a file name.
+pub fn sha256_hex(d: &Digest) -> Result<&str, DigestError> {
+    let hex = d.digest();
+    let ok = d.algorithm().as_ref() == "sha256"
+        && hex.len() == 64
+        && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if ok {
+        Ok(hex)
+    } else {
+        Err(DigestError::Unsupported(d.to_string()))
+    }
+}
+
+/// Builds a digest from a finished sha256 hasher.
+pub fn from_hasher(h: Sha256) -> Digest {
+    from_hex(&hex::encode(h.finalize()))
+}
+
+/// Builds a sha256 digest from 64 hex characters produced by this crate.
+pub fn from_hex(hex: &str) -> Digest {
+    let s = format!("sha256:{hex}");
+    // A sha256 hex string we computed ourselves always parses; fall back to the empty-input digest
+    // rather than panicking should oci-spec ever tighten its rules.
+    s.parse().unwrap_or_else(|_| {
+        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .parse()
+            .expect("constant digest parses")
+    })
+}
+
+/// sha256 of a byte slice.
+pub fn of_bytes(b: &[u8]) -> Digest {
+    let mut h = Sha256::new();
+    h.update(b);
+    from_hasher(h)
+}
+
+/// sha256 and length of everything read from `r`.
+pub fn of_reader(mut r: impl Read) -> io::Result<(Digest, u64)> {
+    let mut w = DigestWriter::new(io::sink());
+    io::copy(&mut r, &mut w)?;
+    let (d, n, _) = w.finish();
+    Ok((d, n))
+}
+
+/// A writer that hashes and counts what passes through it.
+pub struct DigestWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> DigestWriter<W> {
+    pub fn new(inner: W) -> Self {
+        DigestWriter { inner, hasher: Sha256::new(), count: 0 }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    /// The digest and size of everything written, and the inner writer.
+    pub fn finish(self) -> (Digest, u64, W) {
+        (from_hasher(self.hasher), self.count, self.inner)
+    }
+}
+
+impl<W: Write> Write for DigestWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_non_sha256_and_bad_hex() {
+        let d: Digest = "sha512:cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e".parse().unwrap();
+        assert!(sha256_hex(&d).is_err());
+        let d = of_bytes(b"abc");
+        assert_eq!(sha256_hex(&d).unwrap(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}

@@ -1,0 +1,220 @@
+//! The metadata database (redb): snapshots, blob records, computed layers, image names, leases and
+//! last-use times. Other crates (the solver's cache) add their own tables through [`MetaDb::database`].
+//!
+//! Values are JSON so records can grow fields without a migration. Every write is one transaction that
+//! commits only after the files it describes exist.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Blob records by digest.
+pub const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+/// Image names to their manifest descriptor.
+pub const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
+/// Leases by id: resources kept alive while a build runs.
+pub const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
+/// Monotonic counters (snapshot ids).
+pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+/// The errors of the metadata database.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("cannot open metadata database {path}: {source} (is another rbuild using this root?)")]
+    Open { path: PathBuf, source: redb::DatabaseError },
+    #[error("metadata database: {0}")]
+    Db(#[from] redb::Error),
+    #[error("corrupt metadata record {key} in table {table}: {source}")]
+    Decode { table: String, key: String, source: serde_json::Error },
+    #[error("cannot encode metadata record {key}: {source}")]
+    Encode { key: String, source: serde_json::Error },
+}
+
+/// A blob the store knows about, with its last use for GC.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    pub size: u64,
+    #[serde(default)]
+    pub media_type: Option<String>,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub last_used: u64,
+}
+
+/// An image name's target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+    pub created_at: u64,
+}
+
+/// A lease: while it exists, the listed resources are not collected.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub created_at: u64,
+    #[serde(default)]
+    pub expires_at: Option<u64>,
+    #[serde(default)]
+    pub snapshots: Vec<String>,
+    #[serde(default)]
+    pub blobs: Vec<String>,
+}
+
+/// The opened database.
+#[derive(Debug)]
+pub struct MetaDb {
+    db: Database,
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl MetaDb {
+    pub fn open(path: impl AsRef<Path>) -> Result<MetaDb, MetaError> {
+        let path = path.as_ref();
+        let db = Database::create(path).map_err(|source| MetaError::Open { path: path.to_path_buf(), source })?;
+        let m = MetaDb { db };
+        m.init()?;
+        Ok(m)
+    }
+
+    fn init(&self) -> Result<(), MetaError> {
+        let tx = self.db.begin_write().map_err(redb::Error::from)?;
+        {
+            tx.open_table(BLOBS).map_err(redb::Error::from)?;
+            tx.open_table(IMAGES).map_err(redb::Error::from)?;
+            tx.open_table(LEASES).map_err(redb::Error::from)?;
+            tx.open_table(COUNTERS).map_err(redb::Error::from)?;
+        }
+        tx.commit().map_err(redb::Error::from)?;
+        Ok(())
+    }
+
+    /// The underlying database, for tables owned by other crates.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Reads one JSON record.
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>, MetaError> {
+        let tx = self.db.begin_read().map_err(redb::Error::from)?;
+        let t = tx.open_table(table).map_err(redb::Error::from)?;
+        let Some(v) = t.get(key).map_err(redb::Error::from)? else { return Ok(None) };
+        decode(table, key, v.value()).map(Some)
+    }
+
+    /// Writes one JSON record.
+    pub fn put<T: Serialize>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+        value: &T,
+    ) -> Result<(), MetaError> {
+        let bytes = encode(key, value)?;
+        let tx = self.db.begin_write().map_err(redb::Error::from)?;
+        {
+            let mut t = tx.open_table(table).map_err(redb::Error::from)?;
+            t.insert(key, bytes.as_slice()).map_err(redb::Error::from)?;
+        }
+        tx.commit().map_err(redb::Error::from)?;
+        Ok(())
+    }
+
+    /// Removes one record; true when it existed.
+    pub fn delete(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<bool, MetaError> {
+        let tx = self.db.begin_write().map_err(redb::Error::from)?;
+        let existed = {
+            let mut t = tx.open_table(table).map_err(redb::Error::from)?;
+            let r = t.remove(key).map_err(redb::Error::from)?.is_some();
+            r
+        };
+        tx.commit().map_err(redb::Error::from)?;
+        Ok(existed)
+    }
+
+    /// Every record of a table, in key order.
+    pub fn list<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<(String, T)>, MetaError> {
+        let tx = self.db.begin_read().map_err(redb::Error::from)?;
+        let t = tx.open_table(table).map_err(redb::Error::from)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(redb::Error::from)? {
+            let (k, v) = item.map_err(redb::Error::from)?;
+            let key = k.value().to_string();
+            let rec = decode(table, &key, v.value())?;
+            out.push((key, rec));
+        }
+        Ok(out)
+    }
+
+    /// Records that a blob was used now (creating its record when missing).
+    pub fn touch_blob(&self, digest: &str, size: u64, media_type: Option<&str>) -> Result<(), MetaError> {
+        let mut rec: BlobRecord = self.get(BLOBS, digest)?.unwrap_or_default();
+        rec.size = size;
+        if let Some(m) = media_type {
+            rec.media_type = Some(m.to_string());
+        }
+        rec.last_used = now();
+        self.put(BLOBS, digest, &rec)
+    }
+
+    /// Names an image.
+    pub fn set_image(&self, name: &str, rec: &ImageRecord) -> Result<(), MetaError> {
+        self.put(IMAGES, name, rec)
+    }
+
+    pub fn image(&self, name: &str) -> Result<Option<ImageRecord>, MetaError> {
+        self.get(IMAGES, name)
+    }
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(
+    table: TableDefinition<&str, &[u8]>,
+    key: &str,
+    v: &[u8],
+) -> Result<T, MetaError> {
+    serde_json::from_slice(v).map_err(|source| MetaError::Decode {
+        table: redb::TableHandle::name(&table).to_string(),
+        key: key.to_string(),
+        source,
+    })
+}
+
+pub(crate) fn encode<T: Serialize>(key: &str, v: &T) -> Result<Vec<u8>, MetaError> {
+    serde_json::to_vec(v).map_err(|source| MetaError::Encode { key: key.to_string(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("meta.redb");
+        {
+            let m = MetaDb::open(&p).unwrap();
+            m.touch_blob("sha256:aa", 3, Some("application/octet-stream")).unwrap();
+            let img = ImageRecord { digest: "sha256:bb".into(), media_type: "m".into(), size: 1, created_at: 2 };
+            m.set_image("app:latest", &img).unwrap();
+        }
+        let m = MetaDb::open(&p).unwrap();
+        let b: BlobRecord = m.get(BLOBS, "sha256:aa").unwrap().unwrap();
+        assert_eq!(b.size, 3);
+        assert_eq!(m.image("app:latest").unwrap().unwrap().digest, "sha256:bb");
+        assert!(m.delete(IMAGES, "app:latest").unwrap());
+        assert!(m.image("app:latest").unwrap().is_none());
+    }
+}
