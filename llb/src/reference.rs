@@ -81,7 +81,7 @@ mod tests {
 
     #[test]
     fn normalises_docker_hub_names() {
-        let n = |s| normalize_reference(s).unwrap();
+        let n = |s: &str| normalize_reference(s).unwrap();
         assert_eq!(n("alpine"), "docker.io/library/alpine:latest");
         assert_eq!(n("alpine:3.20"), "docker.io/library/alpine:3.20");
         assert_eq!(n("library/alpine"), "docker.io/library/alpine:latest");

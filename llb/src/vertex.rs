@@ -9,7 +9,8 @@
 //! - maps as `BTreeMap` (sorted keys), no floats anywhere, integers in decimal,
 //! - fields at their default value (`None`, `false`, `0` where marked, empty vectors and strings) left
 //!   out, like protobuf's zero values, so a new optional field does not change existing digests,
-//! - inputs as `{"digest": "sha256:...", "index": n}` in the vertex's input order.
+//! - inputs as `{"digest": "sha256:...", "index": n}` in the vertex's input order (`index` left out
+//!   when 0).
 //!
 //! The digest is `sha256` of these bytes. Because inputs carry their producers' digests, a digest
 //! covers the whole sub-graph below it (a Merkle DAG). Any change of this format changes digests; the
@@ -73,6 +74,9 @@ pub struct DiffOp {
     pub upper: Option<usize>,
 }
 
+// Vertices live once in a map and are cloned rarely; boxing ExecOp would only add noise to every
+// constructor in the frontend.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
