@@ -6,6 +6,20 @@
 //! reads the definition, starts its cache keys from [`Vertex::cache_identity`], and never needs the
 //! frontend again. [`Metadata`] (descriptions, source locations, `ignore_cache`) sits beside the vertices
 //! and is never hashed.
+//!
+//! ```
+//! use llb::{normalize_reference, DefinitionBuilder, ExecOp, Metadata, Op, Platform, SourceOp};
+//!
+//! let platform: Platform = "linux/amd64".parse().unwrap();
+//! let mut b = DefinitionBuilder::new();
+//! let reference = normalize_reference("alpine:3.20").unwrap();
+//! let base = b.source(SourceOp::image(reference, Some(platform.clone())), Some(platform.clone()), Metadata::default())?;
+//! let run = ExecOp::new(vec!["/bin/sh".into(), "-c".into(), "make".into()], Some(0));
+//! let out = b.add_op(Op::Exec(run), &[base], Some(platform), Metadata::described("[1/2] RUN make"))?;
+//! let def = b.finish(Some(out))?;
+//! assert_eq!(llb::Definition::from_json(&def.to_json())?, def);
+//! # Ok::<(), llb::DefinitionError>(())
+//! ```
 
 mod builder;
 mod definition;

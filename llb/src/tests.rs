@@ -220,6 +220,17 @@ fn validate_reports_bad_ops() {
         Vertex::new(Op::Exec(ExecOp { mounts, ..ExecOp::new(vec!["true".into()], None) }), vec![], None)
     };
     assert_eq!(vertex_error(exec(vec![])), OpProblem::NoMounts);
+    let relative = Mount::bind(None, "cache", None);
+    assert_eq!(
+        vertex_error(exec(vec![Mount::rootfs(None), relative])),
+        OpProblem::RelativeMountDest { mount: 1, dest: "cache".into() }
+    );
+    let source = |s| Vertex::new(Op::Source(s), vec![], None);
+    assert_eq!(
+        vertex_error(source(SourceOp::image("alpine", None))),
+        OpProblem::UnnormalizedReference("alpine".into(), "docker.io/library/alpine:latest".into())
+    );
+    assert!(matches!(vertex_error(source(SourceOp::image("A:", None))), OpProblem::BadReference(..)));
     assert_eq!(
         vertex_error(exec(vec![Mount::rootfs(Some(0))])),
         OpProblem::MountInput { mount: 0, input: 0, inputs: 0 }

@@ -34,12 +34,18 @@ pub enum DefinitionError {
 pub enum OpProblem {
     #[error("source ops take no inputs, got {0}")]
     SourceWithInputs(usize),
+    #[error("image reference {0:?} is not normalised (expected {1:?})")]
+    UnnormalizedReference(String, String),
+    #[error("image reference {0:?} is invalid: {1}")]
+    BadReference(String, crate::ReferenceError),
     #[error("exec has no arguments")]
     NoArgs,
     #[error("exec has no mounts (mount 0 is the root filesystem)")]
     NoMounts,
     #[error("mount 0 must be a bind mount at \"/\", got {0:?}")]
     BadRootfs(String),
+    #[error("mount {mount} destination {dest:?} is not an absolute path")]
+    RelativeMountDest { mount: usize, dest: String },
     #[error("mount {mount} uses input {input} but the vertex has {inputs} inputs")]
     MountInput { mount: usize, input: usize, inputs: usize },
     #[error("{kind} mount {mount} cannot take an input")]
@@ -90,6 +96,12 @@ pub(crate) fn check_op(v: &Vertex) -> Result<(), OpProblem> {
     let inputs = v.inputs.len();
     match &v.op {
         Op::Source(_) if inputs > 0 => Err(OpProblem::SourceWithInputs(inputs)),
+        // A reference in another spelling would be a second vertex for the same image.
+        Op::Source(crate::SourceOp::Image { reference, .. }) => match crate::normalize_reference(reference) {
+            Ok(n) if n == *reference => Ok(()),
+            Ok(n) => Err(OpProblem::UnnormalizedReference(reference.clone(), n)),
+            Err(e) => Err(OpProblem::BadReference(reference.clone(), e)),
+        },
         Op::Source(_) => Ok(()),
         Op::Exec(e) => {
             if e.meta.args.is_empty() {
@@ -100,6 +112,9 @@ pub(crate) fn check_op(v: &Vertex) -> Result<(), OpProblem> {
                 return Err(OpProblem::BadRootfs(root.dest.clone()));
             }
             for (i, m) in e.mounts.iter().enumerate() {
+                if !m.dest.starts_with('/') {
+                    return Err(OpProblem::RelativeMountDest { mount: i, dest: m.dest.clone() });
+                }
                 if let Some(input) = m.input.filter(|&n| n >= inputs) {
                     return Err(OpProblem::MountInput { mount: i, input, inputs });
                 }
