@@ -8,7 +8,7 @@ use super::unicode::{is_digit, is_letter};
 use super::{Env, Expansion, Words};
 
 /// How deep `${a:-${b:-...}}` (or quotes inside them) may nest before expansion fails.
-pub const MAX_NESTING: usize = 200;
+pub const MAX_NESTING: usize = 128;
 
 /// Expands Dockerfile words: BuildKit's `shell.Lex`. Cheap to build; holds only options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +142,16 @@ impl Splitter {
             self.words.push(self.word);
         }
         self.words
+    }
+}
+
+/// The modifier as BuildKit prints it: `:` if present, then the operator (U+FFFD for the end of input).
+fn modifier_text(null_is_unset: bool, op: Option<char>) -> String {
+    let op = rune_or_replacement(op);
+    if null_is_unset {
+        format!(":{op}")
+    } else {
+        op.to_string()
     }
 }
 
@@ -303,11 +313,8 @@ impl ShellWord<'_> {
             if name.is_empty() {
                 return Ok("$".to_string());
             }
-            return Ok(match self.get_env(&name) {
-                Some(value) => value,
-                None if self.lex.skip_unset_env => format!("${name}"),
-                None => String::new(),
-            });
+            let value = self.get_env(&name);
+            return Ok(self.or_unset(value, || format!("${name}")));
         }
         self.pos += 1; // the '{'
         match self.peek() {
@@ -316,73 +323,112 @@ impl ShellWord<'_> {
             Some(_) => {}
         }
         let name = self.process_name();
-        let mut ch = self.next();
-        let mut modifier = rune_or_replacement(ch).to_string();
-        match ch {
-            Some('}') => Ok(match self.get_env(&name) {
-                Some(value) => value,
-                None if self.lex.skip_unset_env => format!("${{{name}}}"),
-                None => String::new(),
-            }),
-            Some(':' | '+' | '-' | '?' | '#' | '%') => {
-                let null_is_unset = ch == Some(':');
-                if null_is_unset {
-                    ch = self.next();
-                    modifier.push(rune_or_replacement(ch));
-                }
-                // Patterns keep their escapes so that `\*`, `\?` and `\}` reach the pattern compiler.
-                let is_pattern = matches!(ch, Some('#' | '%'));
-                if null_is_unset && is_pattern {
-                    return Err(Kind::UnsupportedModifier(modifier));
-                }
-                let word = self.nested(Some('}'), is_pattern, Kind::MissingBrace)?;
+        match self.next() {
+            Some('}') => {
                 let value = self.get_env(&name);
-                if value.is_none() && self.lex.skip_unset_env {
-                    return Ok(format!("${{{name}{modifier}{word}}}"));
-                }
-                let set = value.is_some();
-                let value = value.unwrap_or_default();
-                let null = !set || (null_is_unset && value.is_empty());
-                match ch {
-                    Some('-') => Ok(if null { word } else { value }),
-                    Some('+') => Ok(if null { String::new() } else { word }),
-                    Some('?') if null => {
-                        let message = match word.is_empty() {
-                            false => word,
-                            true if !set => "is not allowed to be unset".to_string(),
-                            true => "is not allowed to be empty".to_string(),
-                        };
-                        Err(Kind::Required { name, message })
-                    }
-                    Some('?') => Ok(value),
-                    Some(c @ ('#' | '%')) => {
-                        // `#`/`%` remove the shortest match, `##`/`%%` the longest.
-                        let (pattern, greedy) = match word.strip_prefix(c) {
-                            Some(rest) => (rest, true),
-                            None => (word.as_str(), false),
-                        };
-                        if c == '%' {
-                            pattern::trim_suffix(pattern, &value, greedy)
-                        } else {
-                            pattern::trim_prefix(pattern, &value, greedy)
-                        }
-                    }
-                    _ => Err(Kind::UnsupportedModifier(modifier)),
+                Ok(self.or_unset(value, || format!("${{{name}}}")))
+            }
+            Some(':') => {
+                let op = self.next();
+                self.modifier(name, true, op)
+            }
+            op @ Some('+' | '-' | '?' | '#' | '%') => self.modifier(name, false, op),
+            Some('/') => self.substitution(name),
+            op => Err(Kind::UnsupportedModifier(rune_or_replacement(op).to_string())),
+        }
+    }
+
+    /// The value of a set variable; for an unset one the reference as written (`SkipUnsetEnv`) or nothing.
+    fn or_unset(&self, value: Option<String>, written: impl FnOnce() -> String) -> String {
+        match value {
+            Some(value) => value,
+            None if self.lex.skip_unset_env => written(),
+            None => String::new(),
+        }
+    }
+
+    /// `${name<op>word}` and `${name:<op>word}`, after the operator. The word is processed before the
+    /// variable is looked up, as BuildKit does (so names in an untaken default are reported too).
+    fn modifier(&mut self, name: String, null_is_unset: bool, op: Option<char>) -> Result<String, Kind> {
+        // Patterns keep their escapes so that `\*`, `\?` and `\}` reach the pattern compiler.
+        let is_pattern = matches!(op, Some('#' | '%'));
+        if null_is_unset && is_pattern {
+            return Err(Kind::UnsupportedModifier(modifier_text(null_is_unset, op)));
+        }
+        let word = self.nested(Some('}'), is_pattern, Kind::MissingBrace)?;
+        let value = self.get_env(&name);
+        self.apply_modifier(name, value, null_is_unset, op, word)
+    }
+
+    // Kept out of `modifier` so that its locals are not on the stack while nested words recurse.
+    #[inline(never)]
+    fn apply_modifier(
+        &self,
+        name: String,
+        value: Option<String>,
+        null_is_unset: bool,
+        op: Option<char>,
+        word: String,
+    ) -> Result<String, Kind> {
+        if value.is_none() && self.lex.skip_unset_env {
+            return Ok(format!("${{{name}{}{word}}}", modifier_text(null_is_unset, op)));
+        }
+        let set = value.is_some();
+        let value = value.unwrap_or_default();
+        let null = !set || (null_is_unset && value.is_empty());
+        match op {
+            Some('-') => Ok(if null { word } else { value }),
+            Some('+') => Ok(if null { String::new() } else { word }),
+            Some('?') if null => {
+                let message = match word.is_empty() {
+                    false => word,
+                    true if !set => "is not allowed to be unset".to_string(),
+                    true => "is not allowed to be empty".to_string(),
+                };
+                Err(Kind::Required { name, message })
+            }
+            Some('?') => Ok(value),
+            Some(c @ ('#' | '%')) => {
+                // `#`/`%` remove the shortest match, `##`/`%%` the longest.
+                let (pattern, greedy) = match word.strip_prefix(c) {
+                    Some(rest) => (rest, true),
+                    None => (word.as_str(), false),
+                };
+                if c == '%' {
+                    pattern::trim_suffix(pattern, &value, greedy)
+                } else {
+                    pattern::trim_prefix(pattern, &value, greedy)
                 }
             }
-            Some('/') => {
-                let all = self.peek() == Some('/');
-                if all {
-                    self.pos += 1;
-                }
-                let pattern = self.nested(Some('/'), true, Kind::MissingSlash)?;
-                let replacement = self.nested(Some('}'), true, Kind::MissingBrace)?;
-                match self.get_env(&name) {
-                    None if self.lex.skip_unset_env => Ok(format!("${{{name}/{pattern}/{replacement}}}")),
-                    value => pattern::replace(&pattern, &value.unwrap_or_default(), &replacement, all),
-                }
-            }
-            _ => Err(Kind::UnsupportedModifier(modifier)),
+            _ => Err(Kind::UnsupportedModifier(modifier_text(null_is_unset, op))),
+        }
+    }
+
+    /// `${name/pattern/replacement}` and `${name//pattern/replacement}`, after the first `/`.
+    fn substitution(&mut self, name: String) -> Result<String, Kind> {
+        let all = self.peek() == Some('/');
+        if all {
+            self.pos += 1;
+        }
+        let pattern = self.nested(Some('/'), true, Kind::MissingSlash)?;
+        let replacement = self.nested(Some('}'), true, Kind::MissingBrace)?;
+        let value = self.get_env(&name);
+        self.apply_substitution(name, value, pattern, replacement, all)
+    }
+
+    #[inline(never)]
+    fn apply_substitution(
+        &self,
+        name: String,
+        value: Option<String>,
+        pattern: String,
+        replacement: String,
+        all: bool,
+    ) -> Result<String, Kind> {
+        match value {
+            // BuildKit rebuilds the reference with a single slash even for `//`.
+            None if self.lex.skip_unset_env => Ok(format!("${{{name}/{pattern}/{replacement}}}")),
+            value => pattern::replace(&pattern, &value.unwrap_or_default(), &replacement, all),
         }
     }
 

@@ -90,23 +90,4 @@ pub struct Words {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
-    #[test]
-    fn env_impls_agree() {
-        let list = pairs(&[("car", "hat"), ("foo", ""), ("car", "bike")]);
-        let btree: BTreeMap<String, String> = list.iter().cloned().collect();
-        let hash: HashMap<String, String> = list.iter().cloned().collect();
-        for env in [&list as &dyn Env, &btree, &hash, &list.as_slice()] {
-            assert_eq!(env.get("car").as_deref(), Some("bike"), "the last value wins");
-            assert_eq!(env.get("foo").as_deref(), Some(""));
-            assert_eq!(env.get("FOO"), None, "names are case-sensitive");
-            assert_eq!(env.get("nope"), None);
-        }
-    }
-}
+mod tests;
