@@ -25,13 +25,13 @@ pub mod content;
 // pub mod diff;
 pub mod digest;
 // pub mod export;
-// pub mod fsutil;
+pub mod fsutil;
 // pub mod gc;
 pub mod meta;
-// pub mod mount;
+pub mod mount;
 // pub mod resolve;
 pub mod root;
-// pub mod snapshot;
+pub mod snapshot;
 pub mod sys;
 
 pub use oci_spec::image::Digest;

@@ -23,9 +23,9 @@ pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters"
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
     #[error("cannot open metadata database {path}: {source} (is another rbuild using this root?)")]
-    Open { path: PathBuf, source: redb::DatabaseError },
+    Open { path: PathBuf, source: Box<redb::DatabaseError> },
     #[error("metadata database: {0}")]
-    Db(#[from] redb::Error),
+    Db(Box<redb::Error>),
     #[error("corrupt metadata record {key} in table {table}: {source}")]
     Decode { table: String, key: String, source: serde_json::Error },
     #[error("cannot encode metadata record {key}: {source}")]
@@ -78,21 +78,22 @@ pub fn now() -> u64 {
 impl MetaDb {
     pub fn open(path: impl AsRef<Path>) -> Result<MetaDb, MetaError> {
         let path = path.as_ref();
-        let db = Database::create(path).map_err(|source| MetaError::Open { path: path.to_path_buf(), source })?;
+        let db = Database::create(path)
+            .map_err(|source| MetaError::Open { path: path.to_path_buf(), source: Box::new(source) })?;
         let m = MetaDb { db };
         m.init()?;
         Ok(m)
     }
 
     fn init(&self) -> Result<(), MetaError> {
-        let tx = self.db.begin_write().map_err(redb::Error::from)?;
+        let tx = self.db.begin_write().map_err(db)?;
         {
-            tx.open_table(BLOBS).map_err(redb::Error::from)?;
-            tx.open_table(IMAGES).map_err(redb::Error::from)?;
-            tx.open_table(LEASES).map_err(redb::Error::from)?;
-            tx.open_table(COUNTERS).map_err(redb::Error::from)?;
+            tx.open_table(BLOBS).map_err(db)?;
+            tx.open_table(IMAGES).map_err(db)?;
+            tx.open_table(LEASES).map_err(db)?;
+            tx.open_table(COUNTERS).map_err(db)?;
         }
-        tx.commit().map_err(redb::Error::from)?;
+        tx.commit().map_err(db)?;
         Ok(())
     }
 
@@ -107,9 +108,9 @@ impl MetaDb {
         table: TableDefinition<&str, &[u8]>,
         key: &str,
     ) -> Result<Option<T>, MetaError> {
-        let tx = self.db.begin_read().map_err(redb::Error::from)?;
-        let t = tx.open_table(table).map_err(redb::Error::from)?;
-        let Some(v) = t.get(key).map_err(redb::Error::from)? else { return Ok(None) };
+        let tx = self.db.begin_read().map_err(db)?;
+        let t = tx.open_table(table).map_err(db)?;
+        let Some(v) = t.get(key).map_err(db)? else { return Ok(None) };
         decode(table, key, v.value()).map(Some)
     }
 
@@ -121,24 +122,24 @@ impl MetaDb {
         value: &T,
     ) -> Result<(), MetaError> {
         let bytes = encode(key, value)?;
-        let tx = self.db.begin_write().map_err(redb::Error::from)?;
+        let tx = self.db.begin_write().map_err(db)?;
         {
-            let mut t = tx.open_table(table).map_err(redb::Error::from)?;
-            t.insert(key, bytes.as_slice()).map_err(redb::Error::from)?;
+            let mut t = tx.open_table(table).map_err(db)?;
+            t.insert(key, bytes.as_slice()).map_err(db)?;
         }
-        tx.commit().map_err(redb::Error::from)?;
+        tx.commit().map_err(db)?;
         Ok(())
     }
 
     /// Removes one record; true when it existed.
     pub fn delete(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Result<bool, MetaError> {
-        let tx = self.db.begin_write().map_err(redb::Error::from)?;
+        let tx = self.db.begin_write().map_err(db)?;
         let existed = {
-            let mut t = tx.open_table(table).map_err(redb::Error::from)?;
-            let r = t.remove(key).map_err(redb::Error::from)?.is_some();
+            let mut t = tx.open_table(table).map_err(db)?;
+            let r = t.remove(key).map_err(db)?.is_some();
             r
         };
-        tx.commit().map_err(redb::Error::from)?;
+        tx.commit().map_err(db)?;
         Ok(existed)
     }
 
@@ -147,11 +148,11 @@ impl MetaDb {
         &self,
         table: TableDefinition<&str, &[u8]>,
     ) -> Result<Vec<(String, T)>, MetaError> {
-        let tx = self.db.begin_read().map_err(redb::Error::from)?;
-        let t = tx.open_table(table).map_err(redb::Error::from)?;
+        let tx = self.db.begin_read().map_err(db)?;
+        let t = tx.open_table(table).map_err(db)?;
         let mut out = Vec::new();
-        for item in t.iter().map_err(redb::Error::from)? {
-            let (k, v) = item.map_err(redb::Error::from)?;
+        for item in t.iter().map_err(db)? {
+            let (k, v) = item.map_err(db)?;
             let key = k.value().to_string();
             let rec = decode(table, &key, v.value())?;
             out.push((key, rec));
@@ -178,6 +179,11 @@ impl MetaDb {
     pub fn image(&self, name: &str) -> Result<Option<ImageRecord>, MetaError> {
         self.get(IMAGES, name)
     }
+}
+
+/// Wraps any redb failure.
+pub fn db(e: impl Into<redb::Error>) -> MetaError {
+    MetaError::Db(Box::new(e.into()))
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(

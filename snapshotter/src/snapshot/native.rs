@@ -1,0 +1,42 @@
+//! Copy-based snapshots for filesystems without overlay: each snapshot is a full copy of its parent.
+//! Slower to prepare and larger on disk, but the same trait, so builds still work there.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::fs::Backend;
+use super::{ApplyTarget, DiffSource, Kind};
+use crate::fsutil;
+use crate::mount::Mount;
+
+/// The native backend.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Native;
+
+impl Backend for Native {
+    const NAME: &'static str = "native";
+    const TABLE: &'static str = "snapshots.native";
+
+    fn populate(&self, fs: &Path, parent_fs: Option<&Path>) -> io::Result<()> {
+        match parent_fs {
+            Some(p) => fsutil::copy_tree(p, fs),
+            None => Ok(()),
+        }
+    }
+
+    fn needs_workdir(&self) -> bool {
+        false
+    }
+
+    fn mounts(&self, kind: Kind, own: &Path, _work: &Path, _parents: &[PathBuf]) -> Vec<Mount> {
+        vec![Mount::bind(own, kind != Kind::Active)]
+    }
+
+    fn diff_source(&self, own: &Path, parents: &[PathBuf]) -> DiffSource {
+        DiffSource::Trees { lower: parents.first().cloned(), upper: own.to_path_buf() }
+    }
+
+    fn apply_target(&self, own: &Path, _parents: &[PathBuf]) -> ApplyTarget {
+        ApplyTarget::Tree(own.to_path_buf())
+    }
+}
