@@ -10,9 +10,9 @@
 //!
 //! Behaviour matches BuildKit byte for byte, including its quirks (see the tests beside each part), with
 //! two deliberate differences:
-//! - BuildKit's newest lexer shares one word buffer between a word and the default word nested in it, so
-//!   `ProcessWords("a${X:-b}")` loses the `a`; here each level has its own buffer (`["ab"]`, as in every
-//!   earlier BuildKit release).
+//! - Recent BuildKit (the `EnvGetter` lexer) shares one word buffer (`shellWord.wordsBuffer`) between a
+//!   word and the default word nested in it, so `ProcessWords("a${X:-b}")` loses the `a`; here each level
+//!   has its own buffer and gives `["ab"]`, as BuildKit did before that change. `ProcessWord` is unaffected.
 //! - Substitutions nested more than [`MAX_NESTING`] deep are an error instead of unbounded recursion.
 //!
 //! Environment names are compared case-sensitively, as BuildKit does on Unix (`equal_env_unix.go`).
