@@ -96,6 +96,33 @@ impl<W: Write> Write for DigestWriter<W> {
     }
 }
 
+/// A reader that hashes and counts what passes through it.
+pub struct DigestReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> DigestReader<R> {
+    pub fn new(inner: R) -> Self {
+        DigestReader { inner, hasher: Sha256::new(), count: 0 }
+    }
+
+    /// The digest and size of everything read so far.
+    pub fn finish(self) -> (Digest, u64) {
+        (from_hasher(self.hasher), self.count)
+    }
+}
+
+impl<R: Read> Read for DigestReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

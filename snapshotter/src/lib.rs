@@ -20,16 +20,16 @@
 //! API boundary: snapshotters return [`mount::Mount`]s as data and never mount; only [`mount`] (through
 //! [`sys`]) performs mount(2)/umount(2).
 
-// pub mod apply;
+pub mod apply;
 pub mod content;
-// pub mod diff;
+pub mod diff;
 pub mod digest;
 // pub mod export;
 pub mod fsutil;
 // pub mod gc;
 pub mod meta;
 pub mod mount;
-// pub mod resolve;
+pub mod resolve;
 pub mod root;
 pub mod snapshot;
 pub mod sys;

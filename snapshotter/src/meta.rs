@@ -16,6 +16,8 @@ pub const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 pub const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 /// Leases by id: resources kept alive while a build runs.
 pub const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
+/// Computed layers: `<snapshot data dir>|<compression>|<epoch>` to a JSON `diff::Layer`.
+pub const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("layers");
 /// Monotonic counters (snapshot ids).
 pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
@@ -92,6 +94,7 @@ impl MetaDb {
             tx.open_table(IMAGES).map_err(db)?;
             tx.open_table(LEASES).map_err(db)?;
             tx.open_table(COUNTERS).map_err(db)?;
+            tx.open_table(LAYERS).map_err(db)?;
         }
         tx.commit().map_err(db)?;
         Ok(())

@@ -70,7 +70,8 @@ pub enum DiffSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApplyTarget {
     /// Write into an overlay upperdir: deletions become whiteout devices, opaque markers xattrs.
-    Upper(PathBuf),
+    /// `lowers` (nearest first) supply directory metadata and hardlink targets to copy up.
+    Upper { upper: PathBuf, lowers: Vec<PathBuf> },
     /// Write into a full tree: deletions remove files.
     Tree(PathBuf),
 }

@@ -76,7 +76,7 @@ impl Backend for Overlay {
         if parents.is_empty() {
             ApplyTarget::Tree(own.to_path_buf())
         } else {
-            ApplyTarget::Upper(own.to_path_buf())
+            ApplyTarget::Upper { upper: own.to_path_buf(), lowers: parents.to_vec() }
         }
     }
 }

@@ -1,0 +1,197 @@
+//! The differ: a committed snapshot's changes as an OCI layer, compressed in one streaming pass that
+//! yields the blob digest, its size and the diffID (digest of the uncompressed tar), written straight
+//! into the content store and remembered per (snapshot, compression, SOURCE_DATE_EPOCH).
+
+pub mod changes;
+mod tarwriter;
+
+use std::io::{self, Write};
+
+use serde::{Deserialize, Serialize};
+
+pub use changes::Change;
+pub use tarwriter::TarWriter;
+
+use crate::content::{ContentError, ContentWriter, InfoProvider, Ingester};
+use crate::digest::DigestWriter;
+use crate::meta::{MetaDb, MetaError, LAYERS};
+use crate::snapshot::{DiffSource, Kind, SnapshotError, Snapshotter};
+use crate::Digest;
+
+/// Layer compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// The OCI media type of a layer with this compression.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::None => "application/vnd.oci.image.layer.v1.tar",
+            Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// A layer blob in the content store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layer {
+    pub digest: Digest,
+    pub size: u64,
+    pub diff_id: Digest,
+    pub media_type: String,
+}
+
+/// How to write a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiffOptions {
+    pub compression: Compression,
+    /// Clamp entry times to this (SOURCE_DATE_EPOCH) for reproducible layers.
+    pub source_date_epoch: Option<u64>,
+}
+
+/// The errors of the differ.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    #[error("cannot set up {compression} compression: {source}")]
+    Compressor { compression: &'static str, source: io::Error },
+    #[error("cannot write layer of {key}: {source}")]
+    Write { key: String, source: io::Error },
+}
+
+/// A compressor writing into `W`.
+pub enum Compressor<W: Write> {
+    None(W),
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Compressor<W> {
+    /// Deterministic settings: gzip level 6 with a zero header time; zstd level 3, always in
+    /// multithreaded mode (whose output does not depend on the worker count).
+    pub fn new(c: Compression, w: W) -> io::Result<Self> {
+        Ok(match c {
+            Compression::None => Compressor::None(w),
+            Compression::Gzip => {
+                Compressor::Gzip(flate2::GzBuilder::new().mtime(0).write(w, flate2::Compression::new(6)))
+            }
+            Compression::Zstd => {
+                let mut e = zstd::stream::write::Encoder::new(w, 3)?;
+                let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
+                e.multithread(workers as u32)?;
+                Compressor::Zstd(e)
+            }
+        })
+    }
+
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            Compressor::None(w) => Ok(w),
+            Compressor::Gzip(g) => g.finish(),
+            Compressor::Zstd(z) => z.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::None(w) => w.write(buf),
+            Compressor::Gzip(g) => g.write(buf),
+            Compressor::Zstd(z) => z.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::None(w) => w.flush(),
+            Compressor::Gzip(g) => g.flush(),
+            Compressor::Zstd(z) => z.flush(),
+        }
+    }
+}
+
+/// Writes the changes of `source` as a layer into `out`: returns (diffID, blob digest, blob size).
+pub fn write_layer<W: Write>(source: &DiffSource, out: W, opts: DiffOptions) -> io::Result<(Digest, Digest, u64, W)> {
+    let blob = DigestWriter::new(out);
+    let compressor = Compressor::new(opts.compression, blob)?;
+    let tar_stream = DigestWriter::new(io::BufWriter::with_capacity(1 << 20, compressor));
+    let mut tw = TarWriter::new(tar_stream, opts.source_date_epoch);
+    match source {
+        DiffSource::Upper(upper) => changes::upper_changes(upper, &mut |c| tw.change(&c))?,
+        DiffSource::Trees { lower, upper } => changes::tree_changes(lower.as_deref(), upper, &mut |c| tw.change(&c))?,
+    }
+    let tar_stream = tw.finish()?;
+    let (diff_id, _, buffered) = tar_stream.finish();
+    let compressor = buffered.into_inner().map_err(|e| e.into_error())?;
+    let blob = compressor.finish()?;
+    let (digest, size, out) = blob.finish();
+    Ok((diff_id, digest, size, out))
+}
+
+/// Turns snapshots into layer blobs, once per (snapshot, compression, epoch).
+pub struct Differ<'a, S: Snapshotter + ?Sized, C> {
+    pub snapshotter: &'a S,
+    pub content: &'a C,
+    pub meta: &'a MetaDb,
+}
+
+impl<S: Snapshotter + ?Sized, C: Ingester + InfoProvider> Differ<'_, S, C> {
+    /// The layer of the committed snapshot `key`, computed at most once.
+    pub fn layer(&self, key: &str, opts: DiffOptions) -> Result<Layer, DiffError> {
+        let info = self.snapshotter.stat(key)?;
+        if info.kind != Kind::Committed {
+            return Err(SnapshotError::NotCommitted { key: key.to_string(), kind: info.kind }.into());
+        }
+        let source = self.snapshotter.diff_source(key)?;
+        let id = match &source {
+            DiffSource::Upper(p) | DiffSource::Trees { upper: p, .. } => p.display().to_string(),
+        };
+        let memo = format!(
+            "{id}|{}|{}",
+            opts.compression.name(),
+            opts.source_date_epoch.map(|e| e.to_string()).unwrap_or_default()
+        );
+        if let Some(l) = self.meta.get::<Layer>(LAYERS, &memo)? {
+            match self.content.info(&l.digest) {
+                Ok(_) => {
+                    self.meta.touch_blob(l.digest.as_ref(), l.size, Some(&l.media_type))?;
+                    return Ok(l);
+                }
+                Err(ContentError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let wr = |source| DiffError::Write { key: key.to_string(), source };
+        // A unique ingest: two computations of one layer may race, and both commit the same blob safely.
+        let reference = format!("layer-{memo}-{}-{:?}", std::process::id(), std::thread::current().id());
+        let w = self.content.writer(&reference, None)?;
+        let (diff_id, digest, size, w) = match write_layer(&source, w, opts) {
+            Ok(r) => r,
+            Err(e) => return Err(wr(e)),
+        };
+        let committed = w.commit(Some(size), Some(&digest))?;
+        let layer = Layer { digest: committed, size, diff_id, media_type: opts.compression.media_type().to_string() };
+        self.meta.touch_blob(layer.digest.as_ref(), size, Some(&layer.media_type))?;
+        self.meta.put(LAYERS, &memo, &layer)?;
+        Ok(layer)
+    }
+}
