@@ -85,7 +85,7 @@ pub(crate) fn split_whitespace(s: &str, n: Option<usize>) -> Vec<&str> {
 }
 
 /// Go's `strconv.Quote` (and `%q` on a string).
-pub(crate) fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -6,8 +6,8 @@ use super::json::{self, JsonError};
 use super::split_command::split_command;
 use crate::diag::Span;
 
-/// The instructions BuildKit knows, as `unknown instruction` suggestions name them.
-pub(crate) const INSTRUCTIONS: [&str; 18] = [
+/// The Dockerfile instructions, upper case, as `unknown instruction` suggestions name them.
+pub const INSTRUCTIONS: [&str; 18] = [
     "ADD",
     "ARG",
     "CMD",

@@ -29,6 +29,9 @@ mod split_command;
 pub use ast::{Ast, Directive, Heredoc, Node};
 pub use directives::{find_directive, DEFAULT_ESCAPE};
 pub use dump::{dump, dump_detailed};
+/// Go's `strconv.Quote`, exact to Unicode 15.0 (the quoting of [`dump`] and of BuildKit's messages).
+pub use go::quote as go_quote;
+pub use line_parsers::INSTRUCTIONS;
 
 use crate::diag::{Diagnostic, Span};
 
