@@ -24,7 +24,7 @@ pub mod apply;
 pub mod content;
 pub mod diff;
 pub mod digest;
-// pub mod export;
+pub mod export;
 pub mod fsutil;
 // pub mod gc;
 pub mod meta;

@@ -280,3 +280,34 @@ fn apply_plain_tar_into_directory() {
     assert_eq!(m.permissions().mode() & 0o7777, 0o640);
     assert_eq!(std::os::unix::fs::MetadataExt::mtime(&m), 1234);
 }
+
+fn export_matches_view<S: Snapshotter>(name: &str, make: impl Fn(&common::Env) -> S) {
+    if !common::can_overlay(name) {
+        return;
+    }
+    let env = common::env();
+    let tmp = env.root.tmp_dir();
+    let s = make(&env);
+    build(&s, &tmp);
+    let want = view(&s, &tmp, "child");
+    let dest = env.dir.path().join("out");
+    snapshotter::export::export_dir(&s, "child", &dest).unwrap();
+    assert_eq!(common::summary(&dest), want);
+    assert!(snapshotter::export::export_dir(&s, "child", &dest).is_err(), "a non-empty destination is refused");
+
+    let tar = snapshotter::export::export_tar(&s, "child", &tmp, Vec::new(), Some(0)).unwrap();
+    let unpacked = env.dir.path().join("from-tar");
+    fs::create_dir(&unpacked).unwrap();
+    apply_layer(&snapshotter::snapshot::ApplyTarget::Tree(unpacked.clone()), &tar[..]).unwrap();
+    assert_eq!(common::summary(&unpacked), want);
+}
+
+#[test]
+fn export_overlay_chain() {
+    export_matches_view("export_overlay_chain", overlay);
+}
+
+#[test]
+fn export_native_chain() {
+    export_matches_view("export_native_chain", native);
+}
