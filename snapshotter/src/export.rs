@@ -18,7 +18,7 @@ pub enum ExportError {
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
     #[error("cannot replay layer {key} into {dest}: {source}")]
-    Apply { key: String, dest: PathBuf, source: ApplyError },
+    Apply { key: String, dest: PathBuf, source: Box<ApplyError> },
     #[error("cannot stream layer {key}: {source}")]
     Stream { key: String, source: io::Error },
     #[error("export destination {path}: {source} (it must be an empty or new directory)")]
@@ -58,7 +58,11 @@ pub fn export_dir<S: Snapshotter + ?Sized>(s: &S, key: &str, dest: &Path) -> Res
             let applied = apply_layer(&target, reader);
             (producer.join(), applied)
         });
-        applied.map_err(|source| ExportError::Apply { key: k.clone(), dest: dest.to_path_buf(), source })?;
+        applied.map_err(|source| ExportError::Apply {
+            key: k.clone(),
+            dest: dest.to_path_buf(),
+            source: Box::new(source),
+        })?;
         match written {
             Ok(r) => r.map_err(|source| ExportError::Stream { key: k.clone(), source })?,
             Err(_) => return Err(ExportError::Stream { key: k, source: io::Error::other("layer writer panicked") }),
