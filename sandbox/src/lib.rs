@@ -1,1 +1,11 @@
-//! The sandbox: runs RUN steps in Linux namespaces on overlay snapshots (issue: sandbox).
+//! The sandbox: runs RUN steps in Linux namespaces on overlay snapshots.
+//!
+//! [`process::ProcessSpec`] describes one process; [`spec::build_spec`] turns it into an OCI runtime spec
+//! (oci-spec crate), which every [`executor::Executor`] runs. All unsafe code and system calls live in
+//! [`sys`].
+
+pub mod process;
+pub mod rootfs;
+pub mod spec;
+pub mod sys;
+pub mod user;

@@ -1,0 +1,111 @@
+//! The process description every executor takes: what to run, as whom, where, with which mounts,
+//! network and limits. It is data (serde), so the namespace executor can hand it to its helper process.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The network a RUN step sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// A new network namespace with only the loopback interface, up.
+    None,
+    /// The host's network namespace.
+    Host,
+    /// What BuildKit users get from a standalone buildkitd without CNI (`--oci-worker-net=auto` falls back
+    /// to host): the host's network, so `apt-get update` reaches whatever the host reaches. Isolation is
+    /// still available per step with `none`.
+    #[default]
+    Default,
+}
+
+impl NetworkMode {
+    /// Whether the process shares the host's network namespace.
+    pub fn is_host(self) -> bool {
+        matches!(self, NetworkMode::Host | NetworkMode::Default)
+    }
+}
+
+impl std::str::FromStr for NetworkMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(NetworkMode::None),
+            "host" => Ok(NetworkMode::Host),
+            "default" | "" => Ok(NetworkMode::Default),
+            other => Err(format!("unknown network mode {other:?}; expected none, host or default")),
+        }
+    }
+}
+
+/// A mount the step adds on top of its rootfs (the executor side of `RUN --mount`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunMount {
+    /// Absolute path inside the container.
+    pub destination: String,
+    pub kind: RunMountKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunMountKind {
+    /// A host directory or file; read-only unless `readonly` is false.
+    Bind { source: PathBuf, readonly: bool },
+    /// A fresh tmpfs, optionally limited to `size` bytes.
+    Tmpfs { size: Option<u64> },
+}
+
+/// Resource limits, applied through cgroups where the host has them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory limit in bytes.
+    pub memory: Option<i64>,
+    /// Maximum number of processes.
+    pub pids: Option<i64>,
+    /// CPU quota in microseconds per `cpu_period` (default period 100000).
+    pub cpu_quota: Option<i64>,
+    pub cpu_period: Option<u64>,
+}
+
+/// One process to run in the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    /// argv; `args[0]` is looked up in the PATH of `env` when it has no slash.
+    pub args: Vec<String>,
+    /// `KEY=VALUE` entries; PATH and HOME get Docker's defaults when missing.
+    pub env: Vec<String>,
+    /// Absolute working directory, created when missing (as WORKDIR does).
+    pub cwd: String,
+    /// The `USER` string: `name`, `uid`, `uid:gid`, `name:group`; empty means root.
+    pub user: String,
+    pub hostname: String,
+    pub network: NetworkMode,
+    pub mounts: Vec<RunMount>,
+    pub limits: Limits,
+    /// Apply Docker's default seccomp profile (on unless the step is privileged).
+    pub seccomp: bool,
+}
+
+/// BuildKit's default hostname for build containers.
+pub const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
+
+/// Docker's default PATH (`system.DefaultPathEnv` on Linux).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl ProcessSpec {
+    /// A process running `args` as root in `/`, with the default network, hostname and seccomp.
+    pub fn new(args: Vec<String>) -> ProcessSpec {
+        ProcessSpec {
+            args,
+            env: Vec::new(),
+            cwd: "/".into(),
+            user: String::new(),
+            hostname: DEFAULT_HOSTNAME.into(),
+            network: NetworkMode::Default,
+            mounts: Vec::new(),
+            limits: Limits::default(),
+            seccomp: true,
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! Builds the OCI runtime spec (oci-spec crate) for a [`ProcessSpec`]: the one description both executors
+//! run. Defaults follow Docker/containerd (`oci/defaults.go`, moby `oci/caps`) and runc's masked paths.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount as OciMount,
+    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+
+use crate::process::{NetworkMode, ProcessSpec, RunMountKind, DEFAULT_PATH};
+use crate::user::ResolvedUser;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("invalid process: {0}")]
+    Invalid(String),
+    #[error("cannot build the runtime spec: {0}")]
+    Build(#[from] oci_spec::OciSpecError),
+}
+
+/// Docker's default capability set (moby `oci/caps/defaults.go`), which BuildKit uses too.
+pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// runc/moby default masked paths.
+pub const MASKED_PATHS: [&str; 12] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// runc/moby default read-only paths.
+pub const READONLY_PATHS: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// Host files provided at /etc/hosts, /etc/resolv.conf and /etc/hostname (bind-mounted, so they never
+/// reach the layer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcFiles {
+    pub hosts: PathBuf,
+    pub resolv_conf: PathBuf,
+    pub hostname: PathBuf,
+}
+
+/// The kernel capability number of `cap` (linux/capability.h).
+pub fn capability_number(cap: Capability) -> u32 {
+    use Capability::*;
+    match cap {
+        Chown => 0,
+        DacOverride => 1,
+        DacReadSearch => 2,
+        Fowner => 3,
+        Fsetid => 4,
+        Kill => 5,
+        Setgid => 6,
+        Setuid => 7,
+        Setpcap => 8,
+        LinuxImmutable => 9,
+        NetBindService => 10,
+        NetBroadcast => 11,
+        NetAdmin => 12,
+        NetRaw => 13,
+        IpcLock => 14,
+        IpcOwner => 15,
+        SysModule => 16,
+        SysRawio => 17,
+        SysChroot => 18,
+        SysPtrace => 19,
+        SysPacct => 20,
+        SysAdmin => 21,
+        SysBoot => 22,
+        SysNice => 23,
+        SysResource => 24,
+        SysTime => 25,
+        SysTtyConfig => 26,
+        Mknod => 27,
+        Lease => 28,
+        AuditWrite => 29,
+        AuditControl => 30,
+        Setfcap => 31,
+        MacOverride => 32,
+        MacAdmin => 33,
+        Syslog => 34,
+        WakeAlarm => 35,
+        BlockSuspend => 36,
+        AuditRead => 37,
+        Perfmon => 38,
+        Bpf => 39,
+        CheckpointRestore => 40,
+    }
+}
+
+/// A set of capabilities as a bitmask of kernel numbers.
+pub fn capability_mask<'a>(caps: impl IntoIterator<Item = &'a Capability>) -> u64 {
+    caps.into_iter().fold(0, |m, c| m | 1 << capability_number(*c))
+}
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Result<OciMount, SpecError> {
+    Ok(MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .build()?)
+}
+
+/// containerd's default mounts (what BuildKit's runc worker gets), without the cgroup filesystem.
+fn default_mounts() -> Result<Vec<OciMount>, SpecError> {
+    Ok(vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+        )?,
+        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
+        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+    ])
+}
+
+fn has_env(env: &[String], key: &str) -> bool {
+    env.iter().any(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
+}
+
+/// The environment with Docker's defaults: PATH when missing, HOME from the passwd entry when missing.
+pub fn process_env(env: &[String], user: &ResolvedUser) -> Vec<String> {
+    let mut out = env.to_vec();
+    if !has_env(env, "PATH") {
+        out.insert(0, format!("PATH={DEFAULT_PATH}"));
+    }
+    if !has_env(env, "HOME") {
+        out.push(format!("HOME={}", user.home));
+    }
+    out
+}
+
+fn check_absolute(what: &str, p: &str) -> Result<(), SpecError> {
+    if !p.starts_with('/') {
+        return Err(SpecError::Invalid(format!("{what} {p:?} must be an absolute path")));
+    }
+    Ok(())
+}
+
+/// Builds the runtime spec for `process`, running as `user`, on the rootfs directory `rootfs`.
+pub fn build_spec(
+    process: &ProcessSpec,
+    user: &ResolvedUser,
+    rootfs: &Path,
+    etc: &EtcFiles,
+) -> Result<Spec, SpecError> {
+    if process.args.is_empty() {
+        return Err(SpecError::Invalid("no command given; pass at least the program to run".into()));
+    }
+    check_absolute("working directory", &process.cwd)?;
+    let default_caps: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.iter().copied().collect();
+    // Docker gives a non-root user an empty permitted/effective set; the bounding set stays the default.
+    let running_caps = if user.uid == 0 { default_caps.clone() } else { Default::default() };
+    let caps = LinuxCapabilitiesBuilder::default()
+        .bounding(default_caps)
+        .effective(running_caps.clone())
+        .permitted(running_caps.clone())
+        .inheritable(oci_spec::runtime::Capabilities::default())
+        .ambient(oci_spec::runtime::Capabilities::default())
+        .build()?;
+    let mut oci_user = UserBuilder::default().uid(user.uid).gid(user.gid);
+    if !user.additional_gids.is_empty() {
+        oci_user = oci_user.additional_gids(user.additional_gids.clone());
+    }
+    let proc = ProcessBuilder::default()
+        .terminal(false)
+        .user(oci_user.build()?)
+        .args(process.args.clone())
+        .env(process_env(&process.env, user))
+        .cwd(&process.cwd)
+        .capabilities(caps)
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .hard(1024u64 * 1024)
+            .soft(1024u64 * 1024)
+            .build()?])
+        .no_new_privileges(true)
+        .build()?;
+
+    let mut mounts = default_mounts()?;
+    if process.network.is_host() {
+        // sysfs cannot be mounted for a network namespace the mount does not own; bind the host's read-only
+        // as runc does for a shared netns.
+        mounts.retain(|m| m.destination() != Path::new("/sys"));
+        mounts.push(mount("/sys", "bind", "/sys", &["rbind", "nosuid", "noexec", "nodev", "ro"])?);
+    }
+    for (dest, src) in
+        [("/etc/hosts", &etc.hosts), ("/etc/resolv.conf", &etc.resolv_conf), ("/etc/hostname", &etc.hostname)]
+    {
+        mounts.push(mount(dest, "bind", &src.display().to_string(), &["rbind", "ro"])?);
+    }
+    for m in &process.mounts {
+        check_absolute("mount destination", &m.destination)?;
+        mounts.push(match &m.kind {
+            RunMountKind::Bind { source, readonly } => {
+                let rw = if *readonly { "ro" } else { "rw" };
+                mount(&m.destination, "bind", &source.display().to_string(), &["rbind", rw])?
+            }
+            RunMountKind::Tmpfs { size } => {
+                let size = size.map(|s| format!("size={s}"));
+                let mut opts = vec!["nosuid", "nodev", "mode=1777"];
+                if let Some(s) = &size {
+                    opts.push(s);
+                }
+                mount(&m.destination, "tmpfs", "tmpfs", &opts)?
+            }
+        });
+    }
+
+    let ns = |t| -> Result<LinuxNamespace, SpecError> { Ok(LinuxNamespaceBuilder::default().typ(t).build()?) };
+    let mut namespaces = vec![
+        ns(LinuxNamespaceType::Pid)?,
+        ns(LinuxNamespaceType::Ipc)?,
+        ns(LinuxNamespaceType::Uts)?,
+        ns(LinuxNamespaceType::Mount)?,
+    ];
+    namespaces.push(ns(LinuxNamespaceType::Cgroup)?);
+    if process.network == NetworkMode::None {
+        namespaces.push(ns(LinuxNamespaceType::Network)?);
+    }
+    let l = &process.limits;
+    let mut resources = LinuxResourcesBuilder::default();
+    if let Some(m) = l.memory {
+        resources = resources.memory(LinuxMemoryBuilder::default().limit(m).build()?);
+    }
+    if let Some(p) = l.pids {
+        resources = resources.pids(LinuxPidsBuilder::default().limit(p).build()?);
+    }
+    if let Some(q) = l.cpu_quota {
+        resources = resources.cpu(LinuxCpuBuilder::default().quota(q).period(l.cpu_period.unwrap_or(100_000)).build()?);
+    }
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .resources(resources.build()?);
+    Ok(SpecBuilder::default()
+        .version("1.0.2")
+        .root(RootBuilder::default().path(rootfs).readonly(false).build()?)
+        .process(proc)
+        .hostname(process.hostname.clone())
+        .mounts(mounts)
+        .linux(linux.build()?)
+        .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::{Limits, RunMount};
+
+    fn etc() -> EtcFiles {
+        EtcFiles { hosts: "/s/hosts".into(), resolv_conf: "/s/resolv.conf".into(), hostname: "/s/hostname".into() }
+    }
+
+    fn root() -> ResolvedUser {
+        ResolvedUser { home: "/root".into(), ..ResolvedUser::default() }
+    }
+
+    fn ns_types(spec: &Spec) -> Vec<LinuxNamespaceType> {
+        spec.linux().as_ref().unwrap().namespaces().as_ref().unwrap().iter().map(|n| n.typ()).collect()
+    }
+
+    #[test]
+    fn defaults_match_docker() {
+        let p = ProcessSpec::new(vec!["true".into()]);
+        let spec = build_spec(&p, &root(), Path::new("/r"), &etc()).unwrap();
+        let proc = spec.process().as_ref().unwrap();
+        assert_eq!(proc.env().as_ref().unwrap(), &vec![format!("PATH={DEFAULT_PATH}"), "HOME=/root".to_string()]);
+        assert_eq!(proc.no_new_privileges(), Some(true));
+        let caps = proc.capabilities().as_ref().unwrap();
+        assert_eq!(capability_mask(caps.effective().as_ref().unwrap()), 0xa80425fb, "docker's CapEff");
+        assert_eq!(capability_mask(caps.bounding().as_ref().unwrap()), 0xa80425fb);
+        assert_eq!(spec.hostname().as_deref(), Some("buildkitsandbox"));
+        // Default network is the host's: no network namespace; /sys is the host's, bound read-only.
+        assert!(!ns_types(&spec).contains(&LinuxNamespaceType::Network));
+        let sys = spec.mounts().as_ref().unwrap().iter().find(|m| m.destination() == Path::new("/sys")).unwrap();
+        assert_eq!(sys.typ().as_deref(), Some("bind"));
+        assert!(sys.options().as_ref().unwrap().contains(&"ro".to_string()));
+    }
+
+    #[test]
+    fn non_root_has_no_effective_caps_and_keeps_env() {
+        let mut p = ProcessSpec::new(vec!["id".into()]);
+        p.env = vec!["PATH=/bin".into(), "HOME=/h".into()];
+        p.network = NetworkMode::None;
+        let user = ResolvedUser { uid: 1000, gid: 1000, additional_gids: vec![10], home: "/home/app".into() };
+        let spec = build_spec(&p, &user, Path::new("/r"), &etc()).unwrap();
+        let proc = spec.process().as_ref().unwrap();
+        assert_eq!(proc.env().as_ref().unwrap(), &p.env);
+        assert_eq!(proc.user().additional_gids().as_ref().unwrap(), &vec![10]);
+        let caps = proc.capabilities().as_ref().unwrap();
+        assert!(caps.effective().as_ref().unwrap().is_empty());
+        assert!(ns_types(&spec).contains(&LinuxNamespaceType::Network));
+        let sys = spec.mounts().as_ref().unwrap().iter().find(|m| m.destination() == Path::new("/sys")).unwrap();
+        assert_eq!(sys.typ().as_deref(), Some("sysfs"));
+    }
+
+    #[test]
+    fn run_mounts_limits_and_validation() {
+        let mut p = ProcessSpec::new(vec!["sh".into()]);
+        p.mounts = vec![
+            RunMount {
+                destination: "/src".into(),
+                kind: RunMountKind::Bind { source: "/host/src".into(), readonly: true },
+            },
+            RunMount { destination: "/tmp".into(), kind: RunMountKind::Tmpfs { size: Some(1 << 20) } },
+        ];
+        p.limits = Limits { memory: Some(1 << 30), pids: Some(100), cpu_quota: Some(50_000), cpu_period: None };
+        let spec = build_spec(&p, &root(), Path::new("/r"), &etc()).unwrap();
+        let mounts = spec.mounts().as_ref().unwrap();
+        let src = mounts.iter().find(|m| m.destination() == Path::new("/src")).unwrap();
+        assert_eq!(src.options().as_ref().unwrap(), &vec!["rbind".to_string(), "ro".to_string()]);
+        let tmp = mounts.iter().find(|m| m.destination() == Path::new("/tmp")).unwrap();
+        assert!(tmp.options().as_ref().unwrap().contains(&"size=1048576".to_string()));
+        let res = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
+        assert_eq!(res.memory().as_ref().unwrap().limit(), Some(1 << 30));
+        assert_eq!(res.pids().as_ref().unwrap().limit(), 100);
+        assert_eq!(res.cpu().as_ref().unwrap().period(), Some(100_000));
+
+        p.cwd = "relative".into();
+        assert!(build_spec(&p, &root(), Path::new("/r"), &etc()).is_err());
+        p.cwd = "/".into();
+        p.args.clear();
+        assert!(build_spec(&p, &root(), Path::new("/r"), &etc()).is_err());
+    }
+}
