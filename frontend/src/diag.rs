@@ -58,8 +58,9 @@ impl Diagnostic {
             return format!("{file}: {}", self.message);
         };
         let mut out = format!("{file}:{}: {}\n", span.start, self.message);
+        let source = source.strip_prefix('\u{feff}').unwrap_or(source);
         let lines: Vec<&str> = source
-            .strip_prefix('\u{feff}')
+            .strip_suffix('\n')
             .unwrap_or(source)
             .split('\n')
             .map(|l| l.strip_suffix('\r').unwrap_or(l))

@@ -9,6 +9,7 @@
 //! Architecture invariant: this crate does no I/O. It reads the bytes it is given; base-image configs come
 //! from a resolver callback supplied by the caller.
 
+pub mod convert;
 pub mod diag;
 pub mod instructions;
 pub mod parser;

@@ -274,7 +274,7 @@ fn cmd_line(node: &Node, empty_as_none: bool) -> CmdLine {
         files: node
             .heredocs
             .iter()
-            .map(|h| ShellFile { name: h.name.clone(), data: h.content.clone(), chomp: h.chomp })
+            .map(|h| ShellFile { name: h.name.clone(), data: h.raw.clone(), chomp: h.chomp })
             .collect(),
     }
 }
@@ -314,11 +314,10 @@ fn copy(node: &Node, is_add: bool) -> Result<Instruction, String> {
     for src in srcs {
         match heredoc_word(src).filter(|_| !node.heredocs.is_empty()) {
             Some((hname, chomp)) => {
+                // BuildKit: the raw body, with leading tabs stripped for `<<-`.
                 let doc = node.heredocs.iter().find(|h| h.name == hname);
-                let mut data = doc.map(|h| h.content.clone()).unwrap_or_default();
-                if chomp && !doc.is_some_and(|h| h.chomp) {
-                    data = data.lines().map(|l| l.trim_start_matches('\t')).collect::<Vec<_>>().join("\n") + "\n";
-                }
+                let raw = doc.map(|h| h.raw.as_str()).unwrap_or_default();
+                let data = if chomp { chomp_tabs(raw) } else { raw.to_string() };
                 contents.push(SourceContent { path: hname, data, expand: doc.is_none_or(|h| h.expand) });
             }
             None => sources.push(src.clone()),
@@ -361,6 +360,11 @@ fn copy(node: &Node, is_add: bool) -> Result<Instruction, String> {
         keep_git_dir: f.get_bool("keep-git-dir"),
         unpack,
     }))
+}
+
+/// BuildKit's ChompHeredocContent: strip the leading tabs of every line.
+pub fn chomp_tabs(data: &str) -> String {
+    data.split_inclusive('\n').map(|l| l.trim_start_matches('\t')).collect()
 }
 
 /// `--chmod` takes an octal mode (`755`, `0644`) or symbolic clauses (`u=rwx,go=rx`, `+x`).
