@@ -4,8 +4,13 @@
 //! (oci-spec crate), which every [`executor::Executor`] runs. All unsafe code and system calls live in
 //! [`sys`].
 
+pub mod executor;
+pub mod init;
 pub mod process;
 pub mod rootfs;
 pub mod spec;
 pub mod sys;
 pub mod user;
+
+pub use executor::{Cancel, ExecError, Executor, ExitStatus, NamespaceExecutor, OutputLine, OutputSink, RunOutcome};
+pub use process::{Limits, NetworkMode, ProcessSpec, RunMount, RunMountKind};

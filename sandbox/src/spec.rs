@@ -59,7 +59,7 @@ pub const READONLY_PATHS: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/p
 
 /// Host files provided at /etc/hosts, /etc/resolv.conf and /etc/hostname (bind-mounted, so they never
 /// reach the layer).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EtcFiles {
     pub hosts: PathBuf,
     pub resolv_conf: PathBuf,

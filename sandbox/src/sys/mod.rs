@@ -403,3 +403,86 @@ pub fn read_in_root(root: &Path, path: &Path) -> io::Result<Option<Vec<u8>>> {
         Err(e) => Err(e.into()),
     }
 }
+
+/// Removes a mount stub `path` (absolute, inside `root`) if it is still an empty file or empty directory,
+/// resolving it scoped to `root` so a symlink planted by the process cannot redirect the removal.
+pub fn remove_stub_in_root(root: &Path, path: &Path) -> io::Result<()> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+    let rel = path.strip_prefix(root).map_err(|_| io::Error::from_raw_os_error(libc::EXDEV))?;
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Ok(());
+    };
+    let rootfd = rustix::fs::open(root, OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
+    let parent_path = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    let dir = rustix::fs::openat2(
+        &rootfd,
+        parent_path,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT,
+    )?;
+    let st = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => match rustix::fs::unlinkat(&dir, name, AtFlags::REMOVEDIR) {
+            Err(rustix::io::Errno::NOTEMPTY) | Err(rustix::io::Errno::EXIST) => Ok(()),
+            other => other.map_err(io::Error::from),
+        },
+        FileType::RegularFile if st.st_size == 0 => {
+            rustix::fs::unlinkat(&dir, name, AtFlags::empty()).map_err(io::Error::from)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Closes every descriptor from 3 up except `keep` (which stays close-on-exec).
+pub fn close_fds_except(keep: RawFd) -> io::Result<()> {
+    if keep > 3 {
+        // SAFETY: as in close_fds_from: called in a forked child right before exec, where no Rust object
+        // uses the closed descriptors; `keep` is left open.
+        let ret = unsafe { libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, (keep - 1) as libc::c_uint, 0) };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    close_fds_from(keep.max(2) + 1)
+}
+
+/// PR_SET_KEEPCAPS, so the permitted set survives the switch to a non-root uid until capset.
+pub fn set_keep_caps(keep: bool) -> io::Result<()> {
+    rustix::thread::set_keep_capabilities(keep).map_err(io::Error::from)
+}
+
+/// A pidfd for `pid` (a child of this process), so a later kill cannot hit a recycled pid.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(pid as i32).ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(io::Error::from)
+}
+
+/// SIGKILL through a pidfd.
+pub fn pidfd_kill(fd: BorrowedFd<'_>) -> io::Result<()> {
+    rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL).map_err(io::Error::from)
+}
+
+/// chdir(2), then a check that the result is inside the root: the kernel reports a directory outside
+/// the current root as `(unreachable)/...`.
+pub fn chdir_checked(path: &Path) -> io::Result<()> {
+    rustix::process::chdir(path)?;
+    let cwd = rustix::process::getcwd(Vec::new())?;
+    if !cwd.to_bytes().starts_with(b"/") {
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, "the directory is outside the container root"));
+    }
+    Ok(())
+}
+
+/// fs.nr_open: the most file descriptors a process may be allowed.
+pub fn nr_open() -> u64 {
+    std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(1024 * 1024)
+}
+
+/// The current hard limit of a `RLIMIT_*` resource.
+pub fn rlimit_hard(resource: u32) -> io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid out-pointer for the call's duration.
+    check(unsafe { libc::getrlimit(resource as _, &mut lim) })?;
+    Ok(lim.rlim_max)
+}

@@ -1,0 +1,361 @@
+//! The [`Executor`] trait and the namespace executor.
+
+use std::io::{self, BufRead, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use snapshotter::mount::Mount;
+
+use crate::init::{HelperConfig, HelperReport, HELPER_ARG};
+use crate::process::{NetworkMode, ProcessSpec};
+use crate::spec::EtcFiles;
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Exited(i32),
+    /// Killed by this signal.
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    pub fn success(self) -> bool {
+        self == ExitStatus::Exited(0)
+    }
+
+    /// The shell's view: the exit code, or 128 + the signal.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Exited(c) => c,
+            ExitStatus::Signaled(s) => 128 + s,
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Exited(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signaled(s) => write!(f, "signal {s}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// One line of the command's output (without its newline; a last unterminated line comes as is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputLine {
+    pub stream: Stream,
+    pub time: SystemTime,
+    pub line: Vec<u8>,
+}
+
+/// Where output lines go (the progress channel).
+pub trait OutputSink: Send + Sync {
+    fn line(&self, line: OutputLine);
+}
+
+impl OutputSink for std::sync::mpsc::Sender<OutputLine> {
+    fn line(&self, line: OutputLine) {
+        // A dropped receiver means nobody watches the output; the run goes on.
+        let _ = self.send(line);
+    }
+}
+
+/// Collects lines in memory (tests, small tools).
+#[derive(Debug, Default)]
+pub struct CollectOutput(pub Mutex<Vec<OutputLine>>);
+
+impl CollectOutput {
+    /// The lines of one stream, as text.
+    pub fn text(&self, stream: Stream) -> String {
+        let lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        lines.iter().filter(|l| l.stream == stream).map(|l| String::from_utf8_lossy(&l.line) + "\n").collect()
+    }
+}
+
+impl OutputSink for CollectOutput {
+    fn line(&self, line: OutputLine) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+    }
+}
+
+#[derive(Default)]
+struct CancelState {
+    cancelled: bool,
+    running: Vec<(u64, OwnedFd)>,
+    next: u64,
+}
+
+/// Cancels runs: [`Cancel::cancel`] kills every run registered with it, and with each its whole
+/// namespace. Clones share the state.
+#[derive(Clone, Default)]
+pub struct Cancel(Arc<Mutex<CancelState>>);
+
+impl std::fmt::Debug for Cancel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cancel").field("cancelled", &self.is_cancelled()).finish()
+    }
+}
+
+impl Cancel {
+    pub fn cancel(&self) {
+        let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        st.cancelled = true;
+        for (_, fd) in &st.running {
+            let _ = crate::sys::pidfd_kill(std::os::fd::AsFd::as_fd(fd));
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).cancelled
+    }
+
+    fn register(&self, pidfd: OwnedFd) -> u64 {
+        let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if st.cancelled {
+            let _ = crate::sys::pidfd_kill(std::os::fd::AsFd::as_fd(&pidfd));
+        }
+        st.next += 1;
+        let id = st.next;
+        st.running.push((id, pidfd));
+        id
+    }
+
+    fn unregister(&self, id: u64) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).running.retain(|(i, _)| *i != id);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("cannot prepare the sandbox state in {dir}: {source}")]
+    State { dir: PathBuf, source: io::Error },
+    #[error("cannot start the sandbox helper {helper}: {source}")]
+    Spawn { helper: PathBuf, source: io::Error },
+    #[error("cannot talk to the sandbox helper: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Setup(String),
+    #[error("the run was cancelled")]
+    Cancelled,
+}
+
+/// The result of one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub status: ExitStatus,
+    /// Things that were not applied but did not stop the run (e.g. limits without cgroups).
+    pub warnings: Vec<String>,
+}
+
+/// Runs one process on a rootfs given as snapshot mounts. Implementations block; async callers use
+/// `spawn_blocking`.
+pub trait Executor: Send + Sync {
+    fn run(
+        &self,
+        rootfs: &[Mount],
+        process: &ProcessSpec,
+        output: &dyn OutputSink,
+        cancel: &Cancel,
+    ) -> Result<RunOutcome, ExecError>;
+}
+
+/// BuildKit's /etc/hosts for build containers.
+pub fn hosts_file(hostname: &str) -> String {
+    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+}
+
+/// The host's resolv.conf; without the host network, loopback nameservers cannot work and are dropped,
+/// falling back to public resolvers when none remain (BuildKit/libnetwork behaviour).
+pub fn resolv_conf(host: &str, network: NetworkMode) -> String {
+    if network.is_host() {
+        return host.to_string();
+    }
+    let mut out = String::new();
+    let mut servers = 0;
+    for line in host.lines() {
+        let mut fields = line.split_whitespace();
+        if fields.next() == Some("nameserver") {
+            let addr = fields.next().unwrap_or("");
+            if addr.starts_with("127.") || addr == "::1" {
+                continue;
+            }
+            servers += 1;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if servers == 0 {
+        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+    out
+}
+
+/// Writes the per-run files: /etc/hosts, /etc/resolv.conf, /etc/hostname sources and the rootfs mount point.
+pub(crate) fn write_state(dir: &Path, process: &ProcessSpec) -> io::Result<(EtcFiles, PathBuf)> {
+    let etc =
+        EtcFiles { hosts: dir.join("hosts"), resolv_conf: dir.join("resolv.conf"), hostname: dir.join("hostname") };
+    std::fs::write(&etc.hosts, hosts_file(&process.hostname))?;
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    std::fs::write(&etc.resolv_conf, resolv_conf(&host_resolv, process.network))?;
+    std::fs::write(&etc.hostname, format!("{}\n", process.hostname))?;
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir(&rootfs)?;
+    Ok((etc, rootfs))
+}
+
+/// Streams `src` to `sink` line by line.
+fn pump(src: impl Read, stream: Stream, sink: &dyn OutputSink) {
+    let mut reader = io::BufReader::new(src);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                }
+                sink.line(OutputLine { stream, time: SystemTime::now(), line: buf.clone() });
+            }
+        }
+    }
+}
+
+/// The default executor: namespaces set up by a re-executed helper (see [`crate::init`]).
+#[derive(Debug, Clone)]
+pub struct NamespaceExecutor {
+    helper: PathBuf,
+    state_dir: PathBuf,
+}
+
+impl NamespaceExecutor {
+    /// Re-executes this binary (`/proc/self/exe`), whose `main` must call [`crate::init::maybe_run`] first;
+    /// per-run state goes under `state_dir`.
+    pub fn new(state_dir: impl Into<PathBuf>) -> NamespaceExecutor {
+        NamespaceExecutor { helper: "/proc/self/exe".into(), state_dir: state_dir.into() }
+    }
+
+    /// Uses another binary as the helper (one whose `main` calls [`crate::init::maybe_run`]).
+    pub fn with_helper(mut self, helper: impl Into<PathBuf>) -> NamespaceExecutor {
+        self.helper = helper.into();
+        self
+    }
+}
+
+impl Executor for NamespaceExecutor {
+    fn run(
+        &self,
+        rootfs: &[Mount],
+        process: &ProcessSpec,
+        output: &dyn OutputSink,
+        cancel: &Cancel,
+    ) -> Result<RunOutcome, ExecError> {
+        if cancel.is_cancelled() {
+            return Err(ExecError::Cancelled);
+        }
+        let state_err = |source| ExecError::State { dir: self.state_dir.clone(), source };
+        std::fs::create_dir_all(&self.state_dir).map_err(state_err)?;
+        let state = tempfile::Builder::new().prefix("run-").tempdir_in(&self.state_dir).map_err(state_err)?;
+        let (etc, rootfs_dir) = write_state(state.path(), process).map_err(state_err)?;
+        let config = HelperConfig { rootfs: rootfs.to_vec(), rootfs_dir, process: process.clone(), etc };
+        let config = serde_json::to_vec(&config).map_err(|e| ExecError::Protocol(e.to_string()))?;
+
+        let (mut ours, theirs) = UnixStream::pair().map_err(|e| ExecError::Protocol(e.to_string()))?;
+        let spawn_err = |source| ExecError::Spawn { helper: self.helper.clone(), source };
+        let mut child = Command::new(&self.helper)
+            .arg(HELPER_ARG)
+            .env_clear()
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_err)?;
+        let reg = crate::sys::pidfd_open(child.id()).ok().map(|fd| cancel.register(fd));
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let mut talk = || -> io::Result<Vec<u8>> {
+            ours.write_all(&config)?;
+            ours.shutdown(std::net::Shutdown::Write)?;
+            let mut report = Vec::new();
+            ours.read_to_end(&mut report)?;
+            Ok(report)
+        };
+        let report = std::thread::scope(|s| {
+            if let Some(out) = stdout {
+                s.spawn(move || pump(out, Stream::Stdout, output));
+            }
+            if let Some(err) = stderr {
+                s.spawn(move || pump(err, Stream::Stderr, output));
+            }
+            talk()
+        });
+        let waited = child.wait();
+        if let Some(id) = reg {
+            cancel.unregister(id);
+        }
+        if cancel.is_cancelled() {
+            return Err(ExecError::Cancelled);
+        }
+        let waited = waited.map_err(|e| ExecError::Protocol(e.to_string()))?;
+        let report = report.map_err(|e| ExecError::Protocol(e.to_string()))?;
+        let report: HelperReport = serde_json::from_slice(&report)
+            .map_err(|e| ExecError::Protocol(format!("the helper ended ({waited}) without a report: {e}")))?;
+        drop(state);
+        match report {
+            HelperReport::Exited(c) => Ok(RunOutcome { status: ExitStatus::Exited(c), warnings: Vec::new() }),
+            HelperReport::Signaled(s) => Ok(RunOutcome { status: ExitStatus::Signaled(s), warnings: Vec::new() }),
+            HelperReport::Failed(m) => Err(ExecError::Setup(m)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_drops_loopback_servers_without_host_network() {
+        let host = "search example\nnameserver 127.0.0.53\nnameserver 10.0.0.1\noptions ndots:1\n";
+        assert_eq!(resolv_conf(host, NetworkMode::Host), host);
+        assert_eq!(resolv_conf(host, NetworkMode::None), "search example\nnameserver 10.0.0.1\noptions ndots:1\n");
+        assert_eq!(
+            resolv_conf("nameserver 127.0.0.53\n", NetworkMode::None),
+            "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+        );
+    }
+
+    #[test]
+    fn pump_splits_lines_and_keeps_a_last_partial_one() {
+        let sink = CollectOutput::default();
+        pump(&b"one\ntwo\n\nthree"[..], Stream::Stderr, &sink);
+        assert_eq!(sink.text(Stream::Stderr), "one\ntwo\n\nthree\n");
+        assert_eq!(sink.text(Stream::Stdout), "");
+    }
+
+    #[test]
+    fn cancel_before_run_is_reported() {
+        let cancel = Cancel::default();
+        cancel.cancel();
+        let exec = NamespaceExecutor::new(std::env::temp_dir().join("rbuild-sandbox-test-unused"));
+        let err = exec.run(&[], &ProcessSpec::new(vec!["true".into()]), &CollectOutput::default(), &cancel);
+        assert!(matches!(err, Err(ExecError::Cancelled)));
+    }
+
+    #[test]
+    fn exit_status_codes() {
+        assert_eq!(ExitStatus::Signaled(9).code(), 137);
+        assert!(ExitStatus::Exited(0).success());
+        assert_eq!(ExitStatus::Exited(3).to_string(), "exit code 3");
+    }
+}

@@ -1,0 +1,318 @@
+//! The re-executed helper: `/proc/self/exe` started with [`HELPER_ARG`]. It is a fresh, single-threaded
+//! process, so unlike the multithreaded tokio parent it may fork freely.
+//!
+//! helper (new mount/uts/ipc/net/cgroup namespaces; mounts the rootfs; resolves the user; builds the spec)
+//!   └─ init, PID 1 of the new pid namespace (own mount namespace; mounts, pivot_root; reaps, forwards
+//!      signals; its death kills the namespace)
+//!        └─ the command (session leader; ids, capabilities, no_new_privs, seccomp; no inherited fds)
+//!
+//! The parent hands the [`HelperConfig`] over stdin (a socket) and reads the [`HelperReport`] back from it.
+
+use std::ffi::CString;
+use std::io::{self, BufRead, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+use snapshotter::mount::Mount;
+
+use crate::process::ProcessSpec;
+use crate::spec::{capability_mask, EtcFiles};
+use crate::sys::{self, Ended, Forked, LinuxSyscall, Syscall};
+
+/// The hidden first argument that turns the binary into the sandbox helper.
+pub const HELPER_ARG: &str = "__rbuild-sandbox-helper";
+
+/// What the helper is asked to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HelperConfig {
+    /// The snapshot's mounts, mounted on `rootfs_dir` inside the helper's mount namespace only.
+    pub rootfs: Vec<Mount>,
+    pub rootfs_dir: PathBuf,
+    pub process: ProcessSpec,
+    pub etc: EtcFiles,
+}
+
+/// How the run ended, as the helper reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HelperReport {
+    Exited(i32),
+    Signaled(i32),
+    /// Setting up the sandbox or starting the command failed; the message says what to do.
+    Failed(String),
+}
+
+/// What init tells the helper.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum InitMessage {
+    Stubs(Vec<PathBuf>),
+    Done(HelperReport),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("cannot read the helper configuration: {0}")]
+    Config(String),
+    #[error("cannot create the sandbox namespaces: {0} (the namespace executor needs root)")]
+    Unshare(io::Error),
+    #[error("cannot mount the rootfs: {0}")]
+    Rootfs(#[from] snapshotter::mount::MountError),
+    #[error(transparent)]
+    User(#[from] crate::user::UserError),
+    #[error(transparent)]
+    Spec(#[from] crate::spec::SpecError),
+    #[error(transparent)]
+    Prepare(#[from] crate::rootfs::RootfsError),
+    #[error("cannot {step}: {source}")]
+    Step { step: &'static str, source: io::Error },
+}
+
+fn step(step: &'static str) -> impl FnOnce(io::Error) -> InitError {
+    move |source| InitError::Step { step, source }
+}
+
+/// Runs the helper and exits when this process was started as one; returns otherwise. Call it first in
+/// `main`, before any thread is started.
+pub fn maybe_run() {
+    if std::env::args_os().nth(1).is_some_and(|a| a == HELPER_ARG) {
+        helper_main()
+    }
+}
+
+fn helper_main() -> ! {
+    // The socket on stdin carries the config in and the report out; the command must not see it.
+    let Ok(report_fd) = io::stdin().as_fd().try_clone_to_owned() else { sys::exit_now(120) };
+    let mut report = std::fs::File::from(report_fd);
+    let result = read_config(&mut report).and_then(|cfg| run_helper(&cfg));
+    let out = match result {
+        Ok(r) => r,
+        Err(e) => HelperReport::Failed(e.to_string()),
+    };
+    let ok = serde_json::to_writer(&mut report, &out).is_ok();
+    sys::exit_now(if ok { 0 } else { 121 })
+}
+
+fn read_config(src: &mut std::fs::File) -> Result<HelperConfig, InitError> {
+    let mut buf = Vec::new();
+    src.read_to_end(&mut buf).map_err(|e| InitError::Config(e.to_string()))?;
+    serde_json::from_slice(&buf).map_err(|e| InitError::Config(e.to_string()))
+}
+
+fn run_helper(cfg: &HelperConfig) -> Result<HelperReport, InitError> {
+    let devnull = std::fs::File::open("/dev/null").map_err(step("open /dev/null"))?;
+    sys::dup_onto(devnull.as_fd(), 0).map_err(step("replace stdin"))?;
+    let linux = LinuxSyscall;
+    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
+    flags |= libc::CLONE_NEWCGROUP;
+    if !cfg.process.network.is_host() {
+        flags |= libc::CLONE_NEWNET;
+    }
+    linux.unshare(flags).map_err(InitError::Unshare)?;
+    linux
+        .mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")
+        .map_err(step("make the mounts private"))?;
+    snapshotter::mount::mount_all(&cfg.rootfs, &cfg.rootfs_dir)?;
+    let user = crate::user::resolve_in_rootfs(&cfg.rootfs_dir, &cfg.process.user)?;
+    let spec = crate::spec::build_spec(&cfg.process, &user, &cfg.rootfs_dir, &cfg.etc)?;
+    if !cfg.process.network.is_host() {
+        linux.loopback_up().map_err(step("bring the loopback interface up"))?;
+    }
+    if let Some(h) = spec.hostname() {
+        linux.sethostname(h).map_err(step("set the hostname"))?;
+    }
+    let (rx, tx) = sys::pipe().map_err(step("create the status pipe"))?;
+    let init = match sys::fork().map_err(step("fork init"))? {
+        Forked::Child => {
+            drop(rx);
+            init_main(&spec, tx)
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(tx);
+    let mut stubs = Vec::new();
+    let mut done = None;
+    for line in io::BufReader::new(std::fs::File::from(rx)).lines() {
+        let line = line.map_err(step("read init's status"))?;
+        match serde_json::from_str::<InitMessage>(&line) {
+            Ok(InitMessage::Stubs(s)) => stubs = s,
+            Ok(InitMessage::Done(r)) => done = Some(r),
+            Err(e) => done = Some(HelperReport::Failed(format!("garbled status from init: {e}"))),
+        }
+    }
+    let init_end = sys::waitpid(init, false).map_err(step("wait for init"))?;
+    // Mount points that did not exist before must not reach the layer (BuildKit's stub cleanup).
+    for s in stubs.iter().rev() {
+        match sys::remove_stub_in_root(&cfg.rootfs_dir, s) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(InitError::Step { step: "remove a mount stub", source: e }),
+        }
+    }
+    Ok(done.unwrap_or_else(|| {
+        HelperReport::Failed(format!("sandbox init ended without a status ({init_end:?}); this is a bug in rbuild"))
+    }))
+}
+
+fn send(tx: &OwnedFd, msg: &InitMessage) {
+    let mut line = serde_json::to_vec(msg).unwrap_or_default();
+    line.push(b'\n');
+    let _ = std::fs::File::from(tx.try_clone().unwrap_or_else(|_| sys::exit_now(122))).write_all(&line);
+}
+
+/// PID 1 of the new pid namespace. Never returns.
+fn init_main(spec: &Spec, tx: OwnedFd) -> ! {
+    let linux = LinuxSyscall;
+    // If the helper is killed (cancellation), init dies, and with it every process of the namespace.
+    let _ = sys::set_parent_death_signal(libc::SIGKILL);
+    let report = match init_setup(&linux, spec, &tx) {
+        Ok(r) => r,
+        Err(e) => HelperReport::Failed(e.to_string()),
+    };
+    send(&tx, &InitMessage::Done(report));
+    sys::exit_now(0)
+}
+
+fn init_setup(linux: &LinuxSyscall, spec: &Spec, tx: &OwnedFd) -> Result<HelperReport, InitError> {
+    // A mount namespace of its own: pivot_root must not move the helper's root.
+    linux.unshare(libc::CLONE_NEWNS).map_err(InitError::Unshare)?;
+    let prepared = crate::rootfs::prepare(linux, spec);
+    if let Ok(p) = &prepared {
+        send(tx, &InitMessage::Stubs(p.stubs.clone()));
+    }
+    prepared?;
+    sys::block_all_signals(true).map_err(step("block signals"))?;
+    let (err_rx, err_tx) = sys::pipe().map_err(step("create the exec pipe"))?;
+    let child = match sys::fork().map_err(step("fork the command"))? {
+        Forked::Child => {
+            drop(err_rx);
+            let e = exec_command(spec, err_tx.as_raw_fd());
+            let _ = std::fs::File::from(err_tx).write_all(e.to_string().as_bytes());
+            sys::exit_now(127)
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(err_tx);
+    let mut msg = String::new();
+    let _ = std::fs::File::from(err_rx).read_to_string(&mut msg);
+    if !msg.is_empty() {
+        let _ = sys::waitpid(child, false);
+        return Ok(HelperReport::Failed(msg));
+    }
+    loop {
+        let sig = sys::wait_signal().map_err(step("wait for signals"))?;
+        if sig != libc::SIGCHLD {
+            let _ = sys::kill(child, sig);
+            continue;
+        }
+        // Reap every zombie: orphans of the command are reparented to us.
+        while let Some((pid, ended)) = sys::waitpid(-1, true).map_err(step("reap"))? {
+            if pid == child {
+                return Ok(match ended {
+                    Ended::Exited(c) => HelperReport::Exited(c),
+                    Ended::Signaled(s) => HelperReport::Signaled(s),
+                });
+            }
+        }
+    }
+}
+
+/// Finds `name` in the PATH of the process environment, as runc does (`exec.LookPath`).
+pub fn look_path(name: &str, env: &[String]) -> Result<PathBuf, String> {
+    let is_exec = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
+    }
+    let path = env.iter().rev().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("");
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = Path::new(dir).join(name);
+        if is_exec(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(format!("exec: {name:?}: executable file not found in $PATH"))
+}
+
+fn cstrings<'a>(items: impl IntoIterator<Item = &'a String>) -> Result<Vec<CString>, String> {
+    items.into_iter().map(|s| CString::new(s.as_bytes()).map_err(|_| format!("{s:?} contains a NUL byte"))).collect()
+}
+
+/// The command's last steps before exec; returns only the reason it failed.
+fn exec_command(spec: &Spec, keep_fd: i32) -> String {
+    match prepare_exec(spec, keep_fd) {
+        Ok((path, args, env)) => format!("exec {}: {}", path.to_string_lossy(), sys::execve(&path, &args, &env)),
+        Err(e) => e,
+    }
+}
+
+fn prepare_exec(spec: &Spec, keep_fd: i32) -> Result<(CString, Vec<CString>, Vec<CString>), String> {
+    let process = spec.process().as_ref().ok_or("the spec has no process")?;
+    let io_err = |what: &str| {
+        let what = what.to_string();
+        move |e: io::Error| format!("cannot {what}: {e}")
+    };
+    sys::reset_signal_dispositions();
+    sys::block_all_signals(false).map_err(io_err("unblock signals"))?;
+    sys::setsid().map_err(io_err("start a session"))?;
+    for r in process.rlimits().as_deref().unwrap_or(&[]) {
+        let resource = match r.typ() {
+            oci_spec::runtime::PosixRlimitType::RlimitNofile => libc::RLIMIT_NOFILE,
+            oci_spec::runtime::PosixRlimitType::RlimitNproc => libc::RLIMIT_NPROC,
+            oci_spec::runtime::PosixRlimitType::RlimitCore => libc::RLIMIT_CORE,
+            other => return Err(format!("rlimit {other} is not supported")),
+        };
+        let (mut soft, mut hard) = (r.soft(), r.hard());
+        if resource == libc::RLIMIT_NOFILE {
+            // The kernel refuses more than fs.nr_open; hosts that lower it still get the most they allow.
+            let max = sys::nr_open();
+            (soft, hard) = (soft.min(max), hard.min(max));
+        }
+        if let Err(e) = sys::set_rlimit(resource, soft, hard) {
+            // Raising a hard limit needs CAP_SYS_RESOURCE, which some hosts withhold even from root:
+            // keep the hard limit we have and raise the soft one as far as it goes.
+            let current_hard = sys::rlimit_hard(resource).map_err(io_err("read rlimits"))?;
+            if e.raw_os_error() != Some(libc::EPERM) || hard <= current_hard {
+                return Err(io_err("set rlimits")(e));
+            }
+            sys::set_rlimit(resource, soft.min(current_hard), current_hard).map_err(io_err("set rlimits"))?;
+        }
+    }
+    // No descriptor of ours may survive into the command: a WORKDIR of /proc/self/fd/N must not reach the
+    // host (CVE-2024-21626). Only the exec-error pipe stays, close-on-exec.
+    sys::close_fds_except(keep_fd).map_err(io_err("close inherited descriptors"))?;
+    let caps = process.capabilities().as_ref();
+    let set = |s: Option<&oci_spec::runtime::Capabilities>| s.map_or(0, |c| capability_mask(c));
+    let bounding = set(caps.and_then(|c| c.bounding().as_ref()));
+    sys::limit_bounding_set(bounding).map_err(io_err("limit the capability bounding set"))?;
+    let user = process.user();
+    sys::set_keep_caps(true).map_err(io_err("keep capabilities"))?;
+    let groups = user.additional_gids().clone().unwrap_or_default();
+    sys::set_ids(user.uid(), user.gid(), &groups).map_err(io_err("switch to the user"))?;
+    sys::set_keep_caps(false).map_err(io_err("keep capabilities"))?;
+    sys::set_capabilities(
+        set(caps.and_then(|c| c.effective().as_ref())),
+        set(caps.and_then(|c| c.permitted().as_ref())),
+        set(caps.and_then(|c| c.inheritable().as_ref())),
+    )
+    .map_err(io_err("set capabilities"))?;
+    sys::set_umask(0o022);
+    let cwd = process.cwd();
+    sys::chdir_checked(cwd).map_err(|e| format!("cannot change to working directory {}: {e}", cwd.display()))?;
+    let env = process.env().clone().unwrap_or_default();
+    let args = process.args().clone().unwrap_or_default();
+    let first = args.first().ok_or("no command given")?;
+    let path = look_path(first, &env)?;
+    if process.no_new_privileges() == Some(true) {
+        sys::set_no_new_privs().map_err(io_err("set no_new_privs"))?;
+    }
+    let path = CString::new(path.as_os_str().as_bytes()).map_err(|_| "the command path contains a NUL byte")?;
+    let (args, env) = (cstrings(&args)?, cstrings(&env)?);
+    Ok((path, args, env))
+}

@@ -1,0 +1,118 @@
+//! Shared pieces of the isolation tests: a busybox rootfs, an overlay over it, and the executor.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use sandbox::executor::{Cancel, CollectOutput, ExecError, Executor, RunOutcome, Stream};
+use sandbox::{NamespaceExecutor, ProcessSpec};
+use snapshotter::mount::Mount;
+
+/// Why these tests cannot run here, if they cannot: they need root (namespaces, mounts) and a static
+/// busybox (Debian's busybox-static).
+pub fn skip_reason() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("not root".into());
+    }
+    if busybox().is_none() {
+        return Some("no static busybox (apt-get install busybox-static)".into());
+    }
+    None
+}
+
+/// Skips the calling test with a printed reason when root or busybox are missing.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if let Some(reason) = common::skip_reason() {
+            eprintln!("skipping: {reason}; these isolation tests need root and busybox-static");
+            return;
+        }
+    };
+}
+
+pub fn busybox() -> Option<PathBuf> {
+    ["/bin/busybox", "/usr/bin/busybox"].iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+pub const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n";
+pub const GROUP: &str = "root:x:0:\napp:x:1000:\nwheel:x:10:app\n";
+
+/// A rootfs directory with busybox and its applets, /etc/passwd and /etc/group.
+pub fn busybox_rootfs(dir: &Path) {
+    let bb = busybox().expect("busybox");
+    for d in ["bin", "etc", "root", "tmp", "home/app"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy(&bb, dir.join("bin/busybox")).unwrap();
+    let list = std::process::Command::new(&bb).arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
+        }
+    }
+    std::fs::write(dir.join("etc/passwd"), PASSWD).unwrap();
+    std::fs::write(dir.join("etc/group"), GROUP).unwrap();
+}
+
+/// A busybox rootfs with an overlay's upper and work directories beside it.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        busybox_rootfs(&dir.path().join("lower"));
+        let f = Fixture { dir };
+        f.reset();
+        f
+    }
+
+    /// Empties the upper layer.
+    pub fn reset(&self) {
+        for d in ["upper", "work"] {
+            let p = self.dir.path().join(d);
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir(&p).unwrap();
+        }
+    }
+
+    pub fn lower(&self) -> PathBuf {
+        self.dir.path().join("lower")
+    }
+
+    pub fn upper(&self) -> PathBuf {
+        self.dir.path().join("upper")
+    }
+
+    pub fn mounts(&self) -> Vec<Mount> {
+        let p = |d: &str| self.dir.path().join(d).display().to_string();
+        vec![Mount {
+            kind: "overlay".into(),
+            source: "overlay".into(),
+            options: vec![
+                format!("lowerdir={}", p("lower")),
+                format!("upperdir={}", p("upper")),
+                format!("workdir={}", p("work")),
+            ],
+        }]
+    }
+
+    pub fn executor(&self) -> NamespaceExecutor {
+        NamespaceExecutor::new(self.dir.path().join("state")).with_helper(env!("CARGO_BIN_EXE_rbuild-sandbox-helper"))
+    }
+
+    /// Runs `sh -c script` with `edit` applied to the process; returns the outcome, stdout and stderr.
+    pub fn sh(
+        &self,
+        script: &str,
+        edit: impl FnOnce(&mut ProcessSpec),
+    ) -> (Result<RunOutcome, ExecError>, String, String) {
+        let mut p = ProcessSpec::new(vec!["/bin/sh".into(), "-c".into(), script.into()]);
+        edit(&mut p);
+        let out = CollectOutput::default();
+        let r = self.executor().run(&self.mounts(), &p, &out, &Cancel::default());
+        (r, out.text(Stream::Stdout), out.text(Stream::Stderr))
+    }
+}
