@@ -78,10 +78,26 @@ pub fn now() -> u64 {
 }
 
 impl MetaDb {
+    /// Opens the database, creating it first when missing. Creation happens under a temporary name
+    /// and is renamed into place once initialised, so a crash mid-creation leaves no half-made file.
     pub fn open(path: impl AsRef<Path>) -> Result<MetaDb, MetaError> {
         let path = path.as_ref();
-        let db = Database::create(path)
-            .map_err(|source| MetaError::Open { path: path.to_path_buf(), source: Box::new(source) })?;
+        let open_err = |source| MetaError::Open { path: path.to_path_buf(), source: Box::new(source) };
+        if !path.exists() {
+            let fresh = path.with_extension("redb.new");
+            let _ = std::fs::remove_file(&fresh);
+            {
+                let db = Database::create(&fresh).map_err(open_err)?;
+                MetaDb { db }.init()?;
+            }
+            let io_err = |e: std::io::Error| open_err(redb::DatabaseError::Storage(redb::StorageError::Io(e)));
+            std::fs::File::open(&fresh).and_then(|f| f.sync_all()).map_err(io_err)?;
+            std::fs::rename(&fresh, path).map_err(io_err)?;
+            if let Some(dir) = path.parent() {
+                crate::root::sync_dir(dir).map_err(io_err)?;
+            }
+        }
+        let db = Database::create(path).map_err(open_err)?;
         let m = MetaDb { db };
         m.init()?;
         Ok(m)
