@@ -1,0 +1,270 @@
+//! Pull: resolve a reference to a manifest (mirrors first, then the origin), pick the platform from an
+//! index, and stream the missing blobs into the content store with digest verification. An interrupted
+//! blob resumes from the ingest's offset with a `Range` request.
+
+use std::sync::Arc;
+
+use futures_util::{stream, StreamExt, TryStreamExt};
+use oci_spec::image::{Descriptor, Digest};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, RANGE};
+use reqwest::{Method, StatusCode};
+use snapshotter::content::{ContentError, ContentWriter, Ingester};
+
+use super::{Client, Progress, ProgressKind, Req};
+use crate::auth::repository_scope;
+use crate::config::Endpoint;
+use crate::error::RegistryError;
+use crate::manifest::{media, platforms_of, select_platform, ManifestError, Parsed, RawManifest};
+use crate::reference::Reference;
+use crate::store::ImageStore;
+use llb::image::Image;
+use llb::Platform;
+
+/// Manifests are small; refuse absurd ones rather than buffering them (containerd uses 4 MiB).
+const MAX_MANIFEST: usize = 8 << 20;
+
+/// What a pull produced.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    pub reference: Reference,
+    /// The index the reference resolved to, when it was one.
+    pub index: Option<RawManifest>,
+    /// The platform manifest.
+    pub manifest: RawManifest,
+    pub config: Image,
+    /// The endpoint that served it (`host`), a mirror or the origin.
+    pub served_by: String,
+    /// Blobs actually transferred (the others were present).
+    pub fetched: Vec<Digest>,
+}
+
+impl Client {
+    /// Resolves `r` to its top-level manifest or index, trying mirrors in order and then the origin.
+    pub async fn resolve(&self, r: &Reference) -> Result<(Endpoint, RawManifest), RegistryError> {
+        let mut errors = Vec::new();
+        let endpoints = self.config().pull_endpoints(r.registry());
+        let n = endpoints.len();
+        for ep in endpoints {
+            match self.fetch_manifest(&ep, r, &r.object()).await {
+                Ok(m) => return Ok((ep, m)),
+                // With only the origin there is no fallback: its error is the answer.
+                Err(e) if n == 1 => return Err(e),
+                Err(e) => errors.push(format!("{}: {e}", ep.host)),
+            }
+        }
+        Err(RegistryError::AllEndpointsFailed { reference: r.to_string(), errors: errors.join("; ") })
+    }
+
+    /// GETs `/v2/<repo>/manifests/<object>` and checks its digest against the object (when it is one)
+    /// and against `Docker-Content-Digest`.
+    pub async fn fetch_manifest(
+        &self,
+        ep: &Endpoint,
+        r: &Reference,
+        object: &str,
+    ) -> Result<RawManifest, RegistryError> {
+        let scopes = [repository_scope(r.repository(), false)];
+        let url = format!("{}{}/manifests/{object}", ep.base_url(), r.repository());
+        let req = Req::new(Method::GET, url).header(ACCEPT, media::ACCEPT_MANIFESTS.join(", "));
+        let what = format!("manifest {}", r.with_tag_or_digest(object));
+        let resp = self.send_ok(ep, &scopes, &what, &req).await?;
+        let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header_digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<Digest>().ok());
+        if resp.content_length().is_some_and(|n| n as usize > MAX_MANIFEST) {
+            return Err(RegistryError::Protocol(format!("{what} is larger than {MAX_MANIFEST} bytes")));
+        }
+        let bytes = resp.bytes().await.map_err(|source| RegistryError::Transport {
+            method: "GET".into(),
+            url: req.url.clone(),
+            source,
+        })?;
+        let raw = RawManifest::new(content_type.as_deref(), bytes.to_vec());
+        let expected = object.parse::<Digest>().ok().or(header_digest.filter(|d| d.algorithm().as_ref() == "sha256"));
+        if let Some(expected) = expected {
+            if expected != raw.digest {
+                return Err(RegistryError::DigestMismatch { what, expected, actual: raw.digest });
+            }
+        }
+        Ok(raw)
+    }
+
+    /// Streams one blob into the store unless it is there already; returns whether bytes moved.
+    pub async fn fetch_blob(
+        &self,
+        ep: &Endpoint,
+        repository: &str,
+        desc: &Descriptor,
+        store: &ImageStore,
+    ) -> Result<bool, RegistryError> {
+        let digest = desc.digest().clone();
+        let id = digest.to_string();
+        if store.has_blob(&digest)? {
+            self.report(Progress { id, kind: ProgressKind::Exists, current: desc.size(), total: desc.size() });
+            return Ok(false);
+        }
+        let scopes = [repository_scope(repository, false)];
+        let url = format!("{}{repository}/blobs/{digest}", ep.base_url());
+        let what = format!("blob {digest} of {repository}");
+        let mut attempt = 0;
+        loop {
+            match self.fetch_blob_once(ep, &scopes, &url, &what, desc, store).await {
+                Ok(()) => break,
+                // A dropped body: the ingest keeps what arrived; try again from there.
+                Err(RegistryError::Transport { .. }) if attempt + 1 < self.options.retry.attempts => {
+                    tokio::time::sleep(self.options.retry.delay(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.report(Progress { id, kind: ProgressKind::Done, current: desc.size(), total: desc.size() });
+        Ok(true)
+    }
+
+    async fn fetch_blob_once(
+        &self,
+        ep: &Endpoint,
+        scopes: &[String],
+        url: &str,
+        what: &str,
+        desc: &Descriptor,
+        store: &ImageStore,
+    ) -> Result<(), RegistryError> {
+        let digest = desc.digest().clone();
+        let size = desc.size();
+        let content = store.content().clone();
+        let reference = format!("remote-{digest}");
+        let mut writer = tokio::task::spawn_blocking(move || content.writer(&reference, Some(size)))
+            .await
+            .map_err(|e| RegistryError::Protocol(format!("ingest task failed: {e}")))??;
+        let mut offset = writer.offset();
+        let mut req = Req::new(Method::GET, url);
+        if offset > 0 && offset < size {
+            req = req.header(RANGE, format!("bytes={offset}-"));
+        }
+        let resp = self.send_ok(ep, scopes, what, &req).await?;
+        let mut skip = 0u64;
+        if offset > 0 && resp.status() != StatusCode::PARTIAL_CONTENT {
+            // The server ignored the range: the body starts at 0, drop what we already have.
+            skip = offset;
+        }
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|source| RegistryError::Transport {
+                method: "GET".into(),
+                url: url.to_string(),
+                source,
+            })?;
+            let mut data = &chunk[..];
+            if skip > 0 {
+                let n = (skip as usize).min(data.len());
+                data = &data[n..];
+                skip -= n as u64;
+            }
+            if data.is_empty() {
+                continue;
+            }
+            std::io::Write::write_all(&mut writer, data)
+                .map_err(|source| ContentError::Copy { reference: format!("remote-{digest}"), source })?;
+            offset += data.len() as u64;
+            self.report(Progress {
+                id: digest.to_string(),
+                kind: ProgressKind::Downloading,
+                current: offset,
+                total: size,
+            });
+        }
+        let expected = digest.clone();
+        let committed = tokio::task::spawn_blocking(move || writer.commit(Some(size), Some(&expected)))
+            .await
+            .map_err(|e| RegistryError::Protocol(format!("commit task failed: {e}")))?;
+        match committed {
+            Ok(_) => Ok(()),
+            Err(ContentError::DigestMismatch { expected, actual }) => {
+                Err(RegistryError::DigestMismatch { what: what.to_string(), expected, actual })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Pulls `r` for `platform`: manifests first, then config and layers concurrently (only missing
+    /// ones). Non-distributable layers are passed through without fetching. Records each blob's source
+    /// repository for later cross-repository mounts. Does not name the image; see [`ImageStore::tag`].
+    pub async fn pull(&self, r: &Reference, platform: &Platform, store: &ImageStore) -> Result<Pulled, RegistryError> {
+        let (ep, top) = self.resolve(r).await?;
+        let (index, manifest) = match top.parse()? {
+            Parsed::Manifest(_) => (None, top),
+            Parsed::Index(ix) => {
+                let d = select_platform(&ix, platform).ok_or_else(|| ManifestError::NoPlatform {
+                    wanted: platform_string(platform),
+                    digest: top.digest.clone(),
+                    available: platforms_of(&ix),
+                })?;
+                let m = self.fetch_manifest(&ep, r, &d.digest().to_string()).await?;
+                (Some(top), m)
+            }
+        };
+        let parsed = manifest.manifest()?;
+        let mut blobs = vec![parsed.config().clone()];
+        blobs.extend(
+            parsed.layers().iter().filter(|l| !media::is_non_distributable(&l.media_type().to_string())).cloned(),
+        );
+        let repo = r.repository().to_string();
+        let ep = Arc::new(ep);
+        let fetched: Vec<Option<Digest>> = stream::iter(blobs.iter().cloned())
+            .map(|d| {
+                let ep = ep.clone();
+                let repo = repo.clone();
+                async move {
+                    let moved = self.fetch_blob(&ep, &repo, &d, store).await?;
+                    Ok::<_, RegistryError>(moved.then(|| d.digest().clone()))
+                }
+            })
+            .buffer_unordered(self.options.concurrency.max(1))
+            .try_collect()
+            .await?;
+        // Manifests go in after their blobs so a stored manifest always has its content.
+        if let Some(ix) = &index {
+            store.write_bytes(&ix.bytes, &ix.media_type)?;
+        }
+        store.write_bytes(&manifest.bytes, &manifest.media_type)?;
+        // Mount sources are only valid on the origin: a mirror's repositories are not the registry's.
+        let source_registry = r.registry();
+        for d in blobs.iter().chain(std::iter::once(&manifest.descriptor())) {
+            store.add_source(d.digest(), d.size(), source_registry, &repo)?;
+        }
+        let config_bytes = store.read_blob(parsed.config().digest())?;
+        let config = Image::from_json(&config_bytes)
+            .map_err(|source| RegistryError::ImageConfig { digest: parsed.config().digest().clone(), source })?;
+        Ok(Pulled {
+            reference: r.clone(),
+            index,
+            manifest,
+            config,
+            served_by: ep.host.clone(),
+            fetched: fetched.into_iter().flatten().collect(),
+        })
+    }
+}
+
+fn platform_string(p: &Platform) -> String {
+    match &p.variant {
+        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+        None => format!("{}/{}", p.os, p.architecture),
+    }
+}
+
+impl Reference {
+    /// `name:tag` or `name@digest` for messages about one object of the repository.
+    pub fn with_tag_or_digest(&self, object: &str) -> String {
+        if object.contains(':') {
+            format!("{}@{object}", self.name())
+        } else {
+            format!("{}:{object}", self.name())
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The errors of talking to registries and of the local image store.
+
+use oci_spec::image::Digest;
+
+use crate::auth::CredentialError;
+use crate::config::ConfigError;
+use crate::manifest::ManifestError;
+use crate::reference::ReferenceError;
+
+/// Everything the distribution client and the image store can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{registry}: authentication required for {scope}{}: {message}", hint(.anonymous))]
+    Unauthorized { registry: String, scope: String, anonymous: bool, message: String },
+    #[error("{registry}: access denied for {scope}: {message}")]
+    Denied { registry: String, scope: String, message: String },
+    #[error("{what} not found in {registry}{}", detail(.message))]
+    NotFound { registry: String, what: String, message: String },
+    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
+    DigestMismatch { what: String, expected: Digest, actual: Digest },
+    #[error("{method} {url}: unexpected status {status}{}", detail(.message))]
+    Status { method: String, url: String, status: u16, message: String },
+    #[error("{method} {url}: {source}")]
+    Transport { method: String, url: String, source: reqwest::Error },
+    #[error("cannot fetch a token from {realm} for {scope}: {message}")]
+    Token { realm: String, scope: String, message: String },
+    #[error("cannot set up a client for {host}: {message}")]
+    Tls { host: String, message: String },
+    #[error("{0}")]
+    Protocol(String),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    #[error(transparent)]
+    Content(#[from] snapshotter::content::ContentError),
+    #[error(transparent)]
+    Meta(#[from] snapshotter::meta::MetaError),
+    #[error("image {0} not found in the local image store")]
+    NoSuchImage(String),
+    #[error("invalid image config {digest}: {source}")]
+    ImageConfig { digest: Digest, source: llb::image::ImageError },
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("{0}")]
+    Archive(String),
+    #[error("pulling {reference}: every endpoint failed: {errors}")]
+    AllEndpointsFailed { reference: String, errors: String },
+}
+
+fn hint(anonymous: &bool) -> &'static str {
+    if *anonymous {
+        " (no credentials configured: run `rbuild login`)"
+    } else {
+        ""
+    }
+}
+
+fn detail(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
+}
+
+impl RegistryError {
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RegistryError {
+        let context = context.into();
+        move |source| RegistryError::Io { context, source }
+    }
+
+    /// Whether another endpoint (a mirror's fallback) might succeed where this failed.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RegistryError::NotFound { .. })
+    }
+}
+
+/// The message of a distribution-spec error body (`{"errors":[{"code":..,"message":..}]}`), else the
+/// start of the body.
+pub fn error_body_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        errors: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    if let Ok(b) = serde_json::from_slice::<Body>(body) {
+        let parts: Vec<String> = b
+            .errors
+            .into_iter()
+            .map(|i| match (i.code, i.message) {
+                (Some(c), Some(m)) => format!("{c}: {m}"),
+                (Some(c), None) => c,
+                (None, Some(m)) => m,
+                (None, None) => String::new(),
+            })
+            .collect();
+        return parts.join("; ");
+    }
+    let s = String::from_utf8_lossy(body);
+    s.trim().chars().take(200).collect()
+}
