@@ -26,7 +26,7 @@ pub mod diff;
 pub mod digest;
 pub mod export;
 pub mod fsutil;
-// pub mod gc;
+pub mod gc;
 pub mod meta;
 pub mod mount;
 pub mod resolve;

@@ -224,16 +224,6 @@ impl<B: Backend> FsSnapshotter<B> {
         self.mounts_of(key, &rec)
     }
 
-    /// Sets (or with `None` removes) a label, e.g. a last-use time for GC.
-    pub fn set_label(&self, key: &str, label: &str, value: Option<&str>) -> Result<(), SnapshotError> {
-        self.update(key, |r| {
-            match value {
-                Some(v) => r.labels.insert(label.to_string(), v.to_string()),
-                None => r.labels.remove(label),
-            };
-        })
-    }
-
     fn update(&self, key: &str, f: impl FnOnce(&mut Record)) -> Result<(), SnapshotError> {
         let tx = self.meta.database().begin_write().map_err(db)?;
         {
@@ -337,6 +327,15 @@ impl<B: Backend> Snapshotter for FsSnapshotter<B> {
         let rec = self.get(key)?;
         let parents = self.parent_dirs(key, &rec)?;
         Ok(self.backend.diff_source(&self.fs_dir(rec.id), &parents))
+    }
+
+    fn set_label(&self, key: &str, label: &str, value: Option<&str>) -> Result<(), SnapshotError> {
+        self.update(key, |r| {
+            match value {
+                Some(v) => r.labels.insert(label.to_string(), v.to_string()),
+                None => r.labels.remove(label),
+            };
+        })
     }
 
     fn apply_target(&self, key: &str) -> Result<ApplyTarget, SnapshotError> {

@@ -130,4 +130,7 @@ pub trait Snapshotter: Send + Sync {
     fn diff_source(&self, key: &str) -> Result<DiffSource, SnapshotError>;
     /// Where to unpack a layer into an active snapshot.
     fn apply_target(&self, key: &str) -> Result<ApplyTarget, SnapshotError>;
+    /// Sets (or with `None` removes) a label, e.g. [`crate::gc::LAST_USED_LABEL`] or
+    /// [`crate::gc::KEEP_LABEL`].
+    fn set_label(&self, key: &str, label: &str, value: Option<&str>) -> Result<(), SnapshotError>;
 }
