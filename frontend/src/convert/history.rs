@@ -1,40 +1,7 @@
 //! History lines and other strings formatted the way BuildKit (Go's fmt) formats them, so
 //! `docker history` of an rbuild image reads like one built by BuildKit.
 
-/// Go's `strconv.Quote`: `\"`, `\\`, `\n`-style escapes, `\x00` for other control bytes, printable
-/// Unicode kept.
-pub fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if is_go_printable(c) => out.push(c),
-            c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push_str(&format!("\\U{:08x}", c as u32)),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// An approximation of Go's `unicode.IsPrint` good for the characters that occur in Dockerfiles:
-/// everything but control, format and separator characters other than the ASCII space.
-fn is_go_printable(c: char) -> bool {
-    !(c.is_control()
-        || matches!(c as u32, 0x00ad | 0x0600..=0x0605 | 0x061c | 0x06dd | 0x070f | 0x180e | 0x200b..=0x200f
-            | 0x2028..=0x202e | 0x2060..=0x2064 | 0x2066..=0x206f | 0xfeff | 0xfff9..=0xfffb | 0xe000..=0xf8ff)
-        || (c.is_whitespace() && c != ' '))
-}
+use crate::shell::go_quote;
 
 /// Go's `%q` of a `[]string`: `["a" "b"]`.
 pub fn go_quote_list(items: &[String]) -> String {
@@ -97,7 +64,6 @@ mod tests {
 
     #[test]
     fn quoting() {
-        assert_eq!(go_quote("a\"b\\c\n\u{0}é"), "\"a\\\"b\\\\c\\n\\x00é\"");
         assert_eq!(
             go_quote_list(&["/bin/sh".into(), "-c".into(), "echo hi".into()]),
             "[\"/bin/sh\" \"-c\" \"echo hi\"]"

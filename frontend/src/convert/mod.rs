@@ -20,7 +20,7 @@ use crate::instructions::{parse_dockerfile, Instruction};
 use crate::parser;
 use crate::shell::Lexer;
 
-pub use history::{go_duration, go_quote, go_quote_list};
+pub use history::{go_duration, go_quote_list};
 
 /// What a base image resolves to.
 #[derive(Clone, Debug)]

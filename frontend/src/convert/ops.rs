@@ -120,10 +120,10 @@ impl Converter<'_> {
             }
             let f = &run.cmd.files[0];
             let body = if f.chomp { instructions::chomp_tabs(&f.data) } else { f.data.clone() };
-            if is_lone_heredoc(&args[0]) && !body.starts_with("#!") {
+            if crate::parser::heredoc_opener(&args[0]).is_some() && !body.starts_with("#!") {
                 // A plain heredoc runs its body in the shell (BuildKit's "fake" heredoc).
                 args = vec![body];
-            } else if is_lone_heredoc(&args[0]) {
+            } else if crate::parser::heredoc_opener(&args[0]).is_some() {
                 // A shebang script runs as a file mounted at /dev/pipes/<name>.
                 let mkfile = FileActionKind::Mkfile(Mkfile {
                     path: format!("/{}", f.name),
@@ -447,10 +447,7 @@ impl Converter<'_> {
                     None => Some(self.context_source()?),
                 };
                 let attempt_unpack = c.is_add && source_state.is_none() && c.unpack != Some(false);
-                (
-                    state,
-                    Copy { src: clean(&format!("/{src}")), attempt_unpack, checksum, ..base_copy.clone() },
-                )
+                (state, Copy { src: clean(&format!("/{src}")), attempt_unpack, checksum, ..base_copy.clone() })
             };
             let idx = match state {
                 Some(o) => input_index(&mut inputs, o),
@@ -590,12 +587,6 @@ fn input_index(inputs: &mut Vec<Output>, o: Output) -> usize {
             inputs.len() - 1
         }
     }
-}
-
-fn is_lone_heredoc(word: &str) -> bool {
-    let w = word.trim();
-    let rest = w.trim_start_matches(|c: char| c.is_ascii_digit());
-    rest.starts_with("<<") && !rest.contains(char::is_whitespace)
 }
 
 fn is_url(s: &str) -> bool {

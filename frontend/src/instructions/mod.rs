@@ -13,7 +13,7 @@ pub use mount::{parse_mount, parse_size, MountType, RunMount, Sharing};
 pub use types::*;
 
 use crate::diag::{suggest, Diagnostic, Span};
-use crate::parser::{Ast, Node};
+use crate::parser::{Ast, Node, INSTRUCTIONS};
 
 /// Group the AST into global ARGs and stages, parsing each instruction.
 pub fn parse_dockerfile(ast: &Ast) -> Result<Dockerfile, Diagnostic> {
@@ -62,27 +62,6 @@ pub fn parse_dockerfile(ast: &Ast) -> Result<Dockerfile, Diagnostic> {
 pub fn parse_node(node: &Node) -> Result<Instruction, Diagnostic> {
     parse_inner(node).map_err(|message| Diagnostic::spanned(message, node.span))
 }
-
-const INSTRUCTIONS: [&str; 18] = [
-    "ADD",
-    "ARG",
-    "CMD",
-    "COPY",
-    "ENTRYPOINT",
-    "ENV",
-    "EXPOSE",
-    "FROM",
-    "HEALTHCHECK",
-    "LABEL",
-    "MAINTAINER",
-    "ONBUILD",
-    "RUN",
-    "SHELL",
-    "STOPSIGNAL",
-    "USER",
-    "VOLUME",
-    "WORKDIR",
-];
 
 fn parse_inner(node: &Node) -> Result<Instruction, String> {
     let upper = node.keyword.to_ascii_uppercase();
@@ -279,18 +258,6 @@ fn cmd_line(node: &Node, empty_as_none: bool) -> CmdLine {
     }
 }
 
-/// `<<EOF`, `<<-EOF`, `<<"EOF"`, `3<<EOF` as a COPY/ADD source or destination word.
-fn heredoc_word(word: &str) -> Option<(String, bool)> {
-    let rest = word.trim_start_matches(|c: char| c.is_ascii_digit()).strip_prefix("<<")?;
-    let (rest, chomp) = match rest.strip_prefix('-') {
-        Some(r) => (r, true),
-        None => (rest, false),
-    };
-    let name = rest.trim_matches(|c| c == '"' || c == '\'');
-    (!name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-' || c == '.'))
-        .then(|| (name.to_string(), chomp))
-}
-
 fn copy(node: &Node, is_add: bool) -> Result<Instruction, String> {
     let name = if is_add { "ADD" } else { "COPY" };
     if node.args.len() < 2 {
@@ -306,13 +273,13 @@ fn copy(node: &Node, is_add: bool) -> Result<Instruction, String> {
     };
     let f = set.parse(&node.flags)?;
     let (dest, srcs) = node.args.split_last().expect("checked: at least two arguments");
-    if heredoc_word(dest).is_some() && !node.heredocs.is_empty() {
+    if crate::parser::heredoc_opener(dest).is_some() && !node.heredocs.is_empty() {
         return Err(format!("{name} cannot accept a heredoc as a destination"));
     }
     let mut sources = Vec::new();
     let mut contents = Vec::new();
     for src in srcs {
-        match heredoc_word(src).filter(|_| !node.heredocs.is_empty()) {
+        match crate::parser::heredoc_opener(src).filter(|_| !node.heredocs.is_empty()) {
             Some((hname, chomp)) => {
                 // BuildKit: the raw body, with leading tabs stripped for `<<-`.
                 let doc = node.heredocs.iter().find(|h| h.name == hname);

@@ -4,7 +4,8 @@
 use std::fmt::Write;
 
 use super::ast::{Ast, Node};
-use super::go::{quote, trim_space};
+use super::go::trim_space;
+use crate::shell::go_quote as quote;
 
 /// BuildKit's `Dump` plus a final newline: one `(keyword ["--flags"] "args"...)` line per instruction,
 /// each string in Go's `strconv.Quote` form, ONBUILD's instruction nested. Byte for byte the `result`

@@ -193,7 +193,10 @@ fn name_val(rest: &str, key: &str, escape: char) -> Result<Vec<String>, String> 
     let mut args = Vec::with_capacity(words.len() * 3);
     for word in &words {
         let Some((name, value)) = word.split_once('=') else {
-            return Err(format!("Syntax error - can't find = in {}. Must be of the form: name=value", go::quote(word)));
+            return Err(format!(
+                "Syntax error - can't find = in {}. Must be of the form: name=value",
+                crate::shell::go_quote(word)
+            ));
         };
         args.extend([name.to_string(), value.to_string(), "=".to_string()]);
     }

@@ -26,12 +26,18 @@ mod line_parsers;
 mod parse;
 mod split_command;
 
+/// Go's `strconv.Quote`, exact to Unicode 15.0 (the quoting of [`dump`] and of BuildKit's messages).
+pub use crate::shell::go_quote;
 pub use ast::{Ast, Directive, Heredoc, Node};
 pub use directives::{find_directive, DEFAULT_ESCAPE};
 pub use dump::{dump, dump_detailed};
-/// Go's `strconv.Quote`, exact to Unicode 15.0 (the quoting of [`dump`] and of BuildKit's messages).
-pub use go::quote as go_quote;
 pub use line_parsers::INSTRUCTIONS;
+
+/// BuildKit's `MustParseHeredoc`: the heredoc a word opens (`<<EOF`, `<<-"EOF"`, `3<<EOF`), as its
+/// delimiter name and whether `<<-` strips tabs; `None` for any other word.
+pub fn heredoc_opener(word: &str) -> Option<(String, bool)> {
+    heredoc::parse_heredoc(word).ok().flatten().map(|o| (o.name, o.chomp))
+}
 
 use crate::diag::{Diagnostic, Span};
 

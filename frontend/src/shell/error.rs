@@ -46,7 +46,7 @@ pub enum ExpandErrorKind {
 
 /// Go's `strconv.Quote`: double-quoted, `\"` and `\\` escaped, printable runes kept, the rest escaped as
 /// `\n`-style, `\xNN`, `\uNNNN` or `\UNNNNNNNN`.
-pub(crate) fn go_quote(s: &str) -> String {
+pub fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

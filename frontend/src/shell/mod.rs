@@ -25,7 +25,7 @@ mod unicode;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
 
-pub use error::{ExpandError, ExpandErrorKind};
+pub use error::{go_quote, ExpandError, ExpandErrorKind};
 pub use lexer::{Lexer, MAX_NESTING};
 
 /// Where a [`Lexer`] looks variables up: BuildKit's `EnvGetter`. `None` means unset, which differs from
