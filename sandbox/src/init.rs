@@ -288,7 +288,7 @@ fn prepare_exec(spec: &Spec, keep_fd: i32) -> Result<(CString, Vec<CString>, Vec
     // host (CVE-2024-21626). Only the exec-error pipe stays, close-on-exec.
     sys::close_fds_except(keep_fd).map_err(io_err("close inherited descriptors"))?;
     let caps = process.capabilities().as_ref();
-    let set = |s: Option<&oci_spec::runtime::Capabilities>| s.map_or(0, |c| capability_mask(c));
+    let set = |s: Option<&oci_spec::runtime::Capabilities>| s.map_or(0, capability_mask);
     let bounding = set(caps.and_then(|c| c.bounding().as_ref()));
     sys::limit_bounding_set(bounding).map_err(io_err("limit the capability bounding set"))?;
     let user = process.user();

@@ -102,10 +102,9 @@ fn check_range(id: i64) -> Result<u32, UserError> {
 
 /// Resolves `spec` against the contents of /etc/passwd and /etc/group (`None`: the file is missing).
 pub fn resolve(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<ResolvedUser, UserError> {
-    if spec.is_empty() {
-        return Ok(ResolvedUser { home: "/".into(), ..ResolvedUser::default() });
-    }
-    if let Some((uid, gid)) = parse_uid_gid(spec) {
+    // The fast path (BuildKit's ParseUIDGID): empty is root, `uid:gid` both given; files only give HOME.
+    let fast = if spec.is_empty() { Some((0, 0)) } else { parse_uid_gid(spec) };
+    if let Some((uid, gid)) = fast {
         let home = parse_passwd(passwd.unwrap_or(""))
             .iter()
             .find(|e| e.uid == i64::from(uid))
@@ -201,7 +200,7 @@ mod tests {
     #[test]
     fn resolution_table() {
         let cases: &[(&str, Result<ResolvedUser, UserError>)] = &[
-            ("", Ok(user(0, 0, &[], "/"))),
+            ("", Ok(user(0, 0, &[], "/root"))),
             ("root", Ok(user(0, 0, &[10], "/root"))),
             ("0", Ok(user(0, 0, &[10], "/root"))),
             ("app", Ok(user(1000, 1000, &[1, 10], "/home/app"))),

@@ -3,7 +3,7 @@
 mod common;
 
 use common::Fixture;
-use sandbox::{ExitStatus, NetworkMode};
+use sandbox::{Executor, ExitStatus, NetworkMode};
 
 #[test]
 fn pid_one_view_hostname_and_exit_code() {
@@ -13,4 +13,164 @@ fn pid_one_view_hostname_and_exit_code() {
     assert_eq!(r.unwrap().status, ExitStatus::Exited(7), "stderr: {err}");
     // The command is PID 1's child, so its pid is 2; ps sees init, sh, ps and wc (+ header).
     assert_eq!(out, "pid=2\nbuildkitsandbox\nbuildkitsandbox\n5\n");
+}
+
+#[test]
+fn network_none_has_only_loopback_up() {
+    require_root!();
+    let f = Fixture::new();
+    let (r, out, err) =
+        f.sh("ip -o link | cut -d: -f2; ip -o addr show lo | grep -c 127.0.0.1", |p| p.network = NetworkMode::None);
+    assert!(r.unwrap().status.success(), "stderr: {err}");
+    assert_eq!(out, " lo\n1\n");
+}
+
+#[test]
+fn host_network_sees_the_host_interfaces() {
+    require_root!();
+    let f = Fixture::new();
+    let host = std::fs::read_to_string("/proc/net/dev").unwrap().lines().count();
+    let (r, out, err) = f.sh("cat /proc/net/dev | wc -l", |p| p.network = NetworkMode::Host);
+    assert!(r.unwrap().status.success(), "stderr: {err}");
+    assert_eq!(out.trim(), host.to_string());
+}
+
+#[test]
+fn host_files_are_invisible_and_changes_stay_in_the_upper_layer() {
+    require_root!();
+    let f = Fixture::new();
+    let marker = f.dir.path().join("host-marker");
+    std::fs::write(&marker, "secret").unwrap();
+    let script = format!("test -e {} && echo leaked; ls /; echo new > /created; rm /etc/group", marker.display());
+    let (r, out, err) = f.sh(&script, |p| p.cwd = "/work/here".into());
+    assert!(r.unwrap().status.success(), "stderr: {err}");
+    assert!(!out.contains("leaked"));
+    assert_eq!(std::fs::read_to_string(f.upper().join("created")).unwrap(), "new\n");
+    assert!(f.lower().join("etc/group").exists(), "the lower layer must not change");
+    // WORKDIR is created and kept; mount stubs (/proc, /sys, /dev, /etc/hosts, ...) are not.
+    assert!(f.upper().join("work/here").is_dir());
+    for stub in ["proc", "sys", "dev", "etc/hosts", "etc/resolv.conf", "etc/hostname"] {
+        assert!(!f.upper().join(stub).exists(), "stub {stub} leaked into the layer");
+    }
+}
+
+#[test]
+fn no_inherited_fds_and_default_caps() {
+    require_root!();
+    let f = Fixture::new();
+    let (r, out, err) =
+        f.sh("ls /proc/self/fd | tr '\\n' ' '; echo; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status", |_| {});
+    assert!(r.unwrap().status.success(), "stderr: {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    // 0, 1, 2 and the directory ls itself opened.
+    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["0", "1", "2", "3"]);
+    assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["CapEff:", "00000000a80425fb"]);
+    assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), ["CapBnd:", "00000000a80425fb"]);
+    assert_eq!(lines[3].split_whitespace().collect::<Vec<_>>(), ["NoNewPrivs:", "1"]);
+}
+
+#[test]
+fn users_groups_and_home() {
+    require_root!();
+    let f = Fixture::new();
+    let cases = [
+        ("", "0 0 0 /root"),
+        ("app", "1000 1000 1000 10 /home/app"),
+        ("1234", "1234 0 0 /"),
+        ("app:wheel", "1000 10 10 /home/app"),
+    ];
+    for (user, want) in cases {
+        let (r, out, err) = f.sh("echo $(id -u) $(id -g) $(id -G) $HOME", |p| p.user = user.into());
+        assert!(r.unwrap().status.success(), "USER {user:?}: {err}");
+        assert_eq!(out.trim(), want, "USER {user:?}");
+    }
+    let (r, out, _) = f.sh("grep CapEff /proc/self/status", |p| p.user = "app".into());
+    assert!(r.unwrap().status.success());
+    assert_eq!(out.split_whitespace().nth(1), Some("0000000000000000"));
+    let (r, _, _) = f.sh("true", |p| p.user = "ghost".into());
+    assert!(r.unwrap_err().to_string().contains("unable to find user ghost"));
+}
+
+#[test]
+fn signals_and_exec_failures_are_reported() {
+    require_root!();
+    let f = Fixture::new();
+    let (r, _, _) = f.sh("kill -TERM $$", |_| {});
+    assert_eq!(r.unwrap().status, ExitStatus::Signaled(libc::SIGTERM));
+    let mut p = sandbox::ProcessSpec::new(vec!["no-such-tool".into()]);
+    p.env = vec!["PATH=/bin".into()];
+    let err = f.executor().run(&f.mounts(), &p, &sandbox::executor::CollectOutput::default(), &Default::default());
+    assert_eq!(err.unwrap_err().to_string(), "exec: \"no-such-tool\": executable file not found in $PATH");
+}
+
+#[test]
+fn workdir_through_proc_self_fd_cannot_reach_the_host() {
+    require_root!();
+    let f = Fixture::new();
+    // CVE-2024-21626: a leaked host descriptor would make /proc/self/fd/N a way out.
+    for n in 3..8 {
+        let (r, out, _) = f.sh("pwd; ls ..", |p| p.cwd = format!("/proc/self/fd/{n}"));
+        if let Ok(o) = &r {
+            panic!("WORKDIR /proc/self/fd/{n} ran with {:?}: {out}", o.status);
+        }
+    }
+}
+
+#[test]
+fn masked_and_readonly_paths() {
+    require_root!();
+    let f = Fixture::new();
+    let (r, out, err) = f.sh(
+        "wc -c < /proc/interrupts; awk '$2==\"/proc/sys\"{print $4}' /proc/mounts | cut -d, -f1; awk '$2==\"/sys\"{print $4}' /proc/mounts | cut -d, -f1; ls /dev | tr '\\n' ' '",
+        |p| p.network = NetworkMode::None,
+    );
+    assert!(r.unwrap().status.success(), "stderr: {err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..3], ["0", "ro", "ro"]);
+    for dev in ["null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "mqueue", "fd", "ptmx"] {
+        assert!(lines[3].split_whitespace().any(|d| d == dev), "/dev/{dev} missing: {}", lines[3]);
+    }
+}
+
+#[test]
+fn output_is_streamed_per_line_with_both_streams() {
+    require_root!();
+    let f = Fixture::new();
+    let (r, out, err) = f.sh("echo a; echo b >&2; printf 'c\\nd'", |_| {});
+    assert!(r.unwrap().status.success());
+    assert_eq!(out, "a\nc\nd\n");
+    assert_eq!(err, "b\n");
+}
+
+#[test]
+fn cancellation_kills_the_namespace() {
+    require_root!();
+    let f = Fixture::new();
+    let cancel = sandbox::Cancel::default();
+    let c2 = cancel.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        c2.cancel();
+    });
+    let start = std::time::Instant::now();
+    let p = sandbox::ProcessSpec::new(vec!["/bin/sh".into(), "-c".into(), "sleep 100 & sleep 100".into()]);
+    let r = f.executor().run(&f.mounts(), &p, &sandbox::executor::CollectOutput::default(), &cancel);
+    t.join().unwrap();
+    assert!(matches!(r, Err(sandbox::ExecError::Cancelled)), "{r:?}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn no_mounts_leak_after_many_runs() {
+    require_root!();
+    let f = Fixture::new();
+    let count = || std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count();
+    let before = count();
+    let runs: usize = std::env::var("SANDBOX_LEAK_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    for _ in 0..runs {
+        let (r, _, _) = f.sh("true", |p| p.network = NetworkMode::None);
+        assert!(r.unwrap().status.success());
+    }
+    assert_eq!(count(), before);
+    assert_eq!(std::fs::read_dir(f.dir.path().join("state")).unwrap().count(), 0, "per-run state left behind");
 }
