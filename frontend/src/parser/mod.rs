@@ -113,7 +113,6 @@ mod tests {
     /// opens a heredoc. That lives in the word lexer (`processPossibleHeredoc`), which
     /// `crate::shell::Lexer` does not have yet.
     #[test]
-    #[ignore = "needs BuildKit's processPossibleHeredoc in shell::Lexer"]
     fn heredoc_with_blanks_after_the_marker() {
         let ast = parse(b"FROM a\nRUN cat << EOF > /x\nhello\nEOF\n").unwrap();
         assert_eq!(ast.nodes[1].heredocs[0].content, "hello\n");

@@ -181,6 +181,22 @@ impl ShellWord<'_> {
     }
 
     /// Processes up to `stop` (consumed) or the end of input, with raw escapes on or off meanwhile.
+    /// BuildKit's processPossibleHeredoc: `<<` keeps the blanks after it in its word, so `<< EOF` is one
+    /// word that the parser recognises as a heredoc opener (BuildKit v0.22+).
+    fn process_possible_heredoc(&mut self) -> String {
+        self.pos += 1;
+        if self.peek() != Some('<') {
+            return "<".into();
+        }
+        self.pos += 1;
+        let mut out = String::from("<<");
+        while let Some(c @ (' ' | '\t' | '\r')) = self.peek() {
+            out.push(c);
+            self.pos += 1;
+        }
+        out
+    }
+
     fn process_stop_on(&mut self, stop: Option<char>, raw_escapes: bool) -> Result<(String, Vec<String>), Kind> {
         let saved = std::mem::replace(&mut self.raw_escapes, raw_escapes);
         let result = self.stop_on(stop);
@@ -201,6 +217,10 @@ impl ShellWord<'_> {
                 let expanded = self.process_dollar()?;
                 result.push_str(&expanded);
                 words.add_string(&expanded);
+            } else if ch == '<' {
+                let opener = self.process_possible_heredoc();
+                result.push_str(&opener);
+                words.add_raw_string(&opener);
             } else if quotes && (ch == '\'' || ch == '"') {
                 let quoted = if ch == '\'' { self.process_single_quote()? } else { self.process_double_quote()? };
                 result.push_str(&quoted);
