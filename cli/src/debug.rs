@@ -17,6 +17,9 @@ pub enum DebugCommand {
     /// Print the build definition the Dockerfile converts to: ops with their digests (JSON) or a
     /// Graphviz picture of the DAG. Base images are not contacted: their configs are taken as empty.
     Llb(LlbArgs),
+    /// Run one command in the sandbox on an overlay over a rootfs; the changes are discarded unless
+    /// `--keep DIR` is given.
+    Run(crate::debug_run::RunArgs),
 }
 
 #[derive(Args, Debug)]
@@ -55,6 +58,7 @@ pub fn run(cmd: DebugCommand) -> Result<ExitCode> {
     match cmd {
         DebugCommand::DumpAst(args) => dump_ast(&args),
         DebugCommand::Llb(args) => llb(&args),
+        DebugCommand::Run(args) => crate::debug_run::run(args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `rbuild` binary: wiring of the concrete parts, flags, output. The only crate that prints.
 
 mod debug;
+mod debug_run;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A re-executed sandbox helper takes over here, before anything else runs.
+    sandbox::init::maybe_run();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Debug(cmd) => debug::run(cmd),

@@ -1,0 +1,99 @@
+//! `rbuild debug run`: one command on a throwaway overlay over a rootfs directory, for debugging steps
+//! and for end-to-end tests. The changes are discarded, or kept as an upper directory when asked.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use snapshotter::mount::Mount;
+
+use crate::executor::{Cancel, ExecError, Executor, OutputSink, RunOutcome};
+use crate::process::ProcessSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DebugRunError {
+    #[error("rootfs {0} is not a directory; pass an unpacked root filesystem")]
+    NotADirectory(PathBuf),
+    #[error("--keep {0} exists and is not empty; pass a new or empty directory")]
+    KeepNotEmpty(PathBuf),
+    #[error("cannot prepare the overlay in {dir}: {source}")]
+    Scratch { dir: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+}
+
+/// One debug run.
+#[derive(Debug, Clone)]
+pub struct DebugRun {
+    /// The read-only lower directory.
+    pub rootfs: PathBuf,
+    /// Keep the upper directory here instead of discarding it.
+    pub keep: Option<PathBuf>,
+    pub process: ProcessSpec,
+}
+
+/// The overlay's upper and work directories; the temporary ones vanish on drop.
+struct Scratch {
+    upper: PathBuf,
+    work: PathBuf,
+    _temps: Vec<tempfile::TempDir>,
+}
+
+fn scratch(keep: Option<&Path>, state_dir: &Path) -> Result<Scratch, DebugRunError> {
+    let err = |dir: &Path| {
+        let dir = dir.to_path_buf();
+        move |source| DebugRunError::Scratch { dir, source }
+    };
+    match keep {
+        Some(upper) => {
+            if upper.exists() && std::fs::read_dir(upper).map_err(err(upper))?.next().is_some() {
+                return Err(DebugRunError::KeepNotEmpty(upper.to_path_buf()));
+            }
+            std::fs::create_dir_all(upper).map_err(err(upper))?;
+            let upper = upper.canonicalize().map_err(err(upper))?;
+            // overlayfs needs the work directory on the upper's filesystem.
+            let parent = upper.parent().unwrap_or(Path::new("/")).to_path_buf();
+            let work = tempfile::Builder::new().prefix(".rbuild-work-").tempdir_in(&parent).map_err(err(&parent))?;
+            Ok(Scratch { upper, work: work.path().to_path_buf(), _temps: vec![work] })
+        }
+        None => {
+            std::fs::create_dir_all(state_dir).map_err(err(state_dir))?;
+            let dir = tempfile::Builder::new().prefix("debug-").tempdir_in(state_dir).map_err(err(state_dir))?;
+            let (upper, work) = (dir.path().join("upper"), dir.path().join("work"));
+            for d in [&upper, &work] {
+                std::fs::create_dir(d).map_err(err(d))?;
+            }
+            Ok(Scratch { upper, work, _temps: vec![dir] })
+        }
+    }
+}
+
+/// The overlay mount of `lower` with `upper`/`work`, as a snapshotter would describe it.
+pub fn overlay(lower: &Path, upper: &Path, work: &Path) -> Mount {
+    Mount {
+        kind: "overlay".into(),
+        source: "overlay".into(),
+        options: vec![
+            format!("lowerdir={}", lower.display()),
+            format!("upperdir={}", upper.display()),
+            format!("workdir={}", work.display()),
+        ],
+    }
+}
+
+/// Runs `req` with `executor`; scratch directories go under `state_dir`.
+pub fn debug_run(
+    executor: &dyn Executor,
+    req: &DebugRun,
+    state_dir: &Path,
+    output: &dyn OutputSink,
+    cancel: &Cancel,
+) -> Result<RunOutcome, DebugRunError> {
+    if !req.rootfs.is_dir() {
+        return Err(DebugRunError::NotADirectory(req.rootfs.clone()));
+    }
+    let lower =
+        req.rootfs.canonicalize().map_err(|source| DebugRunError::Scratch { dir: req.rootfs.clone(), source })?;
+    let s = scratch(req.keep.as_deref(), state_dir)?;
+    let mounts = [overlay(&lower, &s.upper, &s.work)];
+    Ok(executor.run(&mounts, &req.process, output, cancel)?)
+}
