@@ -47,7 +47,7 @@ fn env_entries(raw: &[String]) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for e in raw {
         match e.split_once('=') {
-            Some((k, _)) if k.is_empty() => bail!("invalid --env {e:?}: expected KEY=VALUE"),
+            Some(("", _)) => bail!("invalid --env {e:?}: expected KEY=VALUE"),
             Some(_) => out.push(e.clone()),
             None => {
                 if let Ok(v) = std::env::var(e) {
