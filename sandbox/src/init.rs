@@ -8,6 +8,7 @@
 //!
 //! The parent hands the [`HelperConfig`] over stdin (a socket) and reads the [`HelperReport`] back from it.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{self, BufRead, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -124,6 +125,7 @@ fn run_helper(cfg: &HelperConfig) -> Result<HelperReport, InitError> {
     if let Some(h) = spec.hostname() {
         linux.sethostname(h).map_err(step("set the hostname"))?;
     }
+    let mtimes = parent_mtimes(&linux, &spec, &cfg.rootfs_dir)?;
     let (rx, tx) = sys::pipe().map_err(step("create the status pipe"))?;
     let init = match sys::fork().map_err(step("fork init"))? {
         Forked::Child => {
@@ -144,17 +146,37 @@ fn run_helper(cfg: &HelperConfig) -> Result<HelperReport, InitError> {
         }
     }
     let init_end = sys::waitpid(init, false).map_err(step("wait for init"))?;
-    // Mount points that did not exist before must not reach the layer (BuildKit's stub cleanup).
+    // Mount points that did not exist before must not reach the layer (BuildKit's stub cleanup), nor
+    // the changed modification times of their parents.
     for s in stubs.iter().rev() {
         match sys::remove_stub_in_root(&cfg.rootfs_dir, s) {
             Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(e) => return Err(InitError::Step { step: "remove a mount stub", source: e }),
+        }
+        let parent = s.parent().unwrap_or(&cfg.rootfs_dir);
+        if let Some(mtime) = mtimes.get(parent) {
+            sys::set_dir_mtime_in_root(&cfg.rootfs_dir, parent, *mtime).map_err(step("restore a directory's mtime"))?;
         }
     }
     Ok(done.unwrap_or_else(|| {
         HelperReport::Failed(format!("sandbox init ended without a status ({init_end:?}); this is a bug in rbuild"))
     }))
+}
+
+/// The modification times of every existing directory on the way to a mount destination, before the
+/// mount points are created.
+fn parent_mtimes(sys: &dyn Syscall, spec: &Spec, root: &Path) -> Result<HashMap<PathBuf, (i64, i64)>, InitError> {
+    let mut out = HashMap::new();
+    for m in spec.mounts().as_deref().unwrap_or(&[]) {
+        let target = crate::rootfs::secure_join(sys, root, m.destination())?;
+        for dir in target.ancestors().filter(|a| a.starts_with(root)) {
+            if let Some(t) = sys::dir_mtime(dir) {
+                out.insert(dir.to_path_buf(), t);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn send(tx: &OwnedFd, msg: &InitMessage) {

@@ -486,3 +486,31 @@ pub fn rlimit_hard(resource: u32) -> io::Result<u64> {
     check(unsafe { libc::getrlimit(resource as _, &mut lim) })?;
     Ok(lim.rlim_max)
 }
+
+/// The modification time of the directory `path` (not following a final symlink), if it is one.
+pub fn dir_mtime(path: &Path) -> Option<(i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    m.is_dir().then(|| (m.mtime(), m.mtime_nsec()))
+}
+
+/// Sets the modification time of the directory `path` (absolute, inside `root`), resolved scoped to `root`;
+/// the access time is left alone.
+pub fn set_dir_mtime_in_root(root: &Path, path: &Path, mtime: (i64, i64)) -> io::Result<()> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags, Timespec, Timestamps, UTIME_OMIT};
+    let rel = path.strip_prefix(root).map_err(|_| io::Error::from_raw_os_error(libc::EXDEV))?;
+    let rel = if rel.as_os_str().is_empty() { Path::new(".") } else { rel };
+    let rootfd = rustix::fs::open(root, OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
+    let dir = rustix::fs::openat2(
+        &rootfd,
+        rel,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT,
+    )?;
+    let times = Timestamps {
+        last_access: Timespec { tv_sec: 0, tv_nsec: UTIME_OMIT },
+        last_modification: Timespec { tv_sec: mtime.0, tv_nsec: mtime.1 as _ },
+    };
+    rustix::fs::futimens(&dir, &times).map_err(io::Error::from)
+}
