@@ -3,6 +3,7 @@
 //! into the content store and remembered per (snapshot, compression, SOURCE_DATE_EPOCH).
 
 pub mod changes;
+mod pgzip;
 mod tarwriter;
 
 use std::io::{self, Write};
@@ -10,6 +11,7 @@ use std::io::{self, Write};
 use serde::{Deserialize, Serialize};
 
 pub use changes::Change;
+pub use pgzip::ParallelGzip;
 pub use tarwriter::TarWriter;
 
 use crate::content::{ContentError, ContentWriter, InfoProvider, Ingester};
@@ -80,22 +82,21 @@ pub enum DiffError {
 /// A compressor writing into `W`.
 pub enum Compressor<W: Write> {
     None(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(ParallelGzip<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
 impl<W: Write> Compressor<W> {
-    /// Deterministic settings: gzip level 6 with a zero header time; zstd level 3, always in
-    /// multithreaded mode (whose output does not depend on the worker count).
+    /// Deterministic settings: gzip level 6 in fixed 1 MiB members with a zero header time, compressed
+    /// in parallel; zstd level 3, always in multithreaded mode (whose output does not depend on the
+    /// worker count).
     pub fn new(c: Compression, w: W) -> io::Result<Self> {
+        let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
         Ok(match c {
             Compression::None => Compressor::None(w),
-            Compression::Gzip => {
-                Compressor::Gzip(flate2::GzBuilder::new().mtime(0).write(w, flate2::Compression::new(6)))
-            }
+            Compression::Gzip => Compressor::Gzip(ParallelGzip::new(w, 6, workers)),
             Compression::Zstd => {
                 let mut e = zstd::stream::write::Encoder::new(w, 3)?;
-                let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
                 e.multithread(workers as u32)?;
                 Compressor::Zstd(e)
             }
