@@ -32,6 +32,7 @@ pub mod mount;
 pub mod resolve;
 pub mod root;
 pub mod snapshot;
+pub mod store;
 pub mod sys;
 
 pub use oci_spec::image::Digest;

@@ -70,15 +70,29 @@ pub fn have_lowerdir_plus() -> bool {
     *PROBE.get_or_init(sys::overlay_supports_lowerdir_plus)
 }
 
+/// How overlay mounts are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverlayApi {
+    /// `lowerdir+` through the new mount API when the kernel has it, else the legacy string.
+    Auto,
+    /// Always the legacy mount(2) option string (limited to one page).
+    Legacy,
+}
+
 /// Mounts `mounts` in order onto `target`.
 pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<(), MountError> {
+    mount_all_with(mounts, target, OverlayApi::Auto)
+}
+
+/// Mounts `mounts` in order onto `target` with the given overlay API.
+pub fn mount_all_with(mounts: &[Mount], target: &Path, api: OverlayApi) -> Result<(), MountError> {
     for m in mounts {
-        mount_one(m, target)?;
+        mount_one(m, target, api)?;
     }
     Ok(())
 }
 
-fn mount_one(m: &Mount, target: &Path) -> Result<(), MountError> {
+fn mount_one(m: &Mount, target: &Path, api: OverlayApi) -> Result<(), MountError> {
     let err = |source| MountError::Mount { kind: m.kind.clone(), target: target.to_path_buf(), source };
     match m.kind.as_str() {
         "bind" => {
@@ -91,7 +105,7 @@ fn mount_one(m: &Mount, target: &Path) -> Result<(), MountError> {
             let upper = m.option("upperdir");
             let work = m.option("workdir");
             let readonly = m.is_readonly();
-            if have_lowerdir_plus() {
+            if api == OverlayApi::Auto && have_lowerdir_plus() {
                 let flags: Vec<(&str, Option<&str>)> = m
                     .options
                     .iter()

@@ -142,3 +142,19 @@ fn until_filter_keeps_recent_items() {
     assert_eq!(r.snapshots, ["old"]);
     assert_eq!(f.names(), ["fresh"]);
 }
+
+#[test]
+fn store_opens_everything_and_picks_a_snapshotter() {
+    use snapshotter::store::{SnapshotterKind, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), SnapshotterKind::Auto, &mut |w| panic!("{w}")).unwrap();
+    let overlay = snapshotter::store::overlay_works(&store.root.tmp_dir());
+    let want = if overlay { SnapshotterKind::Overlay } else { SnapshotterKind::Native };
+    assert_eq!(store.kind, want);
+    store.snapshotter.prepare("a", None).unwrap();
+    store.snapshotter.commit("A", "a").unwrap();
+    let u = store.collector().usage().unwrap();
+    assert_eq!(u.layers.count, 1);
+    let r = store.collector().prune(PruneOptions { all: true, ..Default::default() }).unwrap();
+    assert_eq!(r.snapshots, ["A"]);
+}
