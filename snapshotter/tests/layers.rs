@@ -63,6 +63,8 @@ fn build(s: &dyn Snapshotter, tmp: &Path) {
         let long = "d".repeat(120);
         fs::create_dir_all(r.join(&long)).unwrap();
         fs::write(r.join(&long).join("f".repeat(150)), b"long").unwrap();
+        fs::hard_link(r.join(&long).join("f".repeat(150)), r.join(&long).join("g".repeat(150))).unwrap();
+        symlink(format!("{long}/{}", "f".repeat(150)), r.join("long-link")).unwrap();
         std::os::unix::fs::lchown(r.join("etc/passwd"), Some(0), Some(42)).unwrap();
     });
 }

@@ -6,7 +6,7 @@ mod local;
 use std::io::{self, Read, Seek, Write};
 use std::path::PathBuf;
 
-pub use local::{LocalStore, LocalWriter};
+pub use local::{LocalStore, LocalWriter, DEFAULT_INGEST_EXPIRY};
 
 use crate::digest::DigestError;
 use crate::Digest;

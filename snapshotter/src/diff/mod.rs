@@ -196,3 +196,24 @@ impl<S: Snapshotter + ?Sized, C: Ingester + InfoProvider> Differ<'_, S, C> {
         Ok(layer)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    fn zstd_mt(data: &[u8], workers: u32) -> Vec<u8> {
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        e.multithread(workers).unwrap();
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// Layer digests must not depend on the machine's core count.
+    #[test]
+    fn zstd_multithreaded_output_ignores_worker_count() {
+        let data: Vec<u8> = (0..40_000_000u32).map(|i| ((i / 3) % 253) as u8 ^ (i >> 15) as u8).collect();
+        let one = zstd_mt(&data, 1);
+        assert_eq!(one, zstd_mt(&data, 2));
+        assert_eq!(one, zstd_mt(&data, 8));
+    }
+}
