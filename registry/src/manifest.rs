@@ -59,8 +59,8 @@ pub struct RawManifest {
 /// What a manifest-typed blob is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Parsed {
-    Manifest(ImageManifest),
-    Index(ImageIndex),
+    Manifest(Box<ImageManifest>),
+    Index(Box<ImageIndex>),
 }
 
 impl RawManifest {
@@ -94,7 +94,7 @@ impl RawManifest {
 
     pub fn manifest(&self) -> Result<ImageManifest, ManifestError> {
         match self.parse()? {
-            Parsed::Manifest(m) => Ok(m),
+            Parsed::Manifest(m) => Ok(*m),
             Parsed::Index(_) => Err(ManifestError::MediaType(self.media_type.clone())),
         }
     }
@@ -134,7 +134,7 @@ pub fn descriptor_platform(d: &Descriptor) -> Option<Platform> {
 /// match first, else the newest compatible arm variant (arm/v7 runs v6 and v5). Attestation manifests
 /// (`unknown/unknown`) never match.
 pub fn select_platform<'a>(index: &'a ImageIndex, wanted: &Platform) -> Option<&'a Descriptor> {
-    let candidates = index.manifests().iter().filter(|d| media::is_manifest(&d.media_type().to_string()));
+    let candidates = index.manifests().iter().filter(|d| media::is_manifest(d.media_type().as_ref()));
     let mut best: Option<(&Descriptor, Platform)> = None;
     for d in candidates {
         let Some(p) = descriptor_platform(d) else { continue };

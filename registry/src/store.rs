@@ -83,7 +83,7 @@ impl ImageStore {
     /// Reads a manifest or index by descriptor.
     pub fn read_manifest(&self, d: &Descriptor) -> Result<RawManifest, RegistryError> {
         let bytes = self.read_blob(d.digest())?;
-        Ok(RawManifest::new(Some(&d.media_type().to_string()), bytes))
+        Ok(RawManifest::new(Some(d.media_type().as_ref()), bytes))
     }
 
     /// Adds `repository` to the blob's source label for `registry`.
@@ -181,8 +181,7 @@ impl ImageStore {
                 let d = crate::manifest::select_platform(&ix, wanted)
                     .or_else(|| {
                         ix.manifests().iter().find(|d| {
-                            media::is_manifest(&d.media_type().to_string())
-                                && self.has_blob(d.digest()).unwrap_or(false)
+                            media::is_manifest(d.media_type().as_ref()) && self.has_blob(d.digest()).unwrap_or(false)
                         })
                     })
                     .ok_or_else(|| {

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use registry::auth::Anonymous;
 use registry::config::HostConfig;
-use registry::{Client, ClientOptions, Config, ProgressKind, Reference};
+use registry::{Client, ClientOptions, Config, ProgressKind, Reference, RetryPolicy};
+use std::sync::atomic::Ordering;
 
 fn anonymous_client(config: Config) -> Client {
     Client::new(config, Arc::new(Anonymous))
@@ -115,4 +116,43 @@ fn docker_io_mirror_serves_busybox() {
     let pulled = rt.block_on(client.pull(&busybox, &llb::Platform::host(), &store2)).unwrap();
     assert_eq!(pulled.served_by, mirror.host());
     assert_eq!(&pulled.manifest.digest, desc.digest());
+}
+
+#[test]
+fn push_and_pull_through_a_faulty_proxy() {
+    let Some(bin) = registry_binary() else { return };
+    let reg = TestRegistry::start(&bin, RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let store = new_store(&dir.path().join("a"));
+    let desc = make_image(&store, "flaky", &[(21, 200_000), (22, 40_000), (23, 10), (24, 5000)], false);
+    let rt = runtime();
+    let proxy = rt.block_on(proxy::FaultProxy::start(reg.addr));
+    let retry = RetryPolicy {
+        attempts: 8,
+        base_delay: std::time::Duration::from_millis(10),
+        max_delay: std::time::Duration::from_millis(200),
+    };
+    // Small chunks so that PATCH requests meet faults too.
+    let options = ClientOptions { retry, monolithic_max: 30_000, chunk_size: 32 * 1024, ..ClientOptions::default() };
+    let client = Client::with_options(Config::default(), Arc::new(Anonymous), options);
+    let dst = Reference::parse(&format!("{}/flaky/app:v1", proxy.addr)).unwrap();
+    let report = rt.block_on(client.push(&store, &desc, &dst)).unwrap();
+    assert_eq!(report.digest.as_ref(), Some(desc.digest()));
+    let stats = &proxy.stats;
+    let injected = stats.unavailable.load(Ordering::SeqCst)
+        + stats.dropped.load(Ordering::SeqCst)
+        + stats.lost_responses.load(Ordering::SeqCst);
+    assert!(injected >= 5, "the proxy injected only {injected} faults");
+
+    // What the registry holds is exactly what we pushed (checked without the proxy).
+    let direct = Reference::parse(&format!("{}/flaky/app:v1", reg.host())).unwrap();
+    let plain = anonymous_client(Config::default());
+    assert_eq!(&rt.block_on(plain.resolve(&direct)).unwrap().1.digest, desc.digest());
+
+    // A pull through the proxy verifies every blob; a second push uploads nothing.
+    let store2 = new_store(&dir.path().join("b"));
+    let pulled = rt.block_on(client.pull(&dst, &llb::Platform::host(), &store2)).unwrap();
+    assert_eq!(pulled.fetched.len(), 5);
+    let second = rt.block_on(client.push(&store, &desc, &dst)).unwrap();
+    assert!(second.uploaded.is_empty(), "{second:?}");
 }

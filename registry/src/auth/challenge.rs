@@ -37,8 +37,8 @@ pub fn parse(header: &str) -> Vec<Challenge> {
         let word_end = rest.find([' ', ',', '=']).unwrap_or(rest.len());
         let word = &rest[..word_end];
         let after = &rest[word_end..];
-        if after.starts_with('=') {
-            let (value, remaining) = parse_value(&after[1..]);
+        if let Some(v) = after.strip_prefix('=') {
+            let (value, remaining) = parse_value(v);
             if let Some(c) = out.last_mut() {
                 c.params.insert(word.to_ascii_lowercase(), value);
             }

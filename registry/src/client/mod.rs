@@ -171,6 +171,18 @@ impl Client {
     /// Sends `req` to `ep` with authorization for `scopes`, answering one auth challenge and retrying
     /// transient failures. Returns the final response whatever its status; see [`check`].
     pub(crate) async fn send(&self, ep: &Endpoint, scopes: &[String], req: &Req) -> Result<Response, RegistryError> {
+        self.send_attempts(ep, scopes, req, self.options.retry.attempts).await
+    }
+
+    /// [`Client::send`] with its own number of attempts (1: no retry, for requests that are not
+    /// idempotent such as an upload chunk).
+    pub(crate) async fn send_attempts(
+        &self,
+        ep: &Endpoint,
+        scopes: &[String],
+        req: &Req,
+        attempts: u32,
+    ) -> Result<Response, RegistryError> {
         let http = self.http(ep)?;
         let mut auth = self.auth.header(&http, &ep.host, scopes).await?;
         let mut challenged = false;
@@ -192,7 +204,7 @@ impl Client {
             if let Some(body) = &req.body {
                 rb = rb.body(body.clone());
             }
-            let last = attempt + 1 >= self.options.retry.attempts;
+            let last = attempt + 1 >= attempts;
             match rb.send().await {
                 Err(source) => {
                     if last || source.is_builder() {

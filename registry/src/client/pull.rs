@@ -204,15 +204,13 @@ impl Client {
                     digest: top.digest.clone(),
                     available: platforms_of(&ix),
                 })?;
-                let m = self.fetch_manifest(&ep, r, &d.digest().to_string()).await?;
+                let m = self.fetch_manifest(&ep, r, d.digest().as_ref()).await?;
                 (Some(top), m)
             }
         };
         let parsed = manifest.manifest()?;
         let mut blobs = vec![parsed.config().clone()];
-        blobs.extend(
-            parsed.layers().iter().filter(|l| !media::is_non_distributable(&l.media_type().to_string())).cloned(),
-        );
+        blobs.extend(parsed.layers().iter().filter(|l| !media::is_non_distributable(l.media_type().as_ref())).cloned());
         let repo = r.repository().to_string();
         let ep = Arc::new(ep);
         let fetched: Vec<Option<Digest>> = stream::iter(blobs.iter().cloned())

@@ -4,12 +4,12 @@
 //! opened); small blobs go in one PUT, large ones in PATCH chunks. Manifests go last, children before
 //! their index. A blob upload that fails midway is started over (after a HEAD) a bounded number of times.
 
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 
 use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
 use oci_spec::image::{Descriptor, Digest};
-use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::{Method, Response, StatusCode};
 use snapshotter::content::Provider;
 
@@ -56,7 +56,7 @@ impl Client {
                 for d in ix.manifests() {
                     // Entries we never pulled (other platforms) cannot be pushed; the registry will have
                     // them only when it already does, which the spec allows for an index.
-                    if store.has_blob(d.digest())? && media::is_manifest(&d.media_type().to_string()) {
+                    if store.has_blob(d.digest())? && media::is_manifest(d.media_type().as_ref()) {
                         v.push(store.read_manifest(d)?);
                     }
                 }
@@ -64,7 +64,7 @@ impl Client {
             }
         };
         for child in &children {
-            self.push_manifest_tree(&ep, store, child, dst, &child.digest.to_string(), &mut report).await?;
+            self.push_manifest_tree(&ep, store, child, dst, child.digest.as_ref(), &mut report).await?;
         }
         let object = match (dst.tag(), dst.digest()) {
             (Some(t), _) => t.to_string(),
@@ -91,7 +91,7 @@ impl Client {
     ) -> Result<(), RegistryError> {
         let m = raw.manifest()?;
         let mut blobs = vec![m.config().clone()];
-        blobs.extend(m.layers().iter().filter(|l| !media::is_non_distributable(&l.media_type().to_string())).cloned());
+        blobs.extend(m.layers().iter().filter(|l| !media::is_non_distributable(l.media_type().as_ref())).cloned());
         let outcomes: Vec<(Digest, BlobOutcome)> = stream::iter(blobs.iter().cloned())
             .map(|d| async move {
                 let o = self.push_blob(ep, store, dst, &d).await?;
@@ -235,6 +235,8 @@ impl Client {
         Ok(BlobOutcome::Uploaded)
     }
 
+    /// PATCHes `chunk_size` pieces. A chunk is never resent blindly: after a failure the upload's status
+    /// (`GET <location>`, whose `Range` says how much the registry has) tells where to go on from.
     async fn upload_chunks(
         &self,
         ep: &Endpoint,
@@ -245,34 +247,45 @@ impl Client {
         mut location: String,
     ) -> Result<(), RegistryError> {
         let digest = desc.digest();
+        let size = desc.size();
         let mut reader = store.content().reader(digest)?;
+        let read_err = RegistryError::io;
         let mut offset = 0u64;
+        let mut failures = 0u32;
         let mut buf = vec![0u8; self.options.chunk_size.max(1)];
-        loop {
-            let mut n = 0;
-            while n < buf.len() {
-                let k = reader.read(&mut buf[n..]).map_err(RegistryError::io(format!("reading blob {digest}")))?;
-                if k == 0 {
-                    break;
-                }
-                n += k;
-            }
-            if n == 0 {
-                break;
-            }
+        while offset < size {
+            reader.seek(SeekFrom::Start(offset)).map_err(read_err(format!("reading blob {digest}")))?;
+            let want = (size - offset).min(buf.len() as u64) as usize;
+            reader.read_exact(&mut buf[..want]).map_err(read_err(format!("reading blob {digest}")))?;
             let req = Req::new(Method::PATCH, location.clone())
                 .header(CONTENT_TYPE, "application/octet-stream")
-                .header(CONTENT_RANGE, format!("{offset}-{}", offset + n as u64 - 1))
-                .body(Bytes::copy_from_slice(&buf[..n]));
-            let resp = self.send_ok(ep, scopes, what, &req).await?;
-            location = self.location(&req.url, &resp)?;
-            offset += n as u64;
-            self.report(Progress {
-                id: digest.to_string(),
-                kind: ProgressKind::Uploading,
-                current: offset,
-                total: desc.size(),
-            });
+                .header(CONTENT_RANGE, format!("{offset}-{}", offset + want as u64 - 1))
+                .body(Bytes::copy_from_slice(&buf[..want]));
+            let result = match self.send_attempts(ep, scopes, &req, 1).await {
+                Ok(resp) => self.check(ep, scopes, what, &req, resp).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(resp) => {
+                    location = self.location(&req.url, &resp)?;
+                    offset += want as u64;
+                    self.report(Progress {
+                        id: digest.to_string(),
+                        kind: ProgressKind::Uploading,
+                        current: offset,
+                        total: size,
+                    });
+                }
+                Err(e) if is_transient(&e) && failures < self.options.retry.attempts * 4 => {
+                    tokio::time::sleep(self.options.retry.delay(failures.min(8))).await;
+                    failures += 1;
+                    let status = Req::new(Method::GET, location.clone());
+                    let resp = self.send_ok(ep, scopes, what, &status).await?;
+                    offset = uploaded_bytes(&resp).min(size);
+                    location = self.location(&status.url, &resp)?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         let req = Req::new(Method::PUT, with_digest(&location, digest)?).header(CONTENT_LENGTH, "0").body(Bytes::new());
         self.send_ok(ep, scopes, what, &req).await?;
@@ -289,6 +302,17 @@ impl Client {
     }
 }
 
+/// How many bytes an upload session holds, from its status response's `Range: 0-<last>` header.
+/// distribution answers `0-0` for an empty session as well as for one byte; taking it as empty is safe
+/// (a resent byte gets a 416 and the blob starts over).
+fn uploaded_bytes(resp: &Response) -> u64 {
+    let range = resp.headers().get(RANGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    match range.split_once('-').map(|(_, end)| end.parse::<i64>()) {
+        Some(Ok(end)) if end > 0 => end as u64 + 1,
+        _ => 0,
+    }
+}
+
 fn with_digest(location: &str, digest: &Digest) -> Result<String, RegistryError> {
     let mut u = url::Url::parse(location)
         .map_err(|e| RegistryError::Protocol(format!("invalid upload url {location}: {e}")))?;
@@ -302,7 +326,7 @@ fn is_transient(e: &RegistryError) -> bool {
     match e {
         RegistryError::Transport { .. } => true,
         RegistryError::Status { status, .. } => *status >= 500 || *status == 416 || *status == 429,
-        RegistryError::NotFound { message, .. } => message.contains("BLOB_UPLOAD_UNKNOWN"),
+        RegistryError::NotFound { message, .. } => message.contains("BLOB_UPLOAD_"),
         _ => false,
     }
 }
