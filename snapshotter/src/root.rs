@@ -122,17 +122,56 @@ impl StateRoot {
     }
 }
 
-/// Removes everything inside `dir`, unmounting leftovers of a crashed process first.
+/// Removes everything inside `dir`. Mounts a crashed process left there (a snapshot mounted on a
+/// scratch directory) are detached first: removing through them would delete snapshot data.
 pub fn clean_dir(dir: &Path) -> io::Result<()> {
     for e in fs::read_dir(dir)? {
-        let p = e?.path();
-        if p.is_dir() {
-            fs::remove_dir_all(&p)?
+        let e = e?;
+        let p = e.path();
+        if e.file_type()?.is_dir() {
+            detach_mounts_below(&p)?;
+            fs::remove_dir_all(&p)?;
         } else {
-            fs::remove_file(&p)?
+            fs::remove_file(&p)?;
         }
     }
     Ok(())
+}
+
+/// Lazily unmounts every mount point at or below `dir` (deepest first), as listed in
+/// /proc/self/mountinfo.
+fn detach_mounts_below(dir: &Path) -> io::Result<()> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return Ok(()) };
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        // Stacked mounts on one point come off one at a time.
+        while sys::unmount(&p, true).is_ok() {}
+    }
+    Ok(())
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal `\ooo`.
+fn unescape_mountinfo(s: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// fsyncs a directory so that a rename or unlink inside it is durable.
@@ -162,6 +201,31 @@ mod tests {
         assert_eq!(msg, want);
         drop(first);
         t.join().unwrap();
+    }
+
+    #[test]
+    fn startup_detaches_leftover_mounts_instead_of_deleting_through_them() {
+        if !rustix::process::geteuid().is_root() {
+            println!("skipping startup_detaches_leftover_mounts: needs root to mount");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("snapshot-data");
+        fs::create_dir(&data).unwrap();
+        fs::write(data.join("precious"), b"keep").unwrap();
+        let r = StateRoot::open(dir.path().join("root"), &mut |_| {}).unwrap();
+        let mnt = r.tmp_dir().join("mnt-crashed");
+        fs::create_dir(&mnt).unwrap();
+        sys::bind_mount(&data, &mnt, false, false).unwrap();
+        drop(r);
+        let r = StateRoot::open(dir.path().join("root"), &mut |_| {}).unwrap();
+        assert_eq!(fs::read_dir(r.tmp_dir()).unwrap().count(), 0);
+        assert_eq!(fs::read(data.join("precious")).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/a\\040b\\134c"), PathBuf::from("/a b\\c"));
     }
 
     #[test]
