@@ -28,8 +28,9 @@ pub trait Backend: Send + Sync {
     const NAME: &'static str;
     /// Name of the metadata table.
     const TABLE: &'static str;
-    /// Fills a new snapshot's `fs` directory (native copies the parent; overlay leaves it empty).
-    fn populate(&self, fs: &Path, parent_fs: Option<&Path>) -> io::Result<()>;
+    /// Fills a new snapshot's `fs` directory (native copies the parent for an active snapshot;
+    /// overlay leaves it empty).
+    fn populate(&self, kind: Kind, fs: &Path, parent_fs: Option<&Path>) -> io::Result<()>;
     fn needs_workdir(&self) -> bool;
     /// Mounts of a snapshot given its own `fs`/`work` directories and its parents' `fs`, nearest first.
     fn mounts(&self, kind: Kind, own: &Path, work: &Path, parents: &[PathBuf]) -> Vec<Mount>;
@@ -178,7 +179,7 @@ impl<B: Backend> FsSnapshotter<B> {
             fs::create_dir(&w).map_err(|source| SnapshotError::CreateDir { path: w, source })?;
         }
         self.backend
-            .populate(&fs_tmp, parent_fs.as_deref())
+            .populate(kind, &fs_tmp, parent_fs.as_deref())
             .map_err(|source| SnapshotError::Copy { path: fs_tmp.clone(), source })?;
 
         let now = meta::now();

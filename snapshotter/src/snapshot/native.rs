@@ -17,10 +17,11 @@ impl Backend for Native {
     const NAME: &'static str = "native";
     const TABLE: &'static str = "snapshots.native";
 
-    fn populate(&self, fs: &Path, parent_fs: Option<&Path>) -> io::Result<()> {
+    fn populate(&self, kind: Kind, fs: &Path, parent_fs: Option<&Path>) -> io::Result<()> {
         match parent_fs {
-            Some(p) => fsutil::copy_tree(p, fs),
-            None => Ok(()),
+            // A view never changes, so it reads its (immutable, committed) parent in place.
+            Some(p) if kind == Kind::Active => fsutil::copy_tree(p, fs),
+            _ => Ok(()),
         }
     }
 
@@ -28,8 +29,11 @@ impl Backend for Native {
         false
     }
 
-    fn mounts(&self, kind: Kind, own: &Path, _work: &Path, _parents: &[PathBuf]) -> Vec<Mount> {
-        vec![Mount::bind(own, kind != Kind::Active)]
+    fn mounts(&self, kind: Kind, own: &Path, _work: &Path, parents: &[PathBuf]) -> Vec<Mount> {
+        match (kind, parents.first()) {
+            (Kind::View, Some(parent)) => vec![Mount::bind(parent, true)],
+            _ => vec![Mount::bind(own, kind != Kind::Active)],
+        }
     }
 
     fn diff_source(&self, own: &Path, parents: &[PathBuf]) -> DiffSource {

@@ -38,7 +38,7 @@ impl Backend for Overlay {
     const NAME: &'static str = "overlay";
     const TABLE: &'static str = "snapshots.overlay";
 
-    fn populate(&self, _fs: &Path, _parent_fs: Option<&Path>) -> io::Result<()> {
+    fn populate(&self, _kind: Kind, _fs: &Path, _parent_fs: Option<&Path>) -> io::Result<()> {
         Ok(())
     }
 
