@@ -21,6 +21,11 @@ pub const LAST_USED_LABEL: &str = "rbuild.last-used";
 /// Label protecting a snapshot from a prune without `--all`.
 pub const KEEP_LABEL: &str = "rbuild.keep";
 
+/// Records that a build used snapshot `key` now, for least-recently-used ordering.
+pub fn touch<S: Snapshotter + ?Sized>(s: &S, key: &str) -> Result<(), SnapshotError> {
+    s.set_label(key, LAST_USED_LABEL, Some(&meta::now().to_string()))
+}
+
 /// The errors of usage and GC.
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
@@ -251,10 +256,12 @@ impl<S: Snapshotter + ?Sized> Collector<'_, S> {
             report.freed += c.size;
             removed.insert(c.target.clone());
         }
-        // Remembered layers whose blob is gone are stale.
+        // Remembered layers whose blob or snapshot is gone are stale (the key starts with the
+        // snapshot's data directory, whose numeric id is never reused).
         let gone: HashSet<String> = report.blobs.iter().map(|d| d.to_string()).collect();
         for (k, l) in self.meta.list::<crate::diff::Layer>(LAYERS)? {
-            if gone.contains(l.digest.as_ref()) {
+            let snapshot_dir = k.split('|').next().map(PathBuf::from);
+            if gone.contains(l.digest.as_ref()) || snapshot_dir.is_some_and(|d| !d.exists()) {
                 self.meta.delete(LAYERS, &k)?;
             }
         }

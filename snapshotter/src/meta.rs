@@ -190,6 +190,41 @@ impl MetaDb {
         self.put(BLOBS, digest, &rec)
     }
 
+    /// Creates (or replaces) a lease that keeps the listed snapshots and blobs from GC until it is
+    /// deleted or `ttl` passes.
+    pub fn create_lease(&self, id: &str, ttl: Option<std::time::Duration>) -> Result<(), MetaError> {
+        let now = now();
+        let rec = LeaseRecord {
+            created_at: now,
+            expires_at: ttl.map(|t| now + t.as_secs()),
+            snapshots: Vec::new(),
+            blobs: Vec::new(),
+        };
+        self.put(LEASES, id, &rec)
+    }
+
+    /// Adds a snapshot key or blob digest to a lease (a missing lease is created without expiry).
+    pub fn add_to_lease(&self, id: &str, snapshot: Option<&str>, blob: Option<&str>) -> Result<(), MetaError> {
+        let mut rec: LeaseRecord =
+            self.get(LEASES, id)?.unwrap_or_else(|| LeaseRecord { created_at: now(), ..Default::default() });
+        if let Some(s) = snapshot {
+            if !rec.snapshots.iter().any(|x| x == s) {
+                rec.snapshots.push(s.to_string());
+            }
+        }
+        if let Some(b) = blob {
+            if !rec.blobs.iter().any(|x| x == b) {
+                rec.blobs.push(b.to_string());
+            }
+        }
+        self.put(LEASES, id, &rec)
+    }
+
+    /// Ends a lease; true when it existed.
+    pub fn delete_lease(&self, id: &str) -> Result<bool, MetaError> {
+        self.delete(LEASES, id)
+    }
+
     /// Names an image.
     pub fn set_image(&self, name: &str, rec: &ImageRecord) -> Result<(), MetaError> {
         self.put(IMAGES, name, rec)
@@ -240,6 +275,11 @@ mod tests {
         assert_eq!(b.size, 3);
         assert_eq!(m.image("app:latest").unwrap().unwrap().digest, "sha256:bb");
         assert!(m.delete(IMAGES, "app:latest").unwrap());
+        m.add_to_lease("build", Some("snap"), Some("sha256:aa")).unwrap();
+        m.add_to_lease("build", Some("snap"), None).unwrap();
+        let l: LeaseRecord = m.get(LEASES, "build").unwrap().unwrap();
+        assert_eq!((l.snapshots.len(), l.blobs.len(), l.expires_at), (1, 1, None));
+        assert!(m.delete_lease("build").unwrap());
         assert!(m.image("app:latest").unwrap().is_none());
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use snapshotter::content::{write_blob, InfoProvider, LocalStore};
 use snapshotter::gc::{Collector, PruneOptions, KEEP_LABEL, LAST_USED_LABEL};
-use snapshotter::meta::{ImageRecord, LeaseRecord, LEASES};
+use snapshotter::meta::ImageRecord;
 use snapshotter::snapshot::{ApplyTarget, Kind, NativeSnapshotter, Snapshotter};
 
 /// Commits a snapshot holding `size` bytes, last used at `used`.
@@ -99,7 +99,7 @@ fn roots_survive_and_children_go_first() {
     snap(&f.s, "kept", None, 50_000, 0);
     f.s.set_label("kept", KEEP_LABEL, Some("image layer")).unwrap();
     snap(&f.s, "leased", None, 50_000, 0);
-    f.env.meta.put(LEASES, "build-1", &LeaseRecord { snapshots: vec!["leased".into()], ..Default::default() }).unwrap();
+    f.env.meta.add_to_lease("build-1", Some("leased"), None).unwrap();
     // An image: index -> manifest -> config + layer.
     let layer = f.blob(b"layer bytes", 0);
     let config = f.blob(br#"{"architecture":"amd64"}"#, 0);
@@ -136,7 +136,8 @@ fn until_filter_keeps_recent_items() {
     let f = fixture();
     let now = snapshotter::meta::now();
     snap(&f.s, "old", None, 10_000, now - 3 * 86_400);
-    snap(&f.s, "fresh", None, 10_000, now - 60);
+    snap(&f.s, "fresh", None, 10_000, now - 3 * 86_400);
+    snapshotter::gc::touch(&f.s, "fresh").unwrap();
     let r =
         f.collector().prune(PruneOptions { until: Some(Duration::from_secs(86_400)), ..Default::default() }).unwrap();
     assert_eq!(r.snapshots, ["old"]);

@@ -33,6 +33,21 @@ pub(super) struct Applier {
     /// Directories whose times are set at the end, after their contents stopped changing them.
     pub(super) dirs: Vec<(Vec<Vec<u8>>, i64)>,
     pub(super) is_root: bool,
+    /// Reused copy buffer (large writes cost fewer syscalls than io::copy's 8 KiB).
+    pub(super) buf: Vec<u8>,
+}
+
+fn copy_with(r: &mut impl Read, w: &mut File, buf: &mut [u8]) -> io::Result<()> {
+    use std::io::Write;
+    loop {
+        let n = match r.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..n])?;
+    }
 }
 
 fn fd_path(fd: BorrowedFd<'_>, name: &OsStr) -> PathBuf {
@@ -114,7 +129,7 @@ impl Applier {
                 )
                 .map_err(|e| err(e.into()))?;
                 let mut f = File::from(fd);
-                io::copy(e, &mut f).map_err(err)?;
+                copy_with(e, &mut f, &mut self.buf).map_err(err)?;
             }
             EntryType::Symlink => {
                 let target = e

@@ -93,6 +93,7 @@ pub fn apply_layer(target: &ApplyTarget, r: impl Read) -> Result<ApplyStats, App
         written: HashSet::new(),
         dirs: Vec::new(),
         is_root: rustix::process::geteuid().is_root(),
+        buf: vec![0; 256 << 10],
     };
     let mut entries = 0u64;
     {
