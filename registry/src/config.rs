@@ -171,8 +171,11 @@ impl Config {
 }
 
 fn apply(e: &mut Endpoint, h: &HostConfig) {
-    if let Some(v) = h.http {
-        e.http = v;
+    match h.http {
+        Some(v) => e.http = v,
+        // Configuring TLS material for a host means it speaks TLS, loopback or not.
+        None if !h.ca.is_empty() || !h.keypair.is_empty() => e.http = false,
+        None => {}
     }
     if let Some(v) = h.insecure {
         e.insecure = v;
@@ -224,6 +227,8 @@ cert = "/c"
         assert!(!o.http && o.insecure);
         assert_eq!(o.keypair.len(), 1);
         assert!(c.origin("localhost:5000").http);
+        let tls = Config::from_toml(Path::new("t"), "[registry.\"127.0.0.1:5003\"]\nca = [\"/ca.pem\"]").unwrap();
+        assert!(!tls.origin("127.0.0.1:5003").http);
         assert!(c.origin("[::1]:5000").http);
         assert!(!c.origin("ghcr.io").http);
     }

@@ -167,8 +167,11 @@ impl Authorizer {
                 }
                 let t = self.fetch_token(http, host, &c, &all).await?;
                 if all.len() != scopes.len() {
-                    if let Some(tok) = self.lock().get(host).and_then(|h| h.tokens.get(&scope_key(&all)).cloned()) {
-                        self.lock().entry(host.to_string()).or_default().tokens.insert(scope_key(scopes), tok);
+                    // Later requests ask for `scopes`: let them find this token too.
+                    let mut hosts = self.lock();
+                    let h = hosts.entry(host.to_string()).or_default();
+                    if let Some(tok) = h.tokens.get(&scope_key(&all)).cloned() {
+                        h.tokens.insert(scope_key(scopes), tok);
                     }
                 }
                 Some(format!("Bearer {t}"))

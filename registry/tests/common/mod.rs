@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod token;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
