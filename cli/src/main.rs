@@ -2,7 +2,9 @@
 
 mod debug;
 mod debug_run;
+mod images;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -11,6 +13,13 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "rbuild", version, about, propagate_version = true)]
 struct Cli {
+    /// Registry configuration file (default: $RBUILD_CONFIG, else /etc/rbuild/rbuild.toml for root,
+    /// $XDG_CONFIG_HOME/rbuild/rbuild.toml otherwise).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// State root (default: $RBUILD_ROOT, else /var/lib/rbuild).
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -20,13 +29,17 @@ enum Command {
     /// Commands for looking inside the build: the parsed Dockerfile, the build definition.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
+    #[command(flatten)]
+    Image(images::ImageCommand),
 }
 
 fn main() -> ExitCode {
     // A re-executed sandbox helper takes over here, before anything else runs.
     sandbox::init::maybe_run();
     let cli = Cli::parse();
+    let globals = images::Globals { config: cli.config.clone(), root: cli.root.clone() };
     let result = match cli.command {
+        Command::Image(cmd) => images::run(cmd, &globals),
         Command::Debug(cmd) => debug::run(cmd),
     };
     match result {

@@ -7,6 +7,7 @@
 //! - [`auth`]: anonymous, Basic and Bearer-token auth; docker's `config.json` and credential helpers.
 //! - [`client`]: resolve, pull and push with retries, cross-repository mounts and progress events.
 //! - [`store`]: image names in the metadata database over the content store.
+//! - [`export`]: OCI layout (dir/tar) and docker-archive writers, and the archive loader.
 //!
 //! The image config itself is [`llb::image::Image`], which keeps every Docker field.
 
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod manifest;
 pub mod reference;
 pub mod store;

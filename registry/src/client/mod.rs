@@ -241,6 +241,15 @@ impl Client {
         }
     }
 
+    /// Checks that `registry` answers `GET /v2/` with the client's credentials (what `docker login`
+    /// verifies before saving a login).
+    pub async fn ping(&self, registry: &str) -> Result<(), RegistryError> {
+        let ep = self.config.origin(registry);
+        let req = Req::new(Method::GET, ep.base_url());
+        self.send_ok(&ep, &[], &format!("registry API at {}", ep.base_url()), &req).await?;
+        Ok(())
+    }
+
     /// Maps a non-success response to a clear error naming the registry, the scope or the object.
     pub(crate) async fn check(
         &self,
@@ -256,7 +265,7 @@ impl Client {
         }
         let body = resp.bytes().await.unwrap_or_default();
         let message = error_body_message(&body);
-        let scope = scopes.join(" ");
+        let scope = if scopes.is_empty() { "the registry API".to_string() } else { scopes.join(" ") };
         Err(match status {
             StatusCode::UNAUTHORIZED => RegistryError::Unauthorized {
                 registry: ep.host.clone(),

@@ -230,10 +230,13 @@ impl Client {
             store.write_bytes(&ix.bytes, &ix.media_type)?;
         }
         store.write_bytes(&manifest.bytes, &manifest.media_type)?;
-        // Mount sources are only valid on the origin: a mirror's repositories are not the registry's.
-        let source_registry = r.registry();
+        // Mount sources: the blobs are in the repository on the origin, and on a mirror that serves
+        // repositories at its root (so a push to another repository there can mount them).
         for d in blobs.iter().chain(std::iter::once(&manifest.descriptor())) {
-            store.add_source(d.digest(), d.size(), source_registry, &repo)?;
+            store.add_source(d.digest(), d.size(), r.registry(), &repo)?;
+            if ep.mirror && ep.path_prefix.is_empty() {
+                store.add_source(d.digest(), d.size(), &ep.host, &repo)?;
+            }
         }
         let config_bytes = store.read_blob(parsed.config().digest())?;
         let config = Image::from_json(&config_bytes)
