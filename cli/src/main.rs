@@ -3,6 +3,7 @@
 mod debug;
 mod debug_run;
 mod images;
+mod storage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,10 @@ enum Command {
     Debug(debug::DebugCommand),
     #[command(flatten)]
     Image(images::ImageCommand),
+    /// Show disk usage of the state root: layers, snapshots, cache mounts, blobs.
+    Du(storage::DuArgs),
+    /// Remove unreferenced build data, least recently used first.
+    Prune(storage::PruneArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +46,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Image(cmd) => images::run(cmd, &globals),
         Command::Debug(cmd) => debug::run(cmd),
+        Command::Du(args) => storage::du(&args, cli.root.as_deref()),
+        Command::Prune(args) => storage::prune(&args, cli.root.as_deref()),
     };
     match result {
         Ok(code) => code,
