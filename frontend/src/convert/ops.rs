@@ -132,9 +132,7 @@ impl Converter<'_> {
                     owner: None,
                     timestamp: self.timestamp(),
                 });
-                let file_op = Op::File(FileOp {
-                    actions: vec![FileAction { input: None, secondary_input: None, output: Some(0), action: mkfile }],
-                });
+                let file_op = on_scratch(mkfile);
                 let meta = self.metadata(st, &format!("RUN heredoc {}", f.name), span);
                 let doc = self.add(file_op, &[], &st.platform.clone(), meta, span)?;
                 inputs.push(doc);
@@ -317,9 +315,7 @@ impl Converter<'_> {
             owner,
             timestamp: None,
         });
-        let op = Op::File(FileOp {
-            actions: vec![FileAction { input: None, secondary_input: None, output: Some(0), action: mkdir }],
-        });
+        let op = on_scratch(mkdir);
         self.add(op, &[], &st.platform.clone(), Metadata::default(), span)
     }
 
@@ -472,9 +468,7 @@ impl Converter<'_> {
                 owner: None,
                 timestamp: self.timestamp(),
             });
-            let op = Op::File(FileOp {
-                actions: vec![FileAction { input: None, secondary_input: None, output: Some(0), action: mkfile }],
-            });
+            let op = on_scratch(mkfile);
             let meta = self.metadata(st, &format!("{name} heredoc {}", content.path), span);
             let out = self.add(op, &[], &st.platform.clone(), meta, span)?;
             inputs.push(out);
@@ -572,6 +566,11 @@ impl Converter<'_> {
             .source(op, None, meta)
             .map_err(|e| Diagnostic::spanned(format!("internal error building the definition: {e}"), span))
     }
+}
+
+/// A file op with one action on an empty filesystem (heredoc files, cache seeds).
+fn on_scratch(action: FileActionKind) -> Op {
+    Op::File(FileOp { actions: vec![FileAction { input: None, secondary_input: None, output: Some(0), action }] })
 }
 
 fn expanded_len(c: &CopyCmd) -> usize {
