@@ -67,19 +67,6 @@ fn scratch(keep: Option<&Path>, state_dir: &Path) -> Result<Scratch, DebugRunErr
     }
 }
 
-/// The overlay mount of `lower` with `upper`/`work`, as a snapshotter would describe it.
-pub fn overlay(lower: &Path, upper: &Path, work: &Path) -> Mount {
-    Mount {
-        kind: "overlay".into(),
-        source: "overlay".into(),
-        options: vec![
-            format!("lowerdir={}", lower.display()),
-            format!("upperdir={}", upper.display()),
-            format!("workdir={}", work.display()),
-        ],
-    }
-}
-
 /// Runs `req` with `executor`; scratch directories go under `state_dir`.
 pub fn debug_run(
     executor: &dyn Executor,
@@ -94,6 +81,6 @@ pub fn debug_run(
     let lower =
         req.rootfs.canonicalize().map_err(|source| DebugRunError::Scratch { dir: req.rootfs.clone(), source })?;
     let s = scratch(req.keep.as_deref(), state_dir)?;
-    let mounts = [overlay(&lower, &s.upper, &s.work)];
+    let mounts = [Mount::overlay(&lower, &s.upper, &s.work)];
     Ok(executor.run(&mounts, &req.process, output, cancel)?)
 }

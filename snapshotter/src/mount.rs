@@ -54,6 +54,19 @@ impl Mount {
         Mount { kind: "bind".into(), source: dir.display().to_string(), options: vec!["rbind".into(), rw.into()] }
     }
 
+    /// An overlay of one read-only `lower` with a writable `upper` (and its overlay `work` dir).
+    pub fn overlay(lower: &Path, upper: &Path, work: &Path) -> Mount {
+        Mount {
+            kind: "overlay".into(),
+            source: "overlay".into(),
+            options: vec![
+                format!("lowerdir={}", lower.display()),
+                format!("upperdir={}", upper.display()),
+                format!("workdir={}", work.display()),
+            ],
+        }
+    }
+
     /// The value of `key=value` among the options.
     pub fn option(&self, key: &str) -> Option<&str> {
         self.options.iter().find_map(|o| o.strip_prefix(key).and_then(|r| r.strip_prefix('=')))

@@ -53,15 +53,7 @@ pub fn overlay_works(dir: &Path) -> bool {
             return false;
         }
     }
-    let m = Mount {
-        kind: "overlay".into(),
-        source: "overlay".into(),
-        options: vec![
-            format!("lowerdir={}", lower.display()),
-            format!("upperdir={}", upper.display()),
-            format!("workdir={}", work.display()),
-        ],
-    };
+    let m = Mount::overlay(&lower, &upper, &work);
     match TempMount::new(&[m], t.path()) {
         Ok(mounted) => mounted.unmount().is_ok(),
         Err(_) => false,

@@ -87,16 +87,8 @@ impl Fixture {
     }
 
     pub fn mounts(&self) -> Vec<Mount> {
-        let p = |d: &str| self.dir.path().join(d).display().to_string();
-        vec![Mount {
-            kind: "overlay".into(),
-            source: "overlay".into(),
-            options: vec![
-                format!("lowerdir={}", p("lower")),
-                format!("upperdir={}", p("upper")),
-                format!("workdir={}", p("work")),
-            ],
-        }]
+        let p = |d: &str| self.dir.path().join(d);
+        vec![Mount::overlay(&p("lower"), &p("upper"), &p("work"))]
     }
 
     pub fn executor(&self) -> NamespaceExecutor {
