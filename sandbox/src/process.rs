@@ -54,6 +54,11 @@ pub enum RunMountKind {
     Bind { source: PathBuf, readonly: bool },
     /// A fresh tmpfs, optionally limited to `size` bytes.
     Tmpfs { size: Option<u64> },
+    /// A secret file (`RUN --mount=type=secret`): the bytes are put on a private tmpfs outside the rootfs
+    /// and mounted read-only at the destination; nothing reaches the snapshot.
+    Secret { contents: Vec<u8>, uid: u32, gid: u32, mode: u32 },
+    /// A forwarded ssh-agent socket (`RUN --mount=type=ssh`) at the destination.
+    Ssh { socket: PathBuf, uid: u32, gid: u32, mode: u32 },
 }
 
 /// Resource limits, applied through cgroups where the host has them.

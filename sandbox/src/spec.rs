@@ -235,6 +235,12 @@ pub fn build_spec(
                 }
                 mount(&m.destination, "tmpfs", "tmpfs", &opts)?
             }
+            RunMountKind::Secret { .. } | RunMountKind::Ssh { .. } => {
+                return Err(SpecError::Invalid(format!(
+                    "{}: secret and ssh mounts are not supported by this executor yet",
+                    m.destination
+                )))
+            }
         });
     }
 
