@@ -37,3 +37,8 @@ pub mod sys;
 
 pub use oci_spec::image::Digest;
 pub use redb;
+
+/// The snapshot label that records which registry blob a snapshot was unpacked from: JSON
+/// `{"digest":"sha256:...","size":N,"media_type":"...","diff_id":"sha256:..."}`. The image unpacker sets
+/// it; exporters reuse that blob instead of diffing the snapshot again.
+pub const LAYER_LABEL: &str = "rbuild.layer";

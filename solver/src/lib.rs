@@ -26,10 +26,7 @@ use snapshotter::snapshot::Snapshotter;
 
 pub use progress::{Event, EventKind, ProgressSink};
 
-/// The snapshot label that records which registry blob a snapshot was unpacked from: JSON
-/// `{"digest":"sha256:...","size":N,"media_type":"...","diff_id":"sha256:..."}`. Exporters reuse that blob
-/// instead of diffing the snapshot again.
-pub const LAYER_LABEL: &str = "rbuild.layer";
+pub use snapshotter::LAYER_LABEL;
 
 /// Makes images available as snapshots. The CLI backs it with the registry client and content store.
 pub trait ImageProvider: Send + Sync {
