@@ -4,6 +4,7 @@
 //! (oci-spec crate), which every [`executor::Executor`] runs. All unsafe code and system calls live in
 //! [`sys`].
 
+pub mod cache;
 pub mod debug;
 pub mod executor;
 pub mod init;
