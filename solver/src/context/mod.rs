@@ -11,10 +11,12 @@ use snapshotter::meta::MetaDb;
 
 use crate::fileop::{FileOpError, SourceDir};
 
+pub mod ignore;
+
 /// Reads a .dockerignore file as moby/patternmatcher/ignorefile.ReadAll does: comments and blank lines
 /// dropped, patterns cleaned, `!` exceptions kept.
 pub fn parse_dockerignore(contents: &str) -> Vec<String> {
-    contents.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect()
+    ignore::read_all(contents)
 }
 
 /// Content checksums of source directories, remembered per file by stat in the metadata database.
