@@ -48,6 +48,12 @@ pub enum RegistryError {
     Io { context: String, source: std::io::Error },
     #[error("{0}")]
     Archive(String),
+    #[error("unpacking layer {layer} of {reference}: {source}")]
+    Unpack { reference: String, layer: Digest, source: snapshotter::apply::ApplyError },
+    #[error(transparent)]
+    Snapshot(#[from] snapshotter::snapshot::SnapshotError),
+    #[error(transparent)]
+    Diff(#[from] snapshotter::diff::DiffError),
     #[error("pulling {reference}: every endpoint failed: {errors}")]
     AllEndpointsFailed { reference: String, errors: String },
 }

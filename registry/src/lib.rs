@@ -7,10 +7,13 @@
 //! - [`auth`]: anonymous, Basic and Bearer-token auth; docker's `config.json` and credential helpers.
 //! - [`client`]: resolve, pull and push with retries, cross-repository mounts and progress events.
 //! - [`store`]: image names in the metadata database over the content store.
+//! - [`assemble`]: the build's image exporter: snapshot chain + config -> layers, config, manifest.
+//! - [`unpack`]: image sources for the build: layers unpacked once into chainID-named snapshots.
 //! - [`export`]: OCI layout (dir/tar) and docker-archive writers, and the archive loader.
 //!
 //! The image config itself is [`llb::image::Image`], which keeps every Docker field.
 
+pub mod assemble;
 pub mod auth;
 pub mod client;
 pub mod config;
@@ -19,6 +22,8 @@ pub mod export;
 pub mod manifest;
 pub mod reference;
 pub mod store;
+pub mod timefmt;
+pub mod unpack;
 
 pub use client::pull::Pulled;
 pub use client::push::PushReport;

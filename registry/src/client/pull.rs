@@ -11,6 +11,9 @@ use reqwest::{Method, StatusCode};
 use snapshotter::content::{ContentError, ContentWriter, Ingester};
 
 use super::{Client, Progress, ProgressKind, Req};
+
+/// A per-call progress observer (besides the client's own callback), e.g. one build step's status.
+pub type Observer<'a> = dyn Fn(&Progress) + Send + Sync + 'a;
 use crate::auth::repository_scope;
 use crate::config::Endpoint;
 use crate::error::RegistryError;
@@ -100,10 +103,29 @@ impl Client {
         desc: &Descriptor,
         store: &ImageStore,
     ) -> Result<bool, RegistryError> {
+        self.fetch_blob_observed(ep, repository, desc, store, None).await
+    }
+
+    /// [`Client::fetch_blob`] that also reports this transfer's progress to `observer` (besides the
+    /// client's own progress callback).
+    pub async fn fetch_blob_observed(
+        &self,
+        ep: &Endpoint,
+        repository: &str,
+        desc: &Descriptor,
+        store: &ImageStore,
+        observer: Option<&Observer<'_>>,
+    ) -> Result<bool, RegistryError> {
         let digest = desc.digest().clone();
         let id = digest.to_string();
+        let report = |p: Progress| {
+            if let Some(o) = observer {
+                o(&p);
+            }
+            self.report(p);
+        };
         if store.has_blob(&digest)? {
-            self.report(Progress { id, kind: ProgressKind::Exists, current: desc.size(), total: desc.size() });
+            report(Progress { id, kind: ProgressKind::Exists, current: desc.size(), total: desc.size() });
             return Ok(false);
         }
         let scopes = [repository_scope(repository, false)];
@@ -111,7 +133,7 @@ impl Client {
         let what = format!("blob {digest} of {repository}");
         let mut attempt = 0;
         loop {
-            match self.fetch_blob_once(ep, &scopes, &url, &what, desc, store).await {
+            match self.fetch_blob_once(ep, &scopes, &url, &what, desc, store, &report).await {
                 Ok(()) => break,
                 // A dropped body: the ingest keeps what arrived; try again from there.
                 Err(RegistryError::Transport { .. }) if attempt + 1 < self.options.retry.attempts => {
@@ -121,10 +143,11 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
-        self.report(Progress { id, kind: ProgressKind::Done, current: desc.size(), total: desc.size() });
+        report(Progress { id, kind: ProgressKind::Done, current: desc.size(), total: desc.size() });
         Ok(true)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn fetch_blob_once(
         &self,
         ep: &Endpoint,
@@ -133,6 +156,7 @@ impl Client {
         what: &str,
         desc: &Descriptor,
         store: &ImageStore,
+        report: &(dyn Fn(Progress) + Sync),
     ) -> Result<(), RegistryError> {
         let digest = desc.digest().clone();
         let size = desc.size();
@@ -171,12 +195,7 @@ impl Client {
             std::io::Write::write_all(&mut writer, data)
                 .map_err(|source| ContentError::Copy { reference: format!("remote-{digest}"), source })?;
             offset += data.len() as u64;
-            self.report(Progress {
-                id: digest.to_string(),
-                kind: ProgressKind::Downloading,
-                current: offset,
-                total: size,
-            });
+            report(Progress { id: digest.to_string(), kind: ProgressKind::Downloading, current: offset, total: size });
         }
         let expected = digest.clone();
         let committed = tokio::task::spawn_blocking(move || writer.commit(Some(size), Some(&expected)))
@@ -195,6 +214,17 @@ impl Client {
     /// ones). Non-distributable layers are passed through without fetching. Records each blob's source
     /// repository for later cross-repository mounts. Does not name the image; see [`ImageStore::tag`].
     pub async fn pull(&self, r: &Reference, platform: &Platform, store: &ImageStore) -> Result<Pulled, RegistryError> {
+        self.pull_observed(r, platform, store, None).await
+    }
+
+    /// [`Client::pull`] that also reports this pull's blob progress to `observer`.
+    pub async fn pull_observed(
+        &self,
+        r: &Reference,
+        platform: &Platform,
+        store: &ImageStore,
+        observer: Option<&Observer<'_>>,
+    ) -> Result<Pulled, RegistryError> {
         let (ep, top) = self.resolve(r).await?;
         let (index, manifest) = match top.parse()? {
             Parsed::Manifest(_) => (None, top),
@@ -218,7 +248,7 @@ impl Client {
                 let ep = ep.clone();
                 let repo = repo.clone();
                 async move {
-                    let moved = self.fetch_blob(&ep, &repo, &d, store).await?;
+                    let moved = self.fetch_blob_observed(&ep, &repo, &d, store, observer).await?;
                     Ok::<_, RegistryError>(moved.then(|| d.digest().clone()))
                 }
             })
@@ -249,6 +279,62 @@ impl Client {
             served_by: ep.host.clone(),
             fetched: fetched.into_iter().flatten().collect(),
         })
+    }
+}
+
+impl Client {
+    /// Fetches the blobs of `r`'s repository that the store lacks, concurrently, each from the first
+    /// endpoint that serves it (mirrors in order, then the origin), and records where they came from.
+    /// For a manifest that is already local (a pinned reference resolved earlier): no manifest request.
+    /// Returns the digests that were transferred.
+    pub async fn fetch_missing(
+        &self,
+        r: &Reference,
+        blobs: &[Descriptor],
+        store: &ImageStore,
+        observer: Option<&Observer<'_>>,
+    ) -> Result<Vec<Digest>, RegistryError> {
+        let endpoints = self.config().pull_endpoints(r.registry());
+        let repo = r.repository().to_string();
+        let fetched: Vec<Option<Digest>> = stream::iter(blobs.iter().cloned())
+            .map(|d| {
+                let endpoints = &endpoints;
+                let repo = &repo;
+                async move {
+                    if media::is_non_distributable(d.media_type().as_ref()) && !store.has_blob(d.digest())? {
+                        return Ok(None);
+                    }
+                    let mut errors = Vec::new();
+                    for (i, ep) in endpoints.iter().enumerate() {
+                        match self.fetch_blob_observed(ep, repo, &d, store, observer).await {
+                            Ok(moved) => {
+                                if moved {
+                                    store.add_source(d.digest(), d.size(), r.registry(), repo)?;
+                                    if ep.mirror && ep.path_prefix.is_empty() {
+                                        store.add_source(d.digest(), d.size(), &ep.host, repo)?;
+                                    }
+                                }
+                                return Ok(moved.then(|| d.digest().clone()));
+                            }
+                            Err(e) if endpoints.len() == 1 => return Err(e),
+                            Err(e) => {
+                                errors.push(format!("{}: {e}", ep.host));
+                                if i + 1 == endpoints.len() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(RegistryError::AllEndpointsFailed {
+                        reference: format!("{}@{}", r.name(), d.digest()),
+                        errors: errors.join("; "),
+                    })
+                }
+            })
+            .buffer_unordered(self.options.concurrency.max(1))
+            .try_collect()
+            .await?;
+        Ok(fetched.into_iter().flatten().collect())
     }
 }
 

@@ -1,0 +1,293 @@
+//! Image sources for the build: a reference becomes a chain of committed snapshots, one per layer,
+//! each named by its chainID (image-spec `config.md`, "Layer ChainID") so a layer shared by two images
+//! is unpacked once. A pinned reference whose manifest is already local costs no request at all; only
+//! missing blobs are fetched, concurrently.
+//!
+//! Each snapshot carries [`snapshotter::LAYER_LABEL`] naming the blob it came from, so the exporter
+//! reuses the base image's layers byte for byte instead of diffing them again.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use oci_spec::image::{Descriptor, Digest, ImageManifest};
+use snapshotter::content::Provider;
+use snapshotter::diff::Layer;
+use snapshotter::snapshot::{SnapshotError, Snapshotter};
+use snapshotter::LAYER_LABEL;
+
+use crate::client::pull::Observer;
+use crate::client::{Client, Progress};
+use crate::error::RegistryError;
+use crate::manifest::{media, platforms_of, select_platform, ManifestError, Parsed, RawManifest};
+use crate::reference::Reference;
+use crate::store::ImageStore;
+use llb::image::Image;
+use llb::Platform;
+
+/// The chainIDs of a layer stack: `chain[0] = diff[0]`, `chain[n] = sha256(chain[n-1] + " " + diff[n])`.
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => snapshotter::digest::of_bytes(format!("{prev} {d}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// A platform manifest with its config, as found locally or fetched.
+struct Resolved {
+    /// The digest the reference is pinned to (the index's when it resolved to one).
+    top: Digest,
+    manifest: ImageManifest,
+    config: Image,
+}
+
+fn platform_string(p: &Platform) -> String {
+    match &p.variant {
+        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+        None => format!("{}/{}", p.os, p.architecture),
+    }
+}
+
+/// The platform manifest below `top` (itself when it is a manifest), read from the store only.
+fn local_platform_manifest(
+    store: &ImageStore,
+    top: &RawManifest,
+    platform: &Platform,
+) -> Result<Option<RawManifest>, RegistryError> {
+    match top.parse()? {
+        Parsed::Manifest(_) => Ok(Some(top.clone())),
+        Parsed::Index(ix) => {
+            let d = select_platform(&ix, platform).ok_or_else(|| ManifestError::NoPlatform {
+                wanted: platform_string(platform),
+                digest: top.digest.clone(),
+                available: platforms_of(&ix),
+            })?;
+            if store.has_blob(d.digest())? {
+                Ok(Some(store.read_manifest(d)?))
+            } else {
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The top-level manifest or index the reference names locally, without any request: a pinned digest
+/// present in the content store, or (unless `pull`) a tag the local image store names.
+fn local_top(store: &ImageStore, r: &Reference, pull: bool) -> Result<Option<RawManifest>, RegistryError> {
+    if let Some(d) = r.digest() {
+        if !store.has_blob(d)? {
+            return Ok(None);
+        }
+        let bytes = store.read_blob(d)?;
+        return Ok(Some(RawManifest::new(None, bytes)));
+    }
+    if pull {
+        return Ok(None);
+    }
+    match store.get(&r.to_string()) {
+        Ok(desc) if store.has_blob(desc.digest())? => Ok(Some(store.read_manifest(&desc)?)),
+        Ok(_) | Err(RegistryError::NoSuchImage(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn read_config(store: &ImageStore, m: &ImageManifest) -> Result<Image, RegistryError> {
+    let bytes = store.read_blob(m.config().digest())?;
+    Image::from_json(&bytes)
+        .map_err(|source| RegistryError::ImageConfig { digest: m.config().digest().clone(), source })
+}
+
+/// Resolves `r` to its platform manifest and config, from the store when it has them (and `pull` does
+/// not ask to re-resolve a tag), else from the registry. Manifests and the config end up in the store.
+async fn resolve(
+    client: &Client,
+    store: &ImageStore,
+    r: &Reference,
+    platform: &Platform,
+    pull: bool,
+    observer: Option<&Observer<'_>>,
+) -> Result<Resolved, RegistryError> {
+    if let Some(top) = local_top(store, r, pull)? {
+        if let Some(m) = local_platform_manifest(store, &top, platform)? {
+            let manifest = m.manifest()?;
+            if !store.has_blob(manifest.config().digest())? {
+                client.fetch_missing(r, std::slice::from_ref(manifest.config()), store, observer).await?;
+            }
+            let config = read_config(store, &manifest)?;
+            return Ok(Resolved { top: top.digest, manifest, config });
+        }
+    }
+    let (ep, top) = client.resolve(r).await?;
+    let m = match top.parse()? {
+        Parsed::Manifest(_) => top.clone(),
+        Parsed::Index(ix) => {
+            let d = select_platform(&ix, platform).ok_or_else(|| ManifestError::NoPlatform {
+                wanted: platform_string(platform),
+                digest: top.digest.clone(),
+                available: platforms_of(&ix),
+            })?;
+            client.fetch_manifest(&ep, r, d.digest().as_ref()).await?
+        }
+    };
+    let manifest = m.manifest()?;
+    let pinned = r.digest_only(top.digest.clone());
+    client.fetch_missing(&pinned, std::slice::from_ref(manifest.config()), store, observer).await?;
+    let config = read_config(store, &manifest)?;
+    // The platform manifest first: whoever finds the index locally also finds what it points at.
+    store.write_bytes(&m.bytes, &m.media_type)?;
+    if top.digest != m.digest {
+        store.write_bytes(&top.bytes, &top.media_type)?;
+    }
+    store.add_source(&m.digest, m.bytes.len() as u64, r.registry(), r.repository())?;
+    Ok(Resolved { top: top.digest, manifest, config })
+}
+
+/// Resolves `reference` for `platform` to its pinned name (`registry/repo@sha256:...`, the index's
+/// digest when it is an index) and its image config. The manifests and the config are stored locally,
+/// so a later [`unpack_image`] of the pinned name sends no manifest request. Used by the frontend's
+/// image resolver (`FROM busybox` needs the base's config to convert the Dockerfile).
+pub async fn resolve_config(
+    client: &Client,
+    store: &ImageStore,
+    reference: &str,
+    platform: &Platform,
+    pull: bool,
+) -> Result<(String, Image), RegistryError> {
+    let r = Reference::parse(reference)?;
+    let resolved = resolve(client, store, &r, platform, pull, None).await?;
+    Ok((format!("{}@{}", r.name(), resolved.top), resolved.config))
+}
+
+/// Makes `reference` for `platform` available as a chain of committed snapshots and returns the top
+/// one's name (`None` for an image without layers).
+///
+/// A pinned reference whose manifest is local needs no request (and with `pull`, a tag is re-resolved
+/// against its registry first); only missing blobs are fetched, concurrently. Each layer is unpacked
+/// once into a snapshot named by its chainID, its diffID checked against the config's
+/// `rootfs.diff_ids`, and labelled with [`LAYER_LABEL`]. `status(current, total)` reports the bytes of
+/// the image's blobs present so far. Unpacking blocks the calling thread: call it from a blocking
+/// thread (`Handle::block_on`) or accept that one runtime worker is busy meanwhile.
+pub async fn unpack_image(
+    client: &Client,
+    store: &ImageStore,
+    snapshotter: &dyn Snapshotter,
+    reference: &str,
+    platform: &Platform,
+    pull: bool,
+    status: &(dyn Fn(u64, Option<u64>) + Send + Sync),
+) -> Result<Option<String>, RegistryError> {
+    let r = Reference::parse(reference)?;
+    let resolved = resolve(client, store, &r, platform, pull, None).await?;
+    let layers = resolved.manifest.layers().clone();
+    let diff_ids: Vec<Digest> = resolved.config.rootfs.diff_ids.iter().map(oci_digest).collect();
+    if layers.len() != diff_ids.len() {
+        return Err(RegistryError::Protocol(format!(
+            "image {reference}: the manifest has {} layers but the config lists {} diff_ids",
+            layers.len(),
+            diff_ids.len()
+        )));
+    }
+    let chain = chain_ids(&diff_ids);
+    // Layers whose snapshot exists need no blob at all (a later GC may have dropped it).
+    let mut needed = Vec::new();
+    for (l, c) in layers.iter().zip(&chain) {
+        if !snapshot_exists(snapshotter, c.as_ref())? {
+            needed.push(l.clone());
+        }
+    }
+    let total: u64 = needed.iter().map(Descriptor::size).sum();
+    let done: Mutex<HashMap<String, u64>> = Mutex::new(HashMap::new());
+    let observe = |p: &Progress| {
+        let mut d = done.lock().unwrap_or_else(|e| e.into_inner());
+        d.insert(p.id.clone(), p.current);
+        status(d.values().sum(), Some(total));
+    };
+    let pinned = r.digest_only(resolved.top.clone());
+    client.fetch_missing(&pinned, &needed, store, Some(&observe)).await?;
+
+    let mut parent: Option<String> = None;
+    for ((layer, diff_id), chain_id) in layers.iter().zip(&diff_ids).zip(&chain) {
+        let name = chain_id.to_string();
+        if !snapshot_exists(snapshotter, &name)? {
+            if media::is_non_distributable(layer.media_type().as_ref()) && !store.has_blob(layer.digest())? {
+                return Err(RegistryError::Protocol(format!(
+                    "image {reference}: layer {} is non-distributable and not in the local store; \
+                     load it with `rbuild load` first",
+                    layer.digest()
+                )));
+            }
+            let reader = store.content().reader(layer.digest())?;
+            snapshotter::apply::unpack_layer(snapshotter, &name, parent.as_deref(), reader, Some(diff_id)).map_err(
+                |source| RegistryError::Unpack {
+                    reference: reference.to_string(),
+                    layer: layer.digest().clone(),
+                    source,
+                },
+            )?;
+        }
+        label_layer(snapshotter, store, &name, layer, diff_id)?;
+        parent = Some(name);
+    }
+    Ok(parent)
+}
+
+/// The config's diffIDs are [`llb::Digest`]s (always sha256); the content store speaks oci-spec's.
+pub(crate) fn oci_digest(d: &llb::Digest) -> Digest {
+    d.to_string().parse().unwrap_or_else(|e| unreachable!("a sha256 digest always parses: {e}"))
+}
+
+fn snapshot_exists(s: &dyn Snapshotter, name: &str) -> Result<bool, RegistryError> {
+    match s.stat(name) {
+        Ok(_) => Ok(true),
+        Err(SnapshotError::NotFound(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sets [`LAYER_LABEL`] unless the snapshot already names a blob that is in the store (the same layer
+/// may come compressed differently in another image; the first blob stays the one exported).
+fn label_layer(
+    s: &dyn Snapshotter,
+    store: &ImageStore,
+    name: &str,
+    layer: &Descriptor,
+    diff_id: &Digest,
+) -> Result<(), RegistryError> {
+    let info = s.stat(name)?;
+    if let Some(old) = info.labels.get(LAYER_LABEL).and_then(|j| serde_json::from_str::<Layer>(j).ok()) {
+        if old.diff_id == *diff_id && store.has_blob(&old.digest)? {
+            return Ok(());
+        }
+    }
+    if !store.has_blob(layer.digest())? {
+        return Ok(());
+    }
+    let value = Layer {
+        digest: layer.digest().clone(),
+        size: layer.size(),
+        diff_id: diff_id.clone(),
+        media_type: layer.media_type().to_string(),
+    };
+    let json = serde_json::to_string(&value).map_err(|e| RegistryError::Protocol(e.to_string()))?;
+    s.set_label(name, LAYER_LABEL, Some(&json))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_image_spec() {
+        let a: Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        let b: Digest = format!("sha256:{}", "b".repeat(64)).parse().unwrap();
+        let c = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(c[0], a);
+        assert_eq!(c[1], snapshotter::digest::of_bytes(format!("{a} {b}").as_bytes()));
+        assert!(chain_ids(&[]).is_empty());
+    }
+}
