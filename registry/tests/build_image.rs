@@ -1,0 +1,202 @@
+//! The build's image path on real parts: `assemble_image` over real snapshots (snapshotter's `Store`
+//! on a tempdir), checked with umoci and skopeo; pushed to a real docker-registry; `unpack_image` into
+//! a fresh store (chainID snapshots with layer labels); a build on top reuses the base blob; a pinned
+//! unpack needs no registry; SOURCE_DATE_EPOCH gives bit-for-bit equal images.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::*;
+use registry::assemble::{assemble_image, AssembleOptions};
+use registry::auth::Anonymous;
+use registry::unpack::{chain_ids, resolve_config, unpack_image};
+use registry::{Client, Config, ImageStore, Reference};
+use snapshotter::diff::{Compression, Layer};
+use snapshotter::snapshot::ApplyTarget;
+use snapshotter::store::{SnapshotterKind, Store};
+use snapshotter::LAYER_LABEL;
+
+fn open(dir: &Path) -> (Store, ImageStore) {
+    let s = Store::open(dir, SnapshotterKind::Auto, &mut |_| {}).unwrap();
+    let images = ImageStore::new(s.content.clone(), s.meta.clone());
+    (s, images)
+}
+
+fn target_dir(s: &Store, key: &str) -> PathBuf {
+    match s.snapshotter.apply_target(key).unwrap() {
+        ApplyTarget::Upper { upper, .. } => upper,
+        ApplyTarget::Tree(p) => p,
+    }
+}
+
+/// Commits a snapshot `name` on `parent` holding `files` (path, content).
+fn commit_files(s: &Store, name: &str, parent: Option<&str>, files: &[(&str, &str)]) {
+    let key = format!("{name}-active");
+    s.snapshotter.prepare(&key, parent).unwrap();
+    let dir = target_dir(s, &key);
+    for (p, content) in files {
+        let path = dir.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+    }
+    s.snapshotter.commit(name, &key).unwrap();
+}
+
+fn base_config() -> llb::image::Image {
+    let mut img = llb::image::Image::scratch(&llb::Platform::host());
+    img.config.cmd = Some(vec!["sh".into()]);
+    img.push_history("COPY hello /", None, false);
+    img.push_history("CMD [\"sh\"]", None, true);
+    img
+}
+
+fn client() -> Client {
+    Client::new(Config::default(), Arc::new(Anonymous))
+}
+
+#[test]
+fn assembled_image_passes_umoci_and_skopeo_and_is_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, images) = open(&dir.path().join("root"));
+    commit_files(&s, "base", None, &[("hello", "hi\n"), ("etc/motd", "welcome\n")]);
+    commit_files(&s, "top", Some("base"), &[("app/run", "echo run\n")]);
+    let mut img = base_config();
+    img.push_history("RUN make", None, false);
+    let opts = AssembleOptions { source_date_epoch: Some(1_700_000_000), ..AssembleOptions::default() };
+    let a = assemble_image(&images, &*s.snapshotter, &s.meta, Some("top"), &img, &opts).unwrap();
+    assert_eq!(a.layers.len(), 2);
+    let config: llb::image::Image = serde_json::from_slice(&images.read_blob(a.config.digest()).unwrap()).unwrap();
+    assert_eq!(config.rootfs.diff_ids.len(), 2);
+    assert_eq!(config.created.as_deref(), Some("2023-11-14T22:13:20Z"));
+    assert!(config.history.iter().all(|h| h.created.as_deref() == Some("2023-11-14T22:13:20Z")), "{config:?}");
+    // Assembling again reuses the memoised layers and gives the same manifest.
+    let again = assemble_image(&images, &*s.snapshotter, &s.meta, Some("top"), &img, &opts).unwrap();
+    assert_eq!(again, a);
+
+    // The same build in another state root, at another time: bit-for-bit the same image.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (s2, images2) = open(&dir.path().join("root2"));
+    commit_files(&s2, "base", None, &[("hello", "hi\n"), ("etc/motd", "welcome\n")]);
+    commit_files(&s2, "top", Some("base"), &[("app/run", "echo run\n")]);
+    let b = assemble_image(&images2, &*s2.snapshotter, &s2.meta, Some("top"), &img, &opts).unwrap();
+    assert_eq!(b.manifest.digest(), a.manifest.digest());
+
+    // Independent tools accept it.
+    let layout = dir.path().join("layout");
+    let name = Reference::parse("rbuild-test/app:v1").unwrap();
+    registry::export::write_oci_dir(&images, &[(Some(name), a.manifest.clone())], &layout).unwrap();
+    if has_tool("skopeo") {
+        let out = sh(&format!("skopeo inspect oci:{}:v1", layout.display()), dir.path());
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["Digest"], a.manifest.digest().to_string());
+        assert_eq!(v["Layers"].as_array().unwrap().len(), 2);
+    } else {
+        eprintln!("SKIP skopeo check: skopeo is not installed (scripts/install-test-deps)");
+    }
+    if has_tool("umoci") {
+        sh(&format!("umoci unpack --rootless --image {}:v1 bundle", layout.display()), dir.path());
+        let rootfs = dir.path().join("bundle/rootfs");
+        assert_eq!(std::fs::read_to_string(rootfs.join("hello")).unwrap(), "hi\n");
+        assert_eq!(std::fs::read_to_string(rootfs.join("app/run")).unwrap(), "echo run\n");
+    } else {
+        eprintln!("SKIP umoci check: umoci is not installed (scripts/install-test-deps)");
+    }
+}
+
+#[test]
+fn docker_media_types_and_no_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, images) = open(dir.path());
+    let mut img = base_config();
+    img.history.retain(|h| h.empty_layer);
+    let opts = AssembleOptions { oci: false, compression: Compression::Zstd, ..AssembleOptions::default() };
+    let a = assemble_image(&images, &*s.snapshotter, &s.meta, None, &img, &opts).unwrap();
+    assert!(a.layers.is_empty());
+    assert_eq!(a.manifest.media_type().to_string(), registry::manifest::media::DOCKER_MANIFEST);
+    let raw = images.read_blob(a.manifest.digest()).unwrap();
+    // BuildKit writes manifests with json.MarshalIndent(.., "", "   ").
+    assert!(String::from_utf8_lossy(&raw).starts_with("{\n   \"schemaVersion\": 2,"));
+}
+
+#[test]
+fn push_unpack_rebuild_reuses_base_layers() {
+    let Some(bin) = registry_binary() else { return };
+    let reg = TestRegistry::start(&bin, RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+
+    // "Publish" a base image built from snapshots.
+    let (s, images) = open(&dir.path().join("publisher"));
+    commit_files(&s, "l1", None, &[("bin/tool", "#!/bin/sh\n"), ("etc/passwd", "root:x:0:0::/root:/bin/sh\n")]);
+    commit_files(&s, "l2", Some("l1"), &[("etc/os-release", "ID=test\n")]);
+    let mut img = base_config();
+    img.push_history("RUN setup", None, false);
+    let base =
+        assemble_image(&images, &*s.snapshotter, &s.meta, Some("l2"), &img, &AssembleOptions::default()).unwrap();
+    let base_ref = Reference::parse(&format!("{}/lib/base:1", reg.host())).unwrap();
+    rt.block_on(client().push(&images, &base.manifest, &base_ref)).unwrap();
+    drop(s);
+
+    // A build machine resolves and unpacks it.
+    let (b, bimages) = open(&dir.path().join("builder"));
+    let c = client();
+    let (pinned, config) =
+        rt.block_on(resolve_config(&c, &bimages, &base_ref.to_string(), &llb::Platform::host(), false)).unwrap();
+    assert_eq!(pinned, format!("{}@{}", base_ref.name(), base.manifest.digest()));
+    assert_eq!(config.config.cmd, Some(vec!["sh".to_string()]));
+    let seen = std::sync::Mutex::new(Vec::new());
+    let status = |cur: u64, total: Option<u64>| seen.lock().unwrap().push((cur, total));
+    let top = rt
+        .block_on(unpack_image(&c, &bimages, &*b.snapshotter, &pinned, &llb::Platform::host(), false, &status))
+        .unwrap()
+        .expect("two layers");
+    let diff_ids: Vec<_> = config.rootfs.diff_ids.iter().map(|d| d.to_string().parse().unwrap()).collect();
+    let chain = chain_ids(&diff_ids);
+    assert_eq!(top, chain[1].to_string());
+    let info = b.snapshotter.stat(&top).unwrap();
+    assert_eq!(info.parent.as_deref(), Some(chain[0].to_string().as_str()));
+    let label: Layer = serde_json::from_str(&info.labels[LAYER_LABEL]).unwrap();
+    assert_eq!(&label.digest, base.layers[1].digest());
+    assert_eq!(label.diff_id, diff_ids[1]);
+    let (cur, total) = *seen.lock().unwrap().last().expect("progress reported");
+    assert_eq!(Some(cur), total);
+    let out = dir.path().join("unpacked");
+    snapshotter::export::export_dir(&*b.snapshotter, &top, &out).unwrap();
+    assert_eq!(std::fs::read_to_string(out.join("etc/os-release")).unwrap(), "ID=test\n");
+    assert_eq!(std::fs::read_to_string(out.join("bin/tool")).unwrap(), "#!/bin/sh\n");
+
+    // Without the registry, the pinned image unpacks again from what is local: no request at all.
+    drop(reg);
+    let again = rt
+        .block_on(unpack_image(&c, &bimages, &*b.snapshotter, &pinned, &llb::Platform::host(), false, &|_, _| {}))
+        .unwrap();
+    assert_eq!(again.as_deref(), Some(top.as_str()));
+
+    // A build on top: the base layers are exported as the very blobs pulled, the new one diffed.
+    commit_files(&b, "app", Some(&top), &[("app/main", "print\n")]);
+    let mut app = config.clone();
+    app.push_history("COPY main /app/", None, false);
+    let opts = AssembleOptions { base_history: config.history.clone(), ..AssembleOptions::default() };
+    let built = assemble_image(&bimages, &*b.snapshotter, &b.meta, Some("app"), &app, &opts).unwrap();
+    assert_eq!(built.layers.len(), 3);
+    assert_eq!(built.layers[..2], base.layers[..]);
+    let cfg: llb::image::Image = serde_json::from_slice(&bimages.read_blob(built.config.digest()).unwrap()).unwrap();
+    assert_eq!(cfg.rootfs.diff_ids[..2], config.rootfs.diff_ids[..]);
+    assert_eq!(cfg.history.len(), config.history.len() + 1);
+}
+
+#[test]
+fn unpack_of_a_missing_image_names_it() {
+    let Some(bin) = registry_binary() else { return };
+    let reg = TestRegistry::start(&bin, RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (b, images) = open(dir.path());
+    let r = format!("{}/nothing/here:1", reg.host());
+    let err = runtime()
+        .block_on(unpack_image(&client(), &images, &*b.snapshotter, &r, &llb::Platform::host(), false, &|_, _| {}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nothing/here"), "{err}");
+}
