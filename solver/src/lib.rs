@@ -11,9 +11,15 @@
 //! directories) and the private exec/source/merge ops. [`context`] holds .dockerignore matching and content
 //! checksums of build-context paths.
 
+mod cachekey;
 pub mod context;
+mod error;
 pub mod fileop;
+mod graph;
+mod links;
+mod ops;
 pub mod progress;
+mod scheduler;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,6 +30,8 @@ use sandbox::Executor;
 use snapshotter::meta::MetaDb;
 use snapshotter::snapshot::Snapshotter;
 
+pub use error::{RunFailure, SolveError};
+pub use links::{Link, CACHE_LINKS};
 pub use progress::{Event, EventKind, ProgressSink};
 
 pub use snapshotter::LAYER_LABEL;
@@ -76,4 +84,78 @@ pub struct SolveOptions {
     pub source_date_epoch: Option<i64>,
     /// Where progress events go.
     pub progress: ProgressSink,
+}
+
+/// What a solve produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Solved {
+    /// The committed snapshot of the definition's root; `None` is an empty filesystem (or no root).
+    pub root: Option<String>,
+    /// Vertices whose result came from the cache.
+    pub cached: usize,
+    /// Vertices this solve executed.
+    pub executed: usize,
+    /// Vertices another concurrent solve executed (or found) for this one.
+    pub shared: usize,
+}
+
+/// Runs definitions against one worker. One per process: clones share the cache of executions in
+/// flight, so two builds that reach the same step run it once.
+#[derive(Clone)]
+pub struct Solver {
+    inner: Arc<scheduler::Inner>,
+}
+
+impl Solver {
+    /// A solver over `worker`.
+    pub fn new(worker: Worker) -> Solver {
+        Solver { inner: Arc::new(scheduler::Inner::new(worker)) }
+    }
+
+    /// The worker this solver runs on.
+    pub fn worker(&self) -> &Worker {
+        &self.inner.worker
+    }
+
+    /// Builds the root of `def` and returns its committed snapshot. Progress goes to `opts.progress`.
+    pub async fn solve(&self, def: &llb::Definition, opts: SolveOptions) -> Result<Solved, SolveError> {
+        let inner = self.inner.clone();
+        scheduler::blocking(move || inner.links.ensure_table()).await?;
+        let run = scheduler::Run::prepare(self.inner.clone(), def, opts).await?;
+        let result = match run.def.root {
+            None => Ok(None),
+            Some(root) => match run.build(root.digest).await {
+                Ok(outputs) => match outputs.get(root.index) {
+                    Some(scheduler::Ref::Snapshot(s)) => Ok(s.clone()),
+                    Some(r @ scheduler::Ref::Local(_)) => {
+                        let (run2, r) = (run.clone(), r.clone());
+                        scheduler::blocking(move || {
+                            let step = ops::Step {
+                                run: &run2,
+                                digest: root.digest,
+                                key: run2.keys[&root.digest],
+                                label: run2.label(&root.digest),
+                            };
+                            ops::snapshot_of(&step, &r)
+                        })
+                        .await
+                    }
+                    None => Err(SolveError::Internal(format!("the root has no output {}", root.index))),
+                },
+                Err(e) => Err(e),
+            },
+        };
+        let inner = self.inner.clone();
+        // The stat cache is an optimisation: failing to save it costs a re-read next time, not the build.
+        let _ =
+            scheduler::blocking(move || inner.checksums.flush().map_err(|e| SolveError::Cache(e.to_string()))).await;
+        let root = result?;
+        let c = &run.counts;
+        Ok(Solved {
+            root,
+            cached: c.cached.load(std::sync::atomic::Ordering::Relaxed),
+            executed: c.executed.load(std::sync::atomic::Ordering::Relaxed),
+            shared: c.shared.load(std::sync::atomic::Ordering::Relaxed),
+        })
+    }
 }

@@ -1,0 +1,121 @@
+//! What a solve can fail with. Every message names the step (its Dockerfile line and description) and,
+//! where there is one, what the user can do about it.
+
+use std::fmt;
+
+use llb::SourceLocation;
+
+/// Why a solve failed. Cloneable so that two builds sharing one execution both get the error.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SolveError {
+    /// The definition is malformed (a frontend bug or a hand-written definition).
+    #[error("invalid build definition: {0}")]
+    Definition(#[from] llb::DefinitionError),
+    /// A local source (the build context, a named context) was not given to the solve.
+    #[error("{step}: the local source {name:?} was not provided; pass its directory (for `context`, the build context argument)")]
+    MissingLocal { step: String, name: String },
+    /// A secret a RUN mounts was not given.
+    #[error(
+        "{step}: secret {id:?} was not provided; pass it with `--secret id={id},src=<file>` (or `env=<VAR>`), \
+         or mark the mount `required=false`"
+    )]
+    MissingSecret { step: String, id: String },
+    /// An ssh agent a RUN mounts was not given.
+    #[error("{step}: ssh agent {id:?} was not provided; pass it with `--ssh {id}=$SSH_AUTH_SOCK`")]
+    MissingSsh { step: String, id: String },
+    /// `RUN --security=insecure`.
+    #[error(
+        "{step}: RUN --security=insecure asks for a privileged step, which rbuild does not grant; remove the flag"
+    )]
+    Insecure { step: String },
+    /// An op kind or option the solver does not implement.
+    #[error("{step}: {what} is not supported")]
+    Unsupported { step: String, what: String },
+    /// A RUN step ran and failed.
+    #[error("{0}")]
+    Run(Box<RunFailure>),
+    /// An image source could not be pulled or unpacked.
+    #[error("{step}: cannot pull or unpack image {reference}: {message}")]
+    Image { step: String, reference: String, message: String },
+    /// A step failed before or after running its command (snapshots, mounts, file actions, context reads).
+    #[error("{step}: {message}")]
+    Step { step: String, message: String },
+    /// The cache link database failed.
+    #[error("cache database: {0}; if it persists, remove the state root's meta.redb (this drops the build cache)")]
+    Cache(String),
+    /// A solver task ended abnormally (a bug).
+    #[error("internal solver error: {0}")]
+    Internal(String),
+}
+
+/// A RUN step that ran and exited unsuccessfully.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunFailure {
+    /// The step's description, e.g. `[build 2/4] RUN make`.
+    pub vertex: String,
+    /// Where in the Dockerfile the step comes from.
+    pub locations: Vec<SourceLocation>,
+    /// The command line (`/bin/sh -c make`).
+    pub command: String,
+    /// The shell's view of the status: the exit code, or 128 + the signal.
+    pub exit_code: i32,
+    /// `exit code: 2` or `signal: 9`.
+    pub status: String,
+    /// The last lines of the command's output (stdout and stderr interleaved), oldest first.
+    pub tail: Vec<String>,
+}
+
+impl fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: process \"{}\" did not complete successfully: {}",
+            step_label(&self.vertex, &self.locations),
+            self.command,
+            self.status
+        )?;
+        if !self.tail.is_empty() {
+            write!(f, "\nlast {} lines of output:", self.tail.len())?;
+            for l in &self.tail {
+                write!(f, "\n  {l}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `Dockerfile:6 [b 4/4] RUN make`: a step's first location and its name.
+pub(crate) fn step_label(name: &str, locations: &[SourceLocation]) -> String {
+    match locations.first() {
+        Some(l) if l.start_line == l.end_line => format!("{}:{} {name}", l.file, l.start_line),
+        Some(l) => format!("{}:{}-{} {name}", l.file, l.start_line, l.end_line),
+        None => name.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_failure_names_line_command_status_and_tail() {
+        let f = RunFailure {
+            vertex: "[b 4/4] RUN make".into(),
+            locations: vec![SourceLocation { file: "Dockerfile".into(), start_line: 6, end_line: 6 }],
+            command: "/bin/sh -c make".into(),
+            exit_code: 2,
+            status: "exit code: 2".into(),
+            tail: vec!["make: *** no rule".into()],
+        };
+        let s = SolveError::Run(Box::new(f)).to_string();
+        assert!(s.starts_with("Dockerfile:6 [b 4/4] RUN make: process \"/bin/sh -c make\""), "{s}");
+        assert!(s.contains("exit code: 2"), "{s}");
+        assert!(s.ends_with("\n  make: *** no rule"), "{s}");
+    }
+
+    #[test]
+    fn missing_secret_says_how_to_pass_it() {
+        let s = SolveError::MissingSecret { step: "x".into(), id: "tok".into() }.to_string();
+        assert!(s.contains("--secret id=tok,src=<file>"), "{s}");
+    }
+}
