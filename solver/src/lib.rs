@@ -119,8 +119,7 @@ impl Solver {
 
     /// Builds the root of `def` and returns its committed snapshot. Progress goes to `opts.progress`.
     pub async fn solve(&self, def: &llb::Definition, opts: SolveOptions) -> Result<Solved, SolveError> {
-        let inner = self.inner.clone();
-        scheduler::blocking(move || inner.links.ensure_table()).await?;
+        self.inner.start().await?;
         let run = scheduler::Run::prepare(self.inner.clone(), def, opts).await?;
         let result = match run.def.root {
             None => Ok(None),

@@ -49,6 +49,7 @@ pub(crate) struct Inner {
     pub(crate) cache_mounts: CacheMounts,
     inflight: Mutex<HashMap<Digest, Arc<OnceCell<Shared>>>>,
     seq: AtomicU64,
+    started: OnceCell<()>,
 }
 
 impl Inner {
@@ -60,7 +61,34 @@ impl Inner {
             worker,
             inflight: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
+            started: OnceCell::new(),
         }
+    }
+
+    /// Once per process, before the first solve: creates the links table and removes the temporary
+    /// snapshots an earlier process left when it died mid-step (the state root's lock makes this process
+    /// the only user).
+    pub(crate) async fn start(self: &Arc<Self>) -> Result<(), SolveError> {
+        let inner = self.clone();
+        self.started
+            .get_or_try_init(|| {
+                blocking(move || {
+                    inner.links.ensure_table()?;
+                    let sn = &*inner.worker.snapshotter;
+                    let ours = format!("solver-{}-", std::process::id());
+                    let infos = sn.walk().map_err(|e| SolveError::Cache(e.to_string()))?;
+                    for info in infos {
+                        let temporary = info.name.starts_with("solver-") && !info.name.starts_with(&ours);
+                        if temporary && info.kind != snapshotter::snapshot::Kind::Committed {
+                            // Best effort: what cannot be removed now is tried again next time.
+                            let _ = sn.remove(&info.name);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .await
+            .map(|_| ())
     }
 
     /// A process-unique name for a temporary snapshot.
@@ -298,30 +326,32 @@ impl Run {
         }
     }
 
-    /// Builds every input of `d` in parallel; returns the selected output of each, in input order.
+    /// Builds every input of `d` in parallel; returns the selected output of each, in input order. The
+    /// first failure returns at once; the other inputs go on in the background (their results are
+    /// cached, and another build may be sharing them).
     async fn build_inputs(self: &Arc<Self>, d: Digest) -> Result<Vec<Ref>, SolveError> {
         let inputs = self.vertex(&d).inputs.clone();
-        let mut tasks: HashMap<Digest, tokio::task::JoinHandle<Memo>> = HashMap::new();
-        for i in &inputs {
-            tasks.entry(i.digest).or_insert_with(|| tokio::spawn(self.build(i.digest)));
+        let mut unique: Vec<Digest> = inputs.iter().map(|i| i.digest).collect();
+        unique.sort_unstable();
+        unique.dedup();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for digest in &unique {
+            let (tx, task) = (tx.clone(), self.build(*digest));
+            let digest = *digest;
+            tokio::spawn(async move {
+                let _ = tx.send((digest, task.await));
+            });
         }
+        drop(tx);
         let mut done: HashMap<Digest, Outputs> = HashMap::new();
-        let mut first_err = None;
-        for (digest, task) in tasks {
-            match task.await {
-                Ok(Ok(outputs)) => {
+        while done.len() < unique.len() {
+            match rx.recv().await {
+                Some((digest, Ok(outputs))) => {
                     done.insert(digest, outputs);
                 }
-                Ok(Err(e)) => {
-                    first_err.get_or_insert(e);
-                }
-                Err(e) => {
-                    first_err.get_or_insert(SolveError::Internal(format!("an input task failed: {e}")));
-                }
+                Some((_, Err(e))) => return Err(e),
+                None => return Err(SolveError::Internal(format!("an input task of {d} ended without a result"))),
             }
-        }
-        if let Some(e) = first_err {
-            return Err(e);
         }
         inputs
             .iter()
