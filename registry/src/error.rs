@@ -49,13 +49,25 @@ pub enum RegistryError {
     #[error("{0}")]
     Archive(String),
     #[error("unpacking layer {layer} of {reference}: {source}")]
-    Unpack { reference: String, layer: Digest, source: snapshotter::apply::ApplyError },
+    Unpack { reference: String, layer: Digest, source: Box<snapshotter::apply::ApplyError> },
     #[error(transparent)]
-    Snapshot(#[from] snapshotter::snapshot::SnapshotError),
+    Snapshot(Box<snapshotter::snapshot::SnapshotError>),
     #[error(transparent)]
-    Diff(#[from] snapshotter::diff::DiffError),
+    Diff(Box<snapshotter::diff::DiffError>),
     #[error("pulling {reference}: every endpoint failed: {errors}")]
     AllEndpointsFailed { reference: String, errors: String },
+}
+
+impl From<snapshotter::snapshot::SnapshotError> for RegistryError {
+    fn from(e: snapshotter::snapshot::SnapshotError) -> Self {
+        RegistryError::Snapshot(Box::new(e))
+    }
+}
+
+impl From<snapshotter::diff::DiffError> for RegistryError {
+    fn from(e: snapshotter::diff::DiffError) -> Self {
+        RegistryError::Diff(Box::new(e))
+    }
 }
 
 fn hint(anonymous: &bool) -> &'static str {

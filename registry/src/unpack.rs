@@ -225,7 +225,7 @@ pub async fn unpack_image(
                 |source| RegistryError::Unpack {
                     reference: reference.to_string(),
                     layer: layer.digest().clone(),
-                    source,
+                    source: Box::new(source),
                 },
             )?;
         }

@@ -200,3 +200,58 @@ fn unpack_of_a_missing_image_names_it() {
         .to_string();
     assert!(err.contains("nothing/here"), "{err}");
 }
+
+/// `FROM debian:bookworm-slim` through a docker.io mirror: the seeded image (a real debootstrap
+/// rootfs: setuid binaries, hardlinks, symlinked dirs) unpacks, and a build on it exports the base
+/// layer as pulled plus a new one that umoci accepts.
+#[test]
+fn seeded_debian_through_the_docker_io_mirror() {
+    let Some(bin) = registry_binary() else { return };
+    let Some(seed) = seeded_storage() else { return };
+    let reg = TestRegistry::start(&bin, RegistryOpts { seed: Some(seed), ..RegistryOpts::default() });
+    let config = Config::from_toml(
+        Path::new("rbuild.toml"),
+        &format!("[registry.\"docker.io\"]\nmirrors = [\"{}\"]\n", reg.host()),
+    )
+    .unwrap();
+    let c = Client::new(config, Arc::new(Anonymous));
+    let dir = tempfile::tempdir().unwrap();
+    let (s, images) = open(dir.path());
+    let rt = runtime();
+    let platform = llb::Platform::host();
+    let (pinned, base) = rt.block_on(resolve_config(&c, &images, "debian:bookworm-slim", &platform, false)).unwrap();
+    assert!(pinned.starts_with("docker.io/library/debian@sha256:"), "{pinned}");
+    assert_eq!(base.config.cmd, Some(vec!["bash".to_string()]));
+    let top = rt
+        .block_on(unpack_image(&c, &images, &*s.snapshotter, &pinned, &platform, false, &|_, _| {}))
+        .unwrap()
+        .expect("one layer");
+    let out = dir.path().join("rootfs");
+    snapshotter::export::export_dir(&*s.snapshotter, &top, &out).unwrap();
+    assert!(out.join("bin/bash").exists() || out.join("usr/bin/bash").exists());
+    let passwd = std::fs::read_to_string(out.join("etc/passwd")).unwrap();
+    assert!(passwd.starts_with("root:x:0:0:"), "{passwd}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out.join("usr/bin/passwd")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o4000, 0o4000, "setuid bit of passwd kept: {mode:o}");
+    }
+
+    commit_files(&s, "app", Some(&top), &[("srv/index.html", "hello\n")]);
+    let mut img = base.clone();
+    img.push_history("COPY index.html /srv/", None, false);
+    let opts = AssembleOptions { base_history: base.history.clone(), source_date_epoch: Some(0), ..Default::default() };
+    let a = assemble_image(&images, &*s.snapshotter, &s.meta, Some("app"), &img, &opts).unwrap();
+    assert_eq!(a.layers.len(), 2);
+    let cfg: llb::image::Image = serde_json::from_slice(&images.read_blob(a.config.digest()).unwrap()).unwrap();
+    // The base image's history keeps its times under an epoch; the new step is clamped.
+    assert_eq!(cfg.history[0], base.history[0]);
+    assert_eq!(cfg.history.last().unwrap().created.as_deref(), Some("1970-01-01T00:00:00Z"));
+    if has_tool("umoci") {
+        let layout = dir.path().join("layout");
+        let name = Reference::parse("app:v1").unwrap();
+        registry::export::write_oci_dir(&images, &[(Some(name), a.manifest.clone())], &layout).unwrap();
+        sh(&format!("umoci unpack --image {}:v1 bundle", layout.display()), dir.path());
+        assert_eq!(std::fs::read_to_string(dir.path().join("bundle/rootfs/srv/index.html")).unwrap(), "hello\n");
+    }
+}

@@ -55,6 +55,34 @@ pub struct RegistryOpts {
     pub htpasswd: Option<PathBuf>,
     /// (realm, service, issuer, rootcertbundle)
     pub token: Option<(String, String, String, PathBuf)>,
+    /// Storage to start from (copied): `scripts/seed-images`' busybox and debian.
+    pub seed: Option<PathBuf>,
+}
+
+/// The registry storage `scripts/seed-images` filled, when it finished.
+pub fn seeded_storage() -> Option<PathBuf> {
+    let cache = std::env::var_os("RBUILD_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/rbuild-test"));
+    let s = cache.join("registry");
+    if s.join("seeded-v1").is_file() {
+        Some(s)
+    } else {
+        eprintln!("SKIP: no seeded base images in {}: run scripts/seed-images", cache.display());
+        None
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
 }
 
 /// A running registry; killed on drop.
@@ -88,6 +116,9 @@ impl TestRegistry {
                 "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    rootcertbundle: {}\n",
                 bundle.display()
             );
+        }
+        if let Some(seed) = &opts.seed {
+            copy_tree(seed, &dir.path().join("data"));
         }
         let cfg = dir.path().join("config.yml");
         std::fs::write(&cfg, yaml).unwrap();
