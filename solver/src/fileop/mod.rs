@@ -2,16 +2,37 @@
 //! rules. The scheduler mounts the snapshots involved and calls [`run_chain`]; this module never touches
 //! the snapshotter.
 //!
-//! SCAFFOLDING: the signatures below are the seam the scheduler codes against; the bodies are being
-//! written (issue 6).
+//! Action indices follow BuildKit: an action's `input` names a vertex input below `num_inputs` and an
+//! earlier action's result above it. The chain producing an output starts at its base (an input or
+//! scratch) and runs in `dest`; copies read their secondary input, and `--chown` by name reads
+//! `/etc/passwd` and `/etc/group` of the filesystem it names (the destination itself when that is the
+//! chain). Paths are resolved inside their roots ([`fsys`]), never with string joins on the host.
 
+mod actions;
+mod copy;
+pub mod fsys;
+mod mode;
+pub mod select;
+mod unpack;
+mod users;
+
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use llb::FileOp;
+use llb::file::FileSource;
+use llb::{FileActionKind, FileOp, UserOpt};
+
+pub use mode::ModeSet;
+
+use crate::context::ignore::PatternError;
+use fsys::Tree;
+use select::{Filter, View};
 
 /// A directory file actions read from: a mounted snapshot, or a local build context with its filters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceDir {
+    /// The directory on the host.
     pub path: PathBuf,
     /// Include patterns of a local source (empty: everything).
     pub include: Vec<String>,
@@ -26,35 +47,209 @@ impl SourceDir {
     }
 }
 
+/// The errors of file ops; messages name the Dockerfile-level path.
 #[derive(Debug, thiserror::Error)]
 pub enum FileOpError {
     #[error("{0}")]
     Unsupported(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error("{path:?}: not found (check the path, and that .dockerignore does not exclude it)")]
+    NotFound { path: String },
+    #[error("no source files were specified: {pattern:?} matched nothing")]
+    NoMatch { pattern: String },
+    #[error("invalid pattern: {0}")]
+    Pattern(#[from] PatternError),
+}
+
+impl SourceDir {
+    fn open(&self) -> Result<(Tree, Filter), FileOpError> {
+        let tree = Tree::open(&self.path).map_err(|source| FileOpError::Io {
+            what: format!("open source directory {}", self.path.display()),
+            source,
+        })?;
+        Ok((tree, Filter::new(&self.include, &self.exclude)?))
+    }
+}
+
+/// The actions producing `output`, base first, and the chain's base.
+fn chain(op: &FileOp, num_inputs: usize, output: usize) -> Result<(Vec<usize>, Option<usize>), FileOpError> {
+    let last = op
+        .actions
+        .iter()
+        .position(|a| a.output == Some(output))
+        .ok_or_else(|| FileOpError::Invalid(format!("file op has no action producing output {output}")))?;
+    let mut out = vec![last];
+    let mut cur = last;
+    loop {
+        match FileSource::resolve(op.actions[cur].input, num_inputs) {
+            FileSource::Scratch => break,
+            FileSource::Input(i) => {
+                out.reverse();
+                return Ok((out, Some(i)));
+            }
+            FileSource::Action(j) if j < cur => {
+                out.push(j);
+                cur = j;
+            }
+            FileSource::Action(j) => {
+                return Err(FileOpError::Invalid(format!(
+                    "file action {cur} reads action {j}, which does not come before it"
+                )))
+            }
+        }
+    }
+    out.reverse();
+    Ok((out, None))
 }
 
 /// The input the chain of actions producing `output` starts from (`None`: scratch).
 pub fn chain_base(op: &FileOp, num_inputs: usize, output: usize) -> Result<Option<usize>, FileOpError> {
-    let _ = (op, num_inputs, output);
-    Err(FileOpError::Unsupported("file ops are not wired yet".into()))
+    chain(op, num_inputs, output).map(|(_, base)| base)
 }
 
-/// The inputs the chain producing `output` reads (copy sources, and inputs whose /etc/passwd resolves a
-/// `--chown` by name), other than its base.
+/// The inputs the chain producing `output` reads besides the content of its base: every copy's
+/// secondary input (including the base itself when a copy reads it, since `dest` changes as the chain
+/// runs), and inputs whose /etc/passwd resolves a `--chown` by name unless that is the base (read from
+/// `dest`). Sorted, without duplicates.
 pub fn chain_sources(op: &FileOp, num_inputs: usize, output: usize) -> Result<Vec<usize>, FileOpError> {
-    let _ = (op, num_inputs, output);
-    Err(FileOpError::Unsupported("file ops are not wired yet".into()))
+    let (actions, base) = chain(op, num_inputs, output)?;
+    let mut out = Vec::new();
+    for &i in &actions {
+        let a = &op.actions[i];
+        if let FileActionKind::Copy(_) = &a.action {
+            match FileSource::resolve(a.secondary_input, num_inputs) {
+                FileSource::Input(s) => out.push(s),
+                FileSource::Scratch => {}
+                FileSource::Action(j) => return Err(copy_from_action(i, j)),
+            }
+        }
+        for u in owners(&a.action) {
+            if let UserOpt::ByName { input, .. } = u {
+                if let FileSource::Input(s) = FileSource::resolve(*input, num_inputs) {
+                    if Some(s) != base {
+                        out.push(s);
+                    }
+                }
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+fn copy_from_action(i: usize, j: usize) -> FileOpError {
+    FileOpError::Unsupported(format!(
+        "file action {i} copies from the result of action {j}: copying from an intermediate action result is not supported"
+    ))
+}
+
+fn owners(a: &FileActionKind) -> Vec<&UserOpt> {
+    let o = match a {
+        FileActionKind::Copy(c) => c.owner.as_ref(),
+        FileActionKind::Mkdir(m) => m.owner.as_ref(),
+        FileActionKind::Mkfile(m) => m.owner.as_ref(),
+        FileActionKind::Symlink(s) => s.owner.as_ref(),
+        FileActionKind::Rm(_) => None,
+    };
+    o.map(|o| o.user.iter().chain(o.group.iter()).collect()).unwrap_or_default()
 }
 
 /// Runs the chain producing `output` into `dest`, which already holds the chain base's content (or is
 /// empty for scratch). `inputs[i]` is input `i`'s directory; those [`chain_sources`] names must be `Some`.
 pub fn run_chain(op: &FileOp, output: usize, dest: &Path, inputs: &[Option<SourceDir>]) -> Result<(), FileOpError> {
-    let _ = (op, output, dest, inputs);
-    Err(FileOpError::Unsupported("file ops are not wired yet".into()))
+    let num_inputs = inputs.len();
+    let (actions, base) = chain(op, num_inputs, output)?;
+    let dest_tree = Tree::open(dest)
+        .map_err(|source| FileOpError::Io { what: format!("open destination {}", dest.display()), source })?;
+    let input_dir = |i: usize| -> Result<&SourceDir, FileOpError> {
+        inputs
+            .get(i)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| FileOpError::Invalid(format!("file op input {i} was not provided (chain_sources names it)")))
+    };
+    for &ai in &actions {
+        let a = &op.actions[ai];
+        // A by-name owner is looked up in the named input, or in `dest` when that is the chain itself.
+        let tree_for = |input: Option<usize>| -> Result<Tree, FileOpError> {
+            match FileSource::resolve(input, num_inputs) {
+                FileSource::Input(i) if Some(i) != base => Ok(input_dir(i)?.open()?.0),
+                _ => Tree::open(dest).map_err(|source| FileOpError::Io { what: "open destination".into(), source }),
+            }
+        };
+        match &a.action {
+            FileActionKind::Copy(c) => {
+                let owner = users::resolve_owner(c.owner.as_ref(), &tree_for)?;
+                match FileSource::resolve(a.secondary_input, num_inputs) {
+                    FileSource::Input(s) => {
+                        let (tree, filter) = input_dir(s)?.open()?;
+                        copy::run(&dest_tree, &View { tree: &tree, filter: &filter }, c, owner)?;
+                    }
+                    FileSource::Scratch => {
+                        let empty = EmptyDir::new()?;
+                        let (tree, filter) = SourceDir::plain(empty.path()).open()?;
+                        copy::run(&dest_tree, &View { tree: &tree, filter: &filter }, c, owner)?;
+                    }
+                    FileSource::Action(j) => return Err(copy_from_action(ai, j)),
+                }
+            }
+            FileActionKind::Mkdir(m) => {
+                actions::mkdir(&dest_tree, m, users::resolve_owner(m.owner.as_ref(), &tree_for)?)?
+            }
+            FileActionKind::Mkfile(m) => {
+                actions::mkfile(&dest_tree, m, users::resolve_owner(m.owner.as_ref(), &tree_for)?)?
+            }
+            FileActionKind::Rm(r) => actions::rm(&dest_tree, r)?,
+            FileActionKind::Symlink(s) => {
+                actions::symlink(&dest_tree, s, users::resolve_owner(s.owner.as_ref(), &tree_for)?)?
+            }
+        }
+    }
+    Ok(())
 }
 
-/// Copies everything `src` shows (filters applied, owners and modes kept) into `dest`: materialises a
-/// local context for RUN mounts.
+/// Copies everything `src` shows (filters applied, owners, modes, times and xattrs kept) into `dest`:
+/// materialises a local context for RUN mounts.
 pub fn copy_dir(src: &SourceDir, dest: &Path) -> Result<(), FileOpError> {
-    let _ = (src, dest);
-    Err(FileOpError::Unsupported("file ops are not wired yet".into()))
+    let (tree, filter) = src.open()?;
+    let dest_tree = Tree::open(dest)
+        .map_err(|source| FileOpError::Io { what: format!("open destination {}", dest.display()), source })?;
+    let c = llb::file::Copy {
+        src: "/".into(),
+        dest: "/".into(),
+        dir_copy_contents: true,
+        create_dest_path: true,
+        ..Default::default()
+    };
+    copy::run(&dest_tree, &View { tree: &tree, filter: &filter }, &c, None)
+}
+
+/// An empty directory that a copy from scratch reads, removed on drop.
+struct EmptyDir(PathBuf);
+
+impl EmptyDir {
+    fn new() -> Result<EmptyDir, FileOpError> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "rbuild-scratch-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p)
+            .map_err(|source| FileOpError::Io { what: format!("create {}", p.display()), source })?;
+        Ok(EmptyDir(p))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for EmptyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
 }
