@@ -1,15 +1,29 @@
 //! The build context: .dockerignore matching (a port of moby/patternmatcher) and content checksums of
 //! the paths a COPY/ADD selects, remembered by stat so an unchanged context costs a stat per file.
 //!
-//! SCAFFOLDING: the signatures below are the seam the scheduler codes against; the bodies are being
-//! written (issue 6).
+//! A checksum covers, per selected path in walk order: its name relative to the copied source, type,
+//! permission bits (with setuid/setgid/sticky), uid, gid, size, link target, device numbers, xattrs and
+//! content digest; never times. Content digests are remembered per root by (dev, ino, size, mtime, ctime,
+//! mode, uid, gid) in one JSON record per root in the [`CHECKSUMS`] table, so a second look at an
+//! unchanged tree stats every file but reads none.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use llb::Digest;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use snapshotter::meta::MetaDb;
+use snapshotter::redb::TableDefinition;
 
+use crate::fileop::fsys::{self, Meta, Tree};
+use crate::fileop::select::{Filter, Selected, Source, View};
 use crate::fileop::{FileOpError, SourceDir};
+
+/// Remembered content digests: canonical root path to a JSON [`RootRecord`].
+pub const CHECKSUMS: TableDefinition<&str, &[u8]> = TableDefinition::new("context_checksums");
 
 pub mod ignore;
 
@@ -19,32 +33,191 @@ pub fn parse_dockerignore(contents: &str) -> Vec<String> {
     ignore::read_all(contents)
 }
 
+/// The stat a content digest was computed for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct FileRecord {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    /// Hex sha256 of the content.
+    digest: String,
+}
+
+impl FileRecord {
+    fn matches(&self, m: &Meta) -> bool {
+        self.dev == m.dev
+            && self.ino == m.ino
+            && self.size == m.size
+            && self.mtime == m.mtime
+            && self.ctime == m.ctime
+            && self.mode == m.mode
+            && self.uid == m.uid
+            && self.gid == m.gid
+    }
+}
+
+/// Everything remembered about one root: real path (`/a/b`) to its file record.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct RootRecord {
+    files: HashMap<String, FileRecord>,
+}
+
+#[derive(Default)]
+struct RootState {
+    record: RootRecord,
+    dirty: bool,
+}
+
 /// Content checksums of source directories, remembered per file by stat in the metadata database.
 pub struct ChecksumCache {
     meta: Arc<MetaDb>,
+    roots: Mutex<HashMap<String, Arc<Mutex<RootState>>>>,
+    reads: AtomicU64,
 }
 
 impl ChecksumCache {
+    /// A cache over `meta`; records are loaded per root on first use.
     pub fn new(meta: Arc<MetaDb>) -> ChecksumCache {
-        ChecksumCache { meta }
+        ChecksumCache { meta, roots: Mutex::new(HashMap::new()), reads: AtomicU64::new(0) }
+    }
+
+    /// How many file contents were read to compute digests (remembered ones are not read again).
+    pub fn content_reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     /// The checksum of exactly what `copy` reads from `src` (wildcards, follow_symlink, include/exclude
     /// patterns and the directory's own filters applied): type, mode, uid, gid, size, link target, xattrs and
     /// bytes of each path, never mtime.
     pub fn copy_sources(&self, src: &SourceDir, copy: &llb::file::Copy) -> Result<Digest, FileOpError> {
-        let _ = (&self.meta, src, copy);
-        Err(FileOpError::Unsupported("context checksums are not wired yet".into()))
+        let (tree, filter) = open(src)?;
+        let sources = View { tree: &tree, filter: &filter }.select(copy)?;
+        self.digest(&tree, &sources)
     }
 
-    /// The checksum of the tree at `path` in `src` (`/` for all of it).
+    /// The checksum of the tree at `path` in `src` (`/` for all of it), its final symlink followed.
     pub fn tree(&self, src: &SourceDir, path: &str) -> Result<Digest, FileOpError> {
-        let _ = (src, path);
-        Err(FileOpError::Unsupported("context checksums are not wired yet".into()))
+        let (tree, filter) = open(src)?;
+        let source = View { tree: &tree, filter: &filter }.select_one(path, true, &Filter::default())?;
+        self.digest(&tree, std::slice::from_ref(&source))
     }
 
     /// Writes remembered stats back to the database (once at the end of a solve).
     pub fn flush(&self) -> Result<(), FileOpError> {
+        let roots: Vec<(String, Arc<Mutex<RootState>>)> =
+            self.roots.lock().map(|r| r.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
+        for (key, state) in roots {
+            let mut st = state.lock().map_err(|_| poisoned())?;
+            if !st.dirty {
+                continue;
+            }
+            self.meta.put(CHECKSUMS, &key, &st.record).map_err(|e| FileOpError::Invalid(e.to_string()))?;
+            st.dirty = false;
+        }
         Ok(())
     }
+
+    fn root(&self, tree: &Tree) -> Result<Arc<Mutex<RootState>>, FileOpError> {
+        let key = tree.path().to_string_lossy().into_owned();
+        let mut roots = self.roots.lock().map_err(|_| poisoned())?;
+        if let Some(r) = roots.get(&key) {
+            return Ok(r.clone());
+        }
+        // A missing table, or a record from an older format, only costs a re-read.
+        let record = self.meta.get::<RootRecord>(CHECKSUMS, &key).ok().flatten().unwrap_or_default();
+        let r = Arc::new(Mutex::new(RootState { record, dirty: false }));
+        roots.insert(key, r.clone());
+        Ok(r)
+    }
+
+    fn digest(&self, tree: &Tree, sources: &[Source]) -> Result<Digest, FileOpError> {
+        let root = self.root(tree)?;
+        let mut h = Sha256::new();
+        for s in sources {
+            field(&mut h, b"source", s.matched.as_bytes());
+            for e in &s.entries {
+                self.entry(&root, &mut h, e)?;
+            }
+        }
+        let hex = hex::encode(h.finalize());
+        format!("sha256:{hex}").parse().map_err(|e: llb::DigestError| FileOpError::Invalid(e.to_string()))
+    }
+
+    fn entry(&self, root: &Mutex<RootState>, h: &mut Sha256, e: &Selected) -> Result<(), FileOpError> {
+        let m = &e.meta;
+        let fail = |what: &str| {
+            let what = format!("{what} {}", e.real);
+            move |source: io::Error| FileOpError::Io { what, source }
+        };
+        field(h, b"path", e.rel.as_bytes());
+        field(h, b"type", &(m.mode & 0o170000).to_le_bytes());
+        field(h, b"mode", &(m.mode & 0o7777).to_le_bytes());
+        field(h, b"uid", &m.uid.to_le_bytes());
+        field(h, b"gid", &m.gid.to_le_bytes());
+        if m.is_symlink() {
+            field(h, b"link", &fsys::readlink(&*e.dir, &e.name).map_err(fail("readlink"))?);
+        } else if !m.is_dir() && !m.is_file() {
+            field(h, b"rdev", &m.rdev.to_le_bytes());
+        }
+        for (k, v) in fsys::xattrs(&e.dir, &e.name).unwrap_or_default() {
+            field(h, b"xattr", k.as_bytes());
+            field(h, b"value", &v);
+        }
+        if m.is_file() {
+            field(h, b"size", &m.size.to_le_bytes());
+            let remembered = {
+                let st = root.lock().map_err(|_| poisoned())?;
+                st.record.files.get(&e.real).filter(|r| r.matches(m)).map(|r| r.digest.clone())
+            };
+            let digest = match remembered {
+                Some(d) => d,
+                None => {
+                    let mut f = fsys::open_file(&*e.dir, &e.name).map_err(fail("open"))?;
+                    let mut fh = Sha256::new();
+                    io::copy(&mut f, &mut fh).map_err(fail("read"))?;
+                    self.reads.fetch_add(1, Ordering::Relaxed);
+                    let d = hex::encode(fh.finalize());
+                    let rec = FileRecord {
+                        dev: m.dev,
+                        ino: m.ino,
+                        size: m.size,
+                        mtime: m.mtime,
+                        ctime: m.ctime,
+                        mode: m.mode,
+                        uid: m.uid,
+                        gid: m.gid,
+                        digest: d.clone(),
+                    };
+                    let mut st = root.lock().map_err(|_| poisoned())?;
+                    st.record.files.insert(e.real.clone(), rec);
+                    st.dirty = true;
+                    d
+                }
+            };
+            field(h, b"content", digest.as_bytes());
+        }
+        Ok(())
+    }
+}
+
+/// One length-prefixed field, so no two different trees hash the same byte stream.
+fn field(h: &mut Sha256, tag: &[u8], value: &[u8]) {
+    h.update(tag);
+    h.update((value.len() as u64).to_le_bytes());
+    h.update(value);
+}
+
+fn poisoned() -> FileOpError {
+    FileOpError::Invalid("checksum cache lock poisoned by an earlier panic".into())
+}
+
+fn open(src: &SourceDir) -> Result<(Tree, Filter), FileOpError> {
+    let tree = Tree::open(&src.path)
+        .map_err(|source| FileOpError::Io { what: format!("open source directory {}", src.path.display()), source })?;
+    Ok((tree, Filter::new(&src.include, &src.exclude)?))
 }
