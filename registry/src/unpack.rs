@@ -178,7 +178,7 @@ pub async fn unpack_image(
     reference: &str,
     platform: &Platform,
     pull: bool,
-    status: &(dyn Fn(u64, Option<u64>) + Send + Sync),
+    status: &dyn Fn(u64, Option<u64>),
 ) -> Result<Option<String>, RegistryError> {
     let r = Reference::parse(reference)?;
     let resolved = resolve(client, store, &r, platform, pull, None).await?;
@@ -200,14 +200,27 @@ pub async fn unpack_image(
         }
     }
     let total: u64 = needed.iter().map(Descriptor::size).sum();
+    // Transfers report into a shared map; `status` is called from this task only (a tick while the
+    // fetch runs), so it need not be Send or Sync.
     let done: Mutex<HashMap<String, u64>> = Mutex::new(HashMap::new());
     let observe = |p: &Progress| {
-        let mut d = done.lock().unwrap_or_else(|e| e.into_inner());
-        d.insert(p.id.clone(), p.current);
-        status(d.values().sum(), Some(total));
+        done.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id.clone(), p.current);
     };
+    let sum = || done.lock().unwrap_or_else(|e| e.into_inner()).values().sum::<u64>();
     let pinned = r.digest_only(resolved.top.clone());
-    client.fetch_missing(&pinned, &needed, store, Some(&observe)).await?;
+    let fetch = client.fetch_missing(&pinned, &needed, store, Some(&observe));
+    tokio::pin!(fetch);
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            fetched = &mut fetch => {
+                fetched?;
+                break;
+            }
+            _ = tick.tick() => status(sum(), Some(total)),
+        }
+    }
+    status(sum(), Some(total));
 
     let mut parent: Option<String> = None;
     for ((layer, diff_id), chain_id) in layers.iter().zip(&diff_ids).zip(&chain) {
