@@ -1,5 +1,6 @@
 //! The `rbuild` binary: wiring of the concrete parts, flags, output. The only crate that prints.
 
+mod build;
 mod debug;
 mod debug_run;
 mod images;
@@ -27,6 +28,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Build an image from a Dockerfile (`rbuild -t app .` is short for `rbuild build -t app .`).
+    Build(Box<build::BuildArgs>),
     /// Commands for looking inside the build: the parsed Dockerfile, the build definition.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -41,9 +44,10 @@ enum Command {
 fn main() -> ExitCode {
     // A re-executed sandbox helper takes over here, before anything else runs.
     sandbox::init::maybe_run();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
     let globals = images::Globals { config: cli.config.clone(), root: cli.root.clone() };
     let result = match cli.command {
+        Command::Build(args) => build::run(*args, &globals),
         Command::Image(cmd) => images::run(cmd, &globals),
         Command::Debug(cmd) => debug::run(cmd),
         Command::Du(args) => storage::du(&args, cli.root.as_deref()),
@@ -55,5 +59,53 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `rbuild -t app .` means `rbuild build -t app .`: when the first argument after the global flags is not a
+/// subcommand (or help/version), `build` is inserted there.
+fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "--config" || a == "--root" {
+            i += 2;
+        } else if a.starts_with("--config=") || a.starts_with("--root=") {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    let Some(first) = args.get(i).map(|a| a.to_string_lossy().into_owned()) else { return args };
+    let known = first == "help"
+        || ["-h", "--help", "-V", "--version"].contains(&first.as_str())
+        || cmd.get_subcommands().any(|s| s.get_name() == first || s.get_all_aliases().any(|al| al == first));
+    if !known {
+        args.insert(i, "build".into());
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(args: &[&str]) -> Vec<String> {
+        with_default_command(args.iter().map(|a| a.into()).collect())
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn build_is_the_default_command() {
+        assert_eq!(rewrite(&["rbuild", "-t", "app", "."]), ["rbuild", "build", "-t", "app", "."]);
+        assert_eq!(rewrite(&["rbuild", "--root", "/r", "."]), ["rbuild", "--root", "/r", "build", "."]);
+        assert_eq!(rewrite(&["rbuild", "build", "."]), ["rbuild", "build", "."]);
+        assert_eq!(rewrite(&["rbuild", "images"]), ["rbuild", "images"]);
+        assert_eq!(rewrite(&["rbuild", "--help"]), ["rbuild", "--help"]);
+        assert_eq!(rewrite(&["rbuild"]), ["rbuild"]);
     }
 }

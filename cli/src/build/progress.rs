@@ -1,0 +1,368 @@
+//! Progress rendering for `rbuild build`, shaped like BuildKit's: `plain` prints `#N` lines as events
+//! arrive, `tty` keeps a live view (a line per step with its timer, the last lines of running steps'
+//! output, collapsed when done), `rawjson` prints one JSON object per event for tools, `quiet` prints
+//! nothing. Every mode can also append the full, untruncated log to a file (`--log-file`).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::ValueEnum;
+use llb::Digest;
+use solver::progress::LogStream;
+use solver::{Event, EventKind};
+
+/// `--progress`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// tty when stderr is a terminal, else plain.
+    Auto,
+    Tty,
+    Plain,
+    Rawjson,
+    Quiet,
+}
+
+impl ProgressMode {
+    /// `auto` decided against stderr.
+    pub fn resolve(self) -> ProgressMode {
+        match self {
+            ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Tty,
+            ProgressMode::Auto => ProgressMode::Plain,
+            m => m,
+        }
+    }
+}
+
+/// How many output lines of a running step the tty view shows.
+const TTY_TAIL: usize = 6;
+
+#[derive(Debug)]
+struct Step {
+    number: usize,
+    name: String,
+    started: Instant,
+    done: Option<Duration>,
+    cached: bool,
+    error: Option<String>,
+    tail: VecDeque<String>,
+    /// Status lines by id (layer pulls).
+    status: BTreeMap<String, (u64, Option<u64>)>,
+}
+
+/// Consumes solver events and draws them.
+pub struct Renderer {
+    mode: ProgressMode,
+    steps: BTreeMap<Digest, Step>,
+    order: Vec<Digest>,
+    start: Instant,
+    log: Option<File>,
+    /// Lines the tty view drew last time (to move the cursor back over them).
+    drawn: usize,
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+impl Renderer {
+    pub fn new(mode: ProgressMode, log: Option<File>) -> Renderer {
+        Renderer {
+            mode: mode.resolve(),
+            steps: BTreeMap::new(),
+            order: Vec::new(),
+            start: Instant::now(),
+            log,
+            drawn: 0,
+        }
+    }
+
+    fn log_line(&mut self, s: &str) {
+        if let Some(f) = &mut self.log {
+            // The log file is best effort: a full disk must not fail the build.
+            let _ = writeln!(f, "{s}");
+        }
+    }
+
+    fn step(&mut self, v: Digest) -> &mut Step {
+        if !self.steps.contains_key(&v) {
+            self.order.push(v);
+            let number = self.order.len();
+            self.steps.insert(
+                v,
+                Step {
+                    number,
+                    name: v.short(),
+                    started: Instant::now(),
+                    done: None,
+                    cached: false,
+                    error: None,
+                    tail: VecDeque::new(),
+                    status: BTreeMap::new(),
+                },
+            );
+        }
+        self.steps.get_mut(&v).unwrap_or_else(|| unreachable!("inserted above"))
+    }
+
+    /// Handles one event.
+    pub fn event(&mut self, e: &Event) {
+        let plain = self.plain_text(e);
+        if let Some(text) = &plain {
+            for l in text.lines() {
+                self.log_line(l);
+            }
+        }
+        match self.mode {
+            ProgressMode::Quiet | ProgressMode::Auto => {}
+            ProgressMode::Plain => {
+                if let Some(text) = plain {
+                    eprint!("{text}");
+                }
+            }
+            ProgressMode::Rawjson => {
+                let v = raw_json(e);
+                println!("{v}");
+            }
+            ProgressMode::Tty => {}
+        }
+        let step = self.step(e.vertex);
+        match &e.kind {
+            EventKind::Started { name } => {
+                step.name = name.clone();
+                step.started = Instant::now();
+            }
+            EventKind::Cached => {
+                step.cached = true;
+                step.done.get_or_insert(Duration::ZERO);
+            }
+            EventKind::Log { line, .. } => {
+                step.tail.push_back(String::from_utf8_lossy(line).into_owned());
+                while step.tail.len() > TTY_TAIL {
+                    step.tail.pop_front();
+                }
+            }
+            EventKind::Status { id, current, total } => {
+                step.status.insert(id.clone(), (*current, *total));
+            }
+            EventKind::Completed { duration } => step.done = Some(*duration),
+            EventKind::Failed { error } => {
+                step.error = Some(error.clone());
+                step.done = Some(step.started.elapsed());
+            }
+        }
+    }
+
+    /// The plain-mode text of an event (also what goes to the log file).
+    fn plain_text(&mut self, e: &Event) -> Option<String> {
+        let n = self.step(e.vertex).number;
+        let text = match &e.kind {
+            EventKind::Started { name } => format!("\n#{n} {name}\n"),
+            EventKind::Cached => format!("#{n} CACHED\n"),
+            EventKind::Log { line, .. } => {
+                let started = self.steps.get(&e.vertex).map(|s| s.started.elapsed()).unwrap_or_default();
+                format!("#{n} {:.3} {}\n", started.as_secs_f64(), String::from_utf8_lossy(line))
+            }
+            EventKind::Status { id, current, total } => match total {
+                Some(t) if current == t => format!("#{n} {id} {} done\n", human(*t)),
+                // Intermediate byte counts would flood plain output; BuildKit prints them rarely too.
+                _ => return None,
+            },
+            EventKind::Completed { duration } => format!("#{n} DONE {}\n", secs(*duration)),
+            EventKind::Failed { error } => format!("#{n} ERROR: {error}\n"),
+        };
+        Some(text)
+    }
+
+    /// Redraws the tty view (call on a timer and after events).
+    pub fn tick(&mut self) {
+        if self.mode != ProgressMode::Tty {
+            return;
+        }
+        let mut out = String::new();
+        if self.drawn > 0 {
+            out.push_str(&format!("\x1b[{}A", self.drawn));
+        }
+        let lines = self.tty_lines();
+        for l in &lines {
+            out.push_str("\x1b[2K");
+            out.push_str(l);
+            out.push('\n');
+        }
+        // Clear what the previous, longer view left below.
+        if self.drawn > lines.len() {
+            for _ in lines.len()..self.drawn {
+                out.push_str("\x1b[2K\n");
+            }
+            out.push_str(&format!("\x1b[{}A", self.drawn - lines.len()));
+        }
+        self.drawn = lines.len();
+        eprint!("{out}");
+    }
+
+    fn tty_lines(&self) -> Vec<String> {
+        let width = terminal_width();
+        let clip = |s: String| -> String {
+            if s.chars().count() > width {
+                s.chars().take(width.saturating_sub(1)).collect::<String>() + "…"
+            } else {
+                s
+            }
+        };
+        let done = self.steps.values().filter(|s| s.done.is_some()).count();
+        let mut lines = vec![format!(
+            "[+] Building {} ({}/{}){}",
+            secs(self.start.elapsed()),
+            done,
+            self.steps.len(),
+            if done == self.steps.len() && !self.steps.is_empty() { " FINISHED" } else { "" }
+        )];
+        for d in &self.order {
+            let s = &self.steps[d];
+            let timer = match (s.cached, s.done) {
+                (true, _) => "CACHED".to_string(),
+                (false, Some(t)) => secs(t),
+                (false, None) => secs(s.started.elapsed()),
+            };
+            let mark = if s.error.is_some() { " ERROR" } else { "" };
+            let head = format!(" => {}{mark}", s.name);
+            let pad = width.saturating_sub(head.chars().count() + timer.len() + 1).max(1);
+            lines.push(clip(format!("{head}{}{timer}", " ".repeat(pad))));
+            if s.done.is_none() {
+                for (id, (cur, total)) in &s.status {
+                    let t = total.map(human).unwrap_or_default();
+                    lines.push(clip(format!(" => => {id} {} / {t}", human(*cur))));
+                }
+                for l in &s.tail {
+                    lines.push(clip(format!(" => => # {l}")));
+                }
+            }
+        }
+        lines
+    }
+
+    /// Final draw, and in plain mode nothing more.
+    pub fn finish(&mut self) {
+        self.tick();
+    }
+}
+
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()).unwrap_or(100)
+}
+
+fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.2}{}", UNITS[u])
+    }
+}
+
+/// The rawjson line of an event: `{"vertex":"sha256:...","time":1.5,"kind":"log","stream":"stdout",...}`.
+fn raw_json(e: &Event) -> serde_json::Value {
+    use serde_json::json;
+    let base = |kind: &str| json!({"vertex": e.vertex.to_string(), "time": unix(e.time), "kind": kind});
+    let mut v = match &e.kind {
+        EventKind::Started { name } => {
+            let mut v = base("started");
+            v["name"] = json!(name);
+            v
+        }
+        EventKind::Cached => base("cached"),
+        EventKind::Log { stream, line } => {
+            let mut v = base("log");
+            v["stream"] = json!(if *stream == LogStream::Stdout { "stdout" } else { "stderr" });
+            v["line"] = json!(String::from_utf8_lossy(line));
+            v
+        }
+        EventKind::Status { id, current, total } => {
+            let mut v = base("status");
+            v["id"] = json!(id);
+            v["current"] = json!(current);
+            v["total"] = json!(total);
+            v
+        }
+        EventKind::Completed { duration } => {
+            let mut v = base("completed");
+            v["duration"] = json!(duration.as_secs_f64());
+            v
+        }
+        EventKind::Failed { error } => {
+            let mut v = base("failed");
+            v["error"] = json!(error);
+            v
+        }
+    };
+    if let Some(o) = v.as_object_mut() {
+        o.retain(|_, x| !x.is_null());
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(v: Digest, kind: EventKind) -> Event {
+        Event { vertex: v, time: SystemTime::UNIX_EPOCH + Duration::from_secs(2), kind }
+    }
+
+    #[test]
+    fn plain_numbers_steps_in_order_of_appearance() {
+        let a = Digest::of(b"a");
+        let b = Digest::of(b"b");
+        let mut r = Renderer::new(ProgressMode::Quiet, None);
+        assert_eq!(
+            r.plain_text(&ev(a, EventKind::Started { name: "[1/2] FROM busybox".into() })).unwrap(),
+            "\n#1 [1/2] FROM busybox\n"
+        );
+        assert_eq!(
+            r.plain_text(&ev(b, EventKind::Started { name: "[2/2] RUN true".into() })).unwrap(),
+            "\n#2 [2/2] RUN true\n"
+        );
+        assert_eq!(r.plain_text(&ev(a, EventKind::Cached)).unwrap(), "#1 CACHED\n");
+        let done = r.plain_text(&ev(b, EventKind::Completed { duration: Duration::from_millis(1250) })).unwrap();
+        assert_eq!(done, "#2 DONE 1.2s\n");
+    }
+
+    #[test]
+    fn tty_view_shows_tail_of_running_steps_only() {
+        let a = Digest::of(b"a");
+        let mut r = Renderer::new(ProgressMode::Quiet, None);
+        r.event(&ev(a, EventKind::Started { name: "[1/1] RUN x".into() }));
+        for i in 0..10 {
+            r.event(&ev(a, EventKind::Log { stream: LogStream::Stdout, line: format!("line {i}").into_bytes() }));
+        }
+        let lines = r.tty_lines();
+        assert_eq!(lines.len(), 2 + TTY_TAIL);
+        assert!(lines.last().unwrap().contains("line 9"));
+        assert!(!lines.iter().any(|l| l.contains("line 3")));
+        r.event(&ev(a, EventKind::Completed { duration: Duration::from_secs(1) }));
+        let lines = r.tty_lines();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].contains("(1/1) FINISHED"));
+    }
+
+    #[test]
+    fn rawjson_has_kind_and_payload() {
+        let a = Digest::of(b"a");
+        let v = raw_json(&ev(a, EventKind::Log { stream: LogStream::Stderr, line: b"oops".to_vec() }));
+        assert_eq!(v["kind"], "log");
+        assert_eq!(v["stream"], "stderr");
+        assert_eq!(v["line"], "oops");
+        assert_eq!(v["time"], 2.0);
+    }
+}
