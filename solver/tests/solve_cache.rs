@@ -75,6 +75,6 @@ async fn a_run_mounting_the_context_reruns_when_the_mounted_part_changes() {
     assert!(ran.is_empty(), "a change outside the mounted directory ran {ran:?}");
     env.write("m/data", "2\n");
     let (second, ran) = solve(&env, &def).await;
-    assert_eq!(ran.len(), 1, "{ran:?}");
+    assert_eq!(ran.iter().filter(|n| n.contains("RUN")).count(), 1, "{ran:?}");
     assert_eq!(std::fs::read_to_string(env.export(&second.root).path().join("seen")).unwrap(), "2\n");
 }
