@@ -3,7 +3,7 @@
 #[path = "solve_support.rs"]
 mod support;
 
-use support::{definition, executed_names, Env};
+use support::{definition, definition_with, executed_names, Env};
 
 const DOCKERFILE: &str = "FROM busybox\n\
                           RUN echo base > /base\n\
@@ -77,4 +77,24 @@ async fn a_run_mounting_the_context_reruns_when_the_mounted_part_changes() {
     let (second, ran) = solve(&env, &def).await;
     assert_eq!(ran.iter().filter(|n| n.contains("RUN")).count(), 1, "{ran:?}");
     assert_eq!(std::fs::read_to_string(env.export(&second.root).path().join("seen")).unwrap(), "2\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_build_arg_reruns_only_the_steps_that_see_it_and_no_cache_filter_reruns_its_stage() {
+    require_root!();
+    let env = Env::new();
+    let df = "FROM busybox\nRUN echo before > /before\nARG V\nRUN echo $V > /v\n";
+    let with = |v: &str, no_cache: &[&str]| {
+        let mut opts = frontend::convert::ConvertOptions::default();
+        opts.build_args.insert("V".into(), v.into());
+        opts.no_cache = no_cache.iter().map(|s| s.to_string()).collect();
+        definition_with(df, &opts)
+    };
+    solve(&env, &with("1", &[])).await;
+    let (two, ran) = solve(&env, &with("2", &[])).await;
+    assert_eq!(ran.len(), 1, "{ran:?}");
+    assert!(ran[0].contains("RUN echo $V"), "{ran:?}");
+    assert_eq!(std::fs::read_to_string(env.export(&two.root).path().join("v")).unwrap(), "2\n");
+    let (_, ran) = solve(&env, &with("2", &["*"])).await;
+    assert!(ran.iter().any(|n| n.contains("RUN echo before")), "--no-cache-filter ignored: {ran:?}");
 }

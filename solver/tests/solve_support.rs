@@ -170,7 +170,12 @@ pub fn definition(dockerfile: &str, excludes: &[&str]) -> llb::Definition {
         excludes: excludes.iter().map(|s| s.to_string()).collect(),
         ..frontend::convert::ConvertOptions::default()
     };
-    frontend::convert::convert(dockerfile.as_bytes(), &opts, &frontend::convert::OfflineResolver)
+    definition_with(dockerfile, &opts)
+}
+
+/// Converts a Dockerfile with the given options and the offline resolver.
+pub fn definition_with(dockerfile: &str, opts: &frontend::convert::ConvertOptions) -> llb::Definition {
+    frontend::convert::convert(dockerfile.as_bytes(), opts, &frontend::convert::OfflineResolver)
         .unwrap_or_else(|d| panic!("Dockerfile does not convert: {d:?}"))
         .definition
 }
