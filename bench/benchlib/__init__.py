@@ -1,0 +1,1 @@
+"""The rbuild benchmark harness (bench/run): tools, scenarios, reports."""

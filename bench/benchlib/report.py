@@ -1,0 +1,151 @@
+"""The results: a markdown table (median, min-max per tool, ratios rbuild/peer, targets), the raw numbers
+as JSON, and the PNG chart (bench/chart.py under bench/.venv's matplotlib)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+from dataclasses import asdict
+from pathlib import Path
+
+from .util import Metric, log
+
+COLUMNS = [("rbuild", "rbuild"), ("docker", "BuildKit (docker)"), ("buildah", "buildah"), ("ref", "reference")]
+
+
+def machine() -> dict:
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) // 1024
+    cpu = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"nproc": os.cpu_count(), "ram_mib": mem, "kernel": platform.release(), "cpu": cpu}
+
+
+def versions(rbuild: Path) -> dict:
+    def first_line(argv):
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+            return (out.stdout or out.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "not installed"
+    git = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[2]), "log", "-1", "--format=%h %s"],
+                         capture_output=True, text=True).stdout.strip()
+    return {"rbuild": f"{first_line([str(rbuild), '--version'])} (commit {git[:72]})",
+            "docker": first_line(["dockerd", "--version"]), "buildah": first_line(["buildah", "--version"]),
+            "skopeo": first_line(["skopeo", "--version"]), "gzip": first_line(["gzip", "--version"]),
+            "zstd": first_line(["zstd", "--version"])}
+
+
+def fmt(v: float, unit: str) -> str:
+    if unit == "MiB":
+        return f"{v:.0f} MiB"
+    return f"{v:.2f} s" if v < 100 else f"{v:.0f} s"
+
+
+def cell(m: Metric, key: str, notes: list[str]) -> str:
+    s = m.series.get(key)
+    if s is None:
+        return ""
+    if s.values:
+        med = fmt(s.median(), m.unit)
+        if len(s.values) > 1:
+            med += f" ({fmt(min(s.values), m.unit).split()[0]}–{fmt(max(s.values), m.unit)})"
+        if s.errors:
+            med += f" [{len(s.errors)} failed]"
+        return med
+    if s.skipped:
+        notes.append(f"{m.scenario} / {m.name} / {key}: skipped: {s.skipped}")
+        return f"skipped[^{len(notes)}]"
+    if s.errors:
+        notes.append(f"{m.scenario} / {m.name} / {key}: failed: {s.errors[0].splitlines()[0][:300]}")
+        return f"failed[^{len(notes)}]"
+    return ""
+
+
+def target_text(m: Metric) -> tuple[str, str]:
+    texts, met = [], []
+    for ref, goal, how in m.targets:
+        op = "≤" if how == "le" else "≥"
+        if ref == "abs":
+            texts.append(f"{op} {goal:g} {m.unit}")
+            med = m.series.get("rbuild").median() if m.series.get("rbuild") else None
+            val = med
+        else:
+            label = dict(COLUMNS)[ref]
+            texts.append(f"rbuild/{label} {op} {goal:.2f}")
+            val = m.ratio(ref)
+        if val is None:
+            met.append("n/a")
+        else:
+            met.append("yes" if (val <= goal if how == "le" else val >= goal) else "**no**")
+    return "; ".join(texts), "; ".join(met)
+
+
+def ratio(m: Metric, ref: str) -> str:
+    r = m.ratio(ref) if ref in m.series else None
+    return f"{r:.2f}" if r is not None else ""
+
+
+def markdown(metrics: list[Metric], meta: dict, notes_md: str = "") -> str:
+    mc = meta["machine"]
+    out = [f"# rbuild benchmarks, {meta['date']}", "",
+           f"Machine: {mc['nproc']} cores ({mc['cpu']}), {mc['ram_mib'] / 1024:.1f} GiB RAM, Linux {mc['kernel']}. "
+           f"Load average at start {meta['load_start']}, at end {meta.get('load_end', '?')}. "
+           f"{meta['runs']} runs per tool, interleaved; size factor {meta['size']}.", ""]
+    out += ["Versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()), ""]
+    if meta.get("warning"):
+        out += [f"**Note:** {meta['warning']}", ""]
+    notes: list[str] = []
+    out += ["| Scenario | Metric | " + " | ".join(lbl for _, lbl in COLUMNS)
+            + " | rbuild/BuildKit | rbuild/buildah | rbuild/ref | Target | Met |",
+            "|---|---|" + "---|" * (len(COLUMNS) + 5)]
+    for m in metrics:
+        cells = [cell(m, k, notes) for k, _ in COLUMNS]
+        tgt, met = target_text(m)
+        out.append(f"| {m.scenario} | {m.name} | " + " | ".join(cells)
+                   + f" | {ratio(m, 'docker')} | {ratio(m, 'buildah')} | {ratio(m, 'ref')} | {tgt} | {met} |")
+    out += ["", "Cells: median (min–max) over the runs. Ratios compare medians; below 1 means rbuild is faster "
+            "(or smaller)."]
+    extra = [f"- {m.scenario} / {m.name}: {m.note}" for m in metrics if m.note]
+    if extra:
+        out += ["", *extra]
+    if notes:
+        out += [""] + [f"[^{i + 1}]: {n}" for i, n in enumerate(notes)]
+    if notes_md:
+        out += ["", notes_md.strip()]
+    return "\n".join(out) + "\n"
+
+
+def write(results: Path, metrics: list[Metric], meta: dict, notes_md: str, chart: bool) -> Path:
+    results.mkdir(parents=True, exist_ok=True)
+    stem = results / meta["date"]
+    data = {"meta": meta, "metrics": [asdict(m) for m in metrics]}
+    stem.with_suffix(".json").write_text(json.dumps(data, indent=1))
+    md = markdown(metrics, meta, notes_md)
+    if chart:
+        png = stem.with_suffix(".png")
+        py = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "python"
+        if py.exists():
+            p = subprocess.run([str(py), str(Path(__file__).resolve().parents[1] / "chart.py"),
+                                str(stem.with_suffix(".json")), str(png)], capture_output=True, text=True)
+            if p.returncode == 0:
+                md += f"\n![chart]({png.name})\n"
+            else:
+                log(f"chart failed: {p.stderr[-2000:]}")
+        else:
+            log("no bench/.venv with matplotlib (bench/setup makes it): no chart")
+    stem.with_suffix(".md").write_text(md)
+    shutil.copyfile(stem.with_suffix(".md"), results / "latest.md")
+    if (stem.with_suffix(".png")).exists():
+        shutil.copyfile(stem.with_suffix(".png"), results / "latest.png")
+    return stem.with_suffix(".md")

@@ -1,0 +1,278 @@
+"""The seven scenarios of issue 7. Each prepares untimed (contexts, warm-up builds, cache resets), then
+measures its tools interleaved, run by run (rbuild, BuildKit, buildah, rbuild, ...)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .tools import Buildah, Docker, Rbuild, Tool
+from .util import BenchError, Metric, Registry, log, max_rss_mb, rmtree, run, timed, timed_shell
+
+HERE = Path(__file__).resolve().parents[1]
+SCENARIOS = HERE / "scenarios"
+
+
+@dataclass
+class Bench:
+    """What every scenario gets: the tools that run here, why the others do not, sizes, directories."""
+    work: Path
+    size: float
+    runs: int
+    tools: dict[str, Tool]
+    skipped: dict[str, str]
+    mirror: Registry
+    push_reg: Registry
+    logfile: Path
+    contexts: Path = field(init=False)
+    out: Path = field(init=False)
+
+    def __post_init__(self):
+        self.contexts = self.work / "contexts"
+        self.out = self.work / "out"
+        self.contexts.mkdir(parents=True, exist_ok=True)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def scenario(self, name: str) -> tuple[Path, Path]:
+        """(Dockerfile, generated context) of a scenario directory."""
+        d = SCENARIOS / name
+        ctx = self.contexts / name
+        log(f"{name}: generating the context (size {self.size})")
+        run(["python3", str(d / "gen"), str(ctx), "--size", str(self.size)], timeout=3600)
+        return d / "Dockerfile", ctx
+
+    def metric(self, scenario: str, name: str, unit: str = "s", tools: list[str] | None = None) -> Metric:
+        m = Metric(scenario, name, unit)
+        for key in tools or ["rbuild", "docker", "buildah"]:
+            if key in self.skipped:
+                m.get(key).skipped = self.skipped[key]
+        return m
+
+    def each(self, m: Metric, fn: Callable[[str, Tool | None, int], float | None], only: list[str] | None = None,
+             extra: tuple[str, ...] = ()) -> None:
+        """Runs fn for every available tool (and the pseudo-tools in `extra`, given None), interleaved run by
+        run; a failure is recorded, never a zero."""
+        keys = [k for k in (only or list(self.tools)) if k in self.tools and not m.get(k).skipped] + list(extra)
+        for i in range(self.runs):
+            for key in keys:
+                s = m.get(key)
+                if len(s.errors) >= 2:
+                    continue
+                try:
+                    v = fn(key, self.tools.get(key), i)
+                except BenchError as e:
+                    log(f"{m.scenario} / {m.name} / {key}: FAILED: {str(e)[:2000]}")
+                    s.errors.append(str(e))
+                    continue
+                if v is not None:
+                    s.values.append(v)
+                    log(f"{m.scenario} / {m.name} / {key} run {i + 1}: {v:.3f} {m.unit}")
+
+    def warm(self, m: Metric, df: Path, ctx: Path, tag: str, args: dict | None = None) -> None:
+        """An untimed build per tool (pulls the base image, fills the cache); a failing tool is marked."""
+        for key, tool in self.tools.items():
+            if m.get(key).skipped:
+                continue
+            try:
+                tool.build(df, ctx, tag, args or {})
+            except BenchError as e:
+                log(f"{m.scenario}: warm-up build with {key} FAILED: {str(e)[:2000]}")
+                m.get(key).errors.append(f"warm-up build failed: {e}")
+                m.get(key).skipped = "warm-up build failed (see errors)"
+
+
+def bust(key: str, i: int) -> str:
+    return f"{key}-{i}-{time.time_ns()}"
+
+
+def s1_per_run(b: Bench) -> list[Metric]:
+    df, ctx = b.scenario("01-per-run")
+    m = b.metric("1 per-RUN", "20 RUN steps, cold")
+    m.targets = [("docker", 0.25, "le")]
+    b.warm(m, df, ctx, "bench/s1", {"BUST": "warm"})
+    b.each(m, lambda key, t, i: t.build(df, ctx, "bench/s1", {"BUST": bust(key, i)}))
+    return [m]
+
+
+def s2_noop(b: Bench) -> list[Metric]:
+    df, ctx = b.scenario("02-noop")
+    m = b.metric("2 no-op", "rebuild, nothing changed")
+    m.targets = [("docker", 0.3, "le")]
+    b.warm(m, df, ctx, "bench/s2")
+    b.each(m, lambda key, t, i: t.build(df, ctx, "bench/s2"))
+    return [m]
+
+
+def s3_incremental(b: Bench) -> list[Metric]:
+    df, ctx = b.scenario("03-incremental")
+    m = b.metric("3 incremental", "rebuild after one file changed")
+    m.targets = [("docker", 0.3, "le")]
+    victim = ctx / "src" / "d000" / "f00000.c"
+    original = victim.read_bytes()
+    b.warm(m, df, ctx, "bench/s3")
+
+    def one(key, t, i):
+        victim.write_bytes(original + f"// {key} run {i} {time.time_ns()}\n".encode())
+        return t.build(df, ctx, "bench/s3")
+
+    try:
+        b.each(m, one)
+    finally:
+        victim.write_bytes(original)
+    return [m]
+
+
+def calibrate_loops(seconds: float) -> int:
+    """Iterations of the busybox shell loop that take about `seconds` of CPU on this machine."""
+    n = 300_000
+    t = timed(["/bin/busybox", "sh", "-c", f"i=0; while [ $i -lt {n} ]; do i=$((i+1)); done"])
+    return max(1000, int(n * seconds / max(t, 1e-3)))
+
+
+def s4_parallel(b: Bench) -> list[Metric]:
+    df, ctx = b.scenario("04-parallel")
+    loops = calibrate_loops(2.0 * b.size)
+    log(f"4 parallel: LOOPS={loops} (about {2.0 * b.size:.1f} s of CPU per stage)")
+    m = b.metric("4 parallel", "4 stages of ~2 s CPU, cold")
+    m.note = f"LOOPS={loops}; {os.cpu_count()} cores, so about {4 * 2.0 * b.size / (os.cpu_count() or 1):.1f} s at best"
+    m.targets = [("docker", 0.9, "le")]
+    b.warm(m, df, ctx, "bench/s4", {"BUST": "warm", "LOOPS": "1"})
+    b.each(m, lambda key, t, i: t.build(df, ctx, "bench/s4", {"BUST": bust(key, i), "LOOPS": str(loops)}))
+    return [m]
+
+
+class Saved:
+    """rbuild's state root right after the warm-up build, restored before each timed run so no run finds
+    what an earlier one left (compressed blobs, pushed-layer records)."""
+
+    def __init__(self, b: Bench, name: str):
+        r = b.tools.get("rbuild")
+        self.path = r.save_root(name) if isinstance(r, Rbuild) else None
+
+    def restore(self, b: Bench) -> None:
+        r = b.tools.get("rbuild")
+        if self.path and isinstance(r, Rbuild):
+            r.restore_root(self.path)
+
+
+DOCKER_NO_OCI = ("dockerd's embedded BuildKit has no OCI exporter without buildx and the containerd image store; "
+                 "its compression is measured by the push scenario")
+
+
+def s5_export(b: Bench) -> list[Metric]:
+    df, ctx = b.scenario("05-export")
+    raw = {"gzip": "gzip -6", "zstd": "zstd -3 -q -T0"}
+    metrics = {}
+    for comp in raw:
+        m = b.metric("5 export", f"1 GB layer to OCI tar, {comp}", tools=["rbuild", "docker", "buildah", "ref"])
+        m.note = f"ref = `tar -cf - data | {raw[comp]} > file` on the same tree (the physical limit)"
+        m.targets = [("ref", 1 / 0.8, "le")]
+        if "docker" not in b.skipped:
+            m.get("docker").skipped = DOCKER_NO_OCI
+        metrics[comp] = m
+    b.warm(metrics["gzip"], df, ctx, "bench/s5")
+    for k, s in metrics["gzip"].series.items():
+        if s.skipped:
+            metrics["zstd"].get(k).skipped = s.skipped
+            metrics["zstd"].get(k).errors = list(s.errors)
+    saved = Saved(b, "s5")
+    for comp, m in metrics.items():
+        dest = b.out / f"s5-{comp}.tar"
+
+        def one(key, t, i, comp=comp, dest=dest):
+            dest.unlink(missing_ok=True)
+            try:
+                if key == "ref":
+                    return timed_shell(f"tar -C {ctx} -cf - data | {raw[comp]} > {dest}")
+                if key == "rbuild":
+                    saved.restore(b)
+                return t.export_oci(df, ctx, "bench/s5", dest, comp)
+            finally:
+                dest.unlink(missing_ok=True)
+
+        b.each(m, one, extra=("ref",))
+    pigz = b.metric("5 export", "reference: tar | pigz -6 (all cores)", tools=["ref"])
+    dest = b.out / "s5.tgz"
+    b.each(pigz, lambda key, t, i: timed_shell(f"tar -C {ctx} -cf - data | pigz -6 > {dest}"), only=[], extra=("ref",))
+    dest.unlink(missing_ok=True)
+    return [metrics["gzip"], metrics["zstd"], pigz]
+
+
+def s6_push(b: Bench) -> list[Metric]:
+    df, ctx = b.scenario("06-push")
+    first = b.metric("6 push", "push 1 GB image to an empty registry", tools=["rbuild", "docker", "buildah", "ref"])
+    again = b.metric("6 push", "push again (nothing to send)", tools=["rbuild", "docker", "buildah", "ref"])
+    for m in (first, again):
+        m.note = "ref = `skopeo copy` of the same image (gzip layers already compressed) from an OCI layout"
+        m.targets = [("ref", 1.0, "le")]
+    b.warm(first, df, ctx, "bench/s6")
+    for k, s in first.series.items():
+        if s.skipped:
+            again.get(k).skipped = s.skipped
+    saved = Saved(b, "s6")
+    # The reference image: an OCI layout with gzip layers, made by whichever tool can write one.
+    layout = b.out / "s6-layout"
+    rmtree(layout)
+    archive = b.out / "s6.tar"
+    src = next((k for k in ("rbuild", "buildah") if k in b.tools and not first.get(k).skipped), None)
+    if src is None:
+        first.get("ref").skipped = again.get("ref").skipped = "no tool here wrote the image as an OCI archive"
+    else:
+        b.tools[src].export_oci(df, ctx, "bench/s6", archive, "gzip")
+        run(["skopeo", "copy", "--quiet", f"oci-archive:{archive}", f"oci:{layout}:latest"], timeout=3600)
+        archive.unlink(missing_ok=True)
+        saved.restore(b)
+    reg = b.push_reg
+
+    def one(key, t, i):
+        reg.start()  # empty storage: the first push must send every blob
+        ref = f"{reg.host}/bench/{key}-{i}:latest"
+        if key == "ref":
+            cmd = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:latest", f"docker://{ref}"]
+            secs = timed(cmd, timeout=3600, logfile=b.logfile)
+            again.get(key).values.append(timed(cmd, timeout=3600, logfile=b.logfile))
+            return secs
+        if key == "rbuild":
+            saved.restore(b)
+        secs = t.push("bench/s6", ref)
+        try:
+            again.get(key).values.append(t.push("bench/s6", ref))
+        except BenchError as e:
+            again.get(key).errors.append(str(e))
+        return secs
+
+    b.each(first, one, extra=("ref",) if not first.get("ref").skipped else ())
+    reg.stop()
+    return [first, again]
+
+
+def s7_memory(b: Bench) -> list[Metric]:
+    df, ctx = b.scenario("07-memory")
+    cold = b.metric("7 memory", "peak RSS, first build (1 GB context)", "MiB", tools=["rbuild", "docker", "buildah"])
+    noop = b.metric("7 memory", "peak RSS, no-op rebuild (1 GB context)", "MiB", tools=["rbuild", "docker", "buildah"])
+    for m in (cold, noop):
+        m.targets = [("abs", 64, "le")]
+        if "docker" not in b.skipped:
+            m.get("docker").skipped = "the build runs inside dockerd; the client's RSS says nothing"
+
+    def one(key, t, i):
+        t.reset()
+        argv = t.build_argv(df, ctx, "bench/s7", {})
+        _, rss = max_rss_mb(argv, env=t.env(), timeout=3600, logfile=b.logfile)
+        _, rss2 = max_rss_mb(argv, env=t.env(), timeout=3600, logfile=b.logfile)
+        noop.get(key).values.append(rss2)
+        return rss
+
+    b.each(cold, one, only=[k for k in ("rbuild", "buildah") if k in b.tools])
+    return [cold, noop]
+
+
+ALL: dict[str, Callable[[Bench], list[Metric]]] = {
+    "1": s1_per_run, "2": s2_noop, "3": s3_incremental, "4": s4_parallel, "5": s5_export, "6": s6_push,
+    "7": s7_memory,
+}

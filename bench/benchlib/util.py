@@ -1,0 +1,187 @@
+"""Processes, timing, the local registry and statistics shared by the scenarios."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SEED_STORAGE = Path(os.environ.get("RBUILD_TEST_CACHE", "/var/cache/rbuild-test")) / "registry"
+LOG_TAIL = 40
+
+
+class BenchError(Exception):
+    """A step of the harness failed; the message says which command and shows its output's tail."""
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def tail(text: str, n: int = LOG_TAIL) -> str:
+    return "\n".join(text.splitlines()[-n:])
+
+
+def run(argv: list[str], *, env: dict | None = None, cwd: Path | None = None, timeout: float = 3600,
+        check: bool = True, logfile: Path | None = None) -> subprocess.CompletedProcess:
+    """Runs a command to completion, output captured (and appended to logfile when given)."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    try:
+        p = subprocess.run(argv, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=timeout, text=True, errors="replace")
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"{' '.join(argv)} did not finish within {timeout:.0f}s") from e
+    if logfile:
+        with open(logfile, "a") as f:
+            f.write(f"$ {' '.join(argv)}\n{p.stdout}\n[exit {p.returncode}]\n")
+    if check and p.returncode != 0:
+        raise BenchError(f"`{' '.join(argv)}` exited with {p.returncode}:\n{tail(p.stdout)}")
+    return p
+
+
+def timed(argv: list[str], **kw) -> float:
+    """Wall-clock seconds of one successful run of argv."""
+    t0 = time.monotonic()
+    run(argv, **kw)
+    return time.monotonic() - t0
+
+
+def timed_shell(script: str, **kw) -> float:
+    """Wall-clock seconds of a bash pipeline (with pipefail)."""
+    return timed(["bash", "-o", "pipefail", "-c", script], **kw)
+
+
+def max_rss_mb(argv: list[str], **kw) -> tuple[float, float]:
+    """(seconds, peak RSS in MiB) of argv under GNU time -v (the largest process of the tree it waited for)."""
+    t0 = time.monotonic()
+    p = run(["/usr/bin/time", "-v", *argv], **kw)
+    secs = time.monotonic() - t0
+    for line in p.stdout.splitlines():
+        if "Maximum resident set size" in line:
+            return secs, int(line.rsplit(":", 1)[1]) / 1024
+    raise BenchError(f"/usr/bin/time -v printed no 'Maximum resident set size' for {' '.join(argv)}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, what: str, timeout: float = 30, proc: subprocess.Popen | None = None,
+              logfile: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            break
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    detail = tail(logfile.read_text(errors="replace")) if logfile and logfile.exists() else ""
+    raise BenchError(f"{what} did not listen on 127.0.0.1:{port}\n{detail}")
+
+
+def rmtree(path: Path) -> None:
+    """Removes a tree, unmounting anything a crashed tool left mounted under it first."""
+    if not path.exists():
+        return
+    mounts = []
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            mp = line.split()[1].replace("\\040", " ")
+            if mp == str(path) or mp.startswith(str(path) + "/"):
+                mounts.append(mp)
+    for mp in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", mp], stderr=subprocess.DEVNULL)
+    shutil.rmtree(path, ignore_errors=True)
+    if path.exists():
+        subprocess.run(["rm", "-rf", str(path)])
+
+
+class Registry:
+    """A docker-registry on a fixed loopback port, over a copy of the seeded storage or empty storage."""
+
+    def __init__(self, workdir: Path, port: int, seed: bool):
+        self.workdir, self.port, self.seed = workdir, port, seed
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """(Re)starts the registry on fresh storage."""
+        self.stop()
+        rmtree(self.workdir)
+        data = self.workdir / "data"
+        self.workdir.mkdir(parents=True)
+        if self.seed:
+            if not (SEED_STORAGE / "seeded-v1").is_file():
+                raise BenchError(f"no seeded base images in {SEED_STORAGE}: run bench/setup (scripts/seed-images)")
+            shutil.copytree(SEED_STORAGE, data, symlinks=True)
+        else:
+            data.mkdir()
+        cfg = self.workdir / "registry.yml"
+        cfg.write_text(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n"
+            f"    rootdirectory: {data}\n  delete:\n    enabled: true\nhttp:\n  addr: {self.host}\n"
+            "  secret: rbuild-bench\n")
+        binary = shutil.which("docker-registry") or shutil.which("registry")
+        if not binary:
+            raise BenchError("docker-registry is not installed: run bench/setup")
+        logf = self.workdir / "registry.log"
+        self.proc = subprocess.Popen([binary, "serve", str(cfg)], stdin=subprocess.DEVNULL,
+                                     stdout=open(logf, "w"), stderr=subprocess.STDOUT)
+        wait_port(self.port, "docker-registry", proc=self.proc, logfile=logf)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
+@dataclass
+class Series:
+    """The measurements of one metric for one tool; `skipped` says why there are none."""
+    values: list[float] = field(default_factory=list)
+    skipped: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def median(self) -> float | None:
+        return statistics.median(self.values) if self.values else None
+
+
+@dataclass
+class Metric:
+    """One row of the results table: a quantity measured for several tools."""
+    scenario: str
+    name: str
+    unit: str  # "s" or "MiB"
+    series: dict[str, Series] = field(default_factory=dict)
+    # (reference tool, target ratio, "le" | "ge" meaning rbuild/ref must be <= or >= the target)
+    targets: list[tuple[str, float, str]] = field(default_factory=list)
+    note: str = ""
+
+    def get(self, tool: str) -> Series:
+        return self.series.setdefault(tool, Series())
+
+    def ratio(self, ref: str) -> float | None:
+        a = self.series.get("rbuild")
+        b = self.series.get(ref)
+        if not a or not b or a.median() is None or b.median() in (None, 0):
+            return None
+        return a.median() / b.median()
