@@ -112,7 +112,7 @@ def markdown(metrics: list[Metric], meta: dict, notes_md: str = "") -> str:
     for m in metrics:
         cells = [cell(m, k, notes) for k, _ in COLUMNS]
         tgt, met = target_text(m)
-        out.append(f"| {m.scenario} | {m.name} | " + " | ".join(cells)
+        out.append(f"| {m.scenario} | {m.name.replace('|', '&#124;')} | " + " | ".join(cells)
                    + f" | {ratio(m, 'docker')} | {ratio(m, 'buildah')} | {ratio(m, 'ref')} | {tgt} | {met} |")
     out += ["", "Cells: median (min–max) over the runs. Ratios compare medians; below 1 means rbuild is faster "
             "(or smaller)."]
@@ -149,3 +149,32 @@ def write(results: Path, metrics: list[Metric], meta: dict, notes_md: str, chart
     if (stem.with_suffix(".png")).exists():
         shutil.copyfile(stem.with_suffix(".png"), results / "latest.png")
     return stem.with_suffix(".md")
+
+
+README_HEADING = "## Benchmarks"
+
+
+def update_readme(readme: Path, md_path: Path, meta: dict) -> None:
+    """Rewrites the README's last section, "## Benchmarks", with the latest table and chart (it owns only
+    that section, which must stay last; it is appended when missing)."""
+    text = readme.read_text()
+    at = text.find("\n" + README_HEADING + "\n")
+    head = text if at < 0 else text[:at]
+    results = md_path.read_text().splitlines()
+    # The results file without its title: machine line, versions, table, notes.
+    body = [line for line in results[1:] if not line.startswith("![chart]")]
+    rel = md_path.parent.relative_to(readme.parent)
+    mc = meta["machine"]
+    section = [README_HEADING, "",
+               "`bench/` measures rbuild beside docker's embedded BuildKit and buildah on the same Dockerfiles "
+               "and generated contexts (issue 7's seven scenarios), interleaved run by run:", "",
+               "```sh", "bench/setup          # as root: peers, compressors, matplotlib venv, release build, base images",
+               "bench/run            # all scenarios, 5 runs each; --scenario 1,4 --runs 1 --size 0.1 for a quick look",
+               "```", "",
+               f"Latest run: {meta['date']} on {mc['nproc']} cores, {mc['ram_mib'] / 1024:.0f} GiB RAM, Linux "
+               f"{mc['kernel']} ([full results]({rel}/{md_path.name}), raw numbers in `{rel}/{meta['date']}.json`).",
+               *body]
+    png = md_path.with_suffix(".png")
+    if png.exists():
+        section += ["", f"![benchmark chart]({rel}/{png.name})"]
+    readme.write_text(head.rstrip("\n") + "\n\n" + "\n".join(section).rstrip() + "\n")

@@ -90,7 +90,7 @@ class Rbuild(Tool):
         return [str(self.binary), "--root", str(root or self.root), "--config", str(self.config), *rest]
 
     def build_argv(self, dockerfile, context, tag, args, output: str | None = None, root: Path | None = None):
-        a = ["build", "--progress", "plain", "-f", str(dockerfile), "-t", tag]
+        a = ["build", "--progress", "plain", "-f", str(dockerfile)] + (["-t", tag] if tag else [])
         for k, v in args.items():
             a += ["--build-arg", f"{k}={v}"]
         if output:
@@ -230,6 +230,9 @@ class Buildah(Tool):
 
     def start(self):
         super().start()
+        auth = self.work / "auth.json"
+        if not auth.exists():
+            auth.write_text('{"auths": {}}\n')
         conf = self.work / "registries.conf"
         conf.write_text(
             'unqualified-search-registries = ["docker.io"]\nshort-name-mode = "permissive"\n\n'
