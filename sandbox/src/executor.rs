@@ -2,6 +2,7 @@
 
 use std::io::{self, BufRead, Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -11,8 +12,9 @@ use std::time::SystemTime;
 use snapshotter::mount::Mount;
 
 use crate::init::{HelperConfig, HelperReport, HELPER_ARG};
-use crate::process::{NetworkMode, ProcessSpec};
+use crate::process::{NetworkMode, ProcessSpec, RunMountKind};
 use crate::spec::EtcFiles;
+use crate::ssh::AgentForward;
 
 /// How the command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,17 +203,33 @@ pub fn resolv_conf(host: &str, network: NetworkMode) -> String {
     out
 }
 
-/// Writes the per-run files: /etc/hosts, /etc/resolv.conf, /etc/hostname sources and the rootfs mount point.
+/// Writes the per-run files: /etc/hosts, /etc/resolv.conf, /etc/hostname sources, the (empty) secret and
+/// ssh directories and the rootfs mount point.
 pub(crate) fn write_state(dir: &Path, process: &ProcessSpec) -> io::Result<(EtcFiles, PathBuf)> {
-    let etc =
-        EtcFiles { hosts: dir.join("hosts"), resolv_conf: dir.join("resolv.conf"), hostname: dir.join("hostname") };
+    let etc = EtcFiles::in_dir(dir);
     std::fs::write(&etc.hosts, hosts_file(&process.hostname))?;
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     std::fs::write(&etc.resolv_conf, resolv_conf(&host_resolv, process.network))?;
     std::fs::write(&etc.hostname, format!("{}\n", process.hostname))?;
+    for d in [&etc.secrets, &etc.ssh] {
+        std::fs::DirBuilder::new().mode(0o700).create(d)?;
+    }
     let rootfs = dir.join("rootfs");
     std::fs::create_dir(&rootfs)?;
     Ok((etc, rootfs))
+}
+
+/// Starts the ssh-agent forwarding of every ssh mount; they stop when the returned values are dropped.
+pub(crate) fn forward_agents(process: &ProcessSpec, etc: &EtcFiles) -> Result<Vec<AgentForward>, ExecError> {
+    let mut out = Vec::new();
+    for (index, m) in process.mounts.iter().enumerate() {
+        if let RunMountKind::Ssh { socket, uid, gid, mode } = &m.kind {
+            let fwd = AgentForward::start(&etc.ssh_socket(index), socket, *uid, *gid, *mode)
+                .map_err(|e| ExecError::Setup(format!("cannot forward the ssh agent to {}: {e}", m.destination)))?;
+            out.push(fwd);
+        }
+    }
+    Ok(out)
 }
 
 /// Streams `src` to `sink` line by line.
@@ -268,6 +286,7 @@ impl Executor for NamespaceExecutor {
         std::fs::create_dir_all(&self.state_dir).map_err(state_err)?;
         let state = tempfile::Builder::new().prefix("run-").tempdir_in(&self.state_dir).map_err(state_err)?;
         let (etc, rootfs_dir) = write_state(state.path(), process).map_err(state_err)?;
+        let agents = forward_agents(process, &etc)?;
         let config = HelperConfig { rootfs: rootfs.to_vec(), rootfs_dir, process: process.clone(), etc };
         let config = serde_json::to_vec(&config).map_err(|e| ExecError::Protocol(e.to_string()))?;
 
@@ -311,6 +330,7 @@ impl Executor for NamespaceExecutor {
         let report = report.map_err(|e| ExecError::Protocol(e.to_string()))?;
         let report: HelperReport = serde_json::from_slice(&report)
             .map_err(|e| ExecError::Protocol(format!("the helper ended ({waited}) without a report: {e}")))?;
+        drop(agents);
         drop(state);
         match report {
             HelperReport::Exited(c) => Ok(RunOutcome { status: ExitStatus::Exited(c), warnings: Vec::new() }),

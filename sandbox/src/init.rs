@@ -19,7 +19,7 @@ use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 use snapshotter::mount::Mount;
 
-use crate::process::ProcessSpec;
+use crate::process::{ProcessSpec, RunMountKind};
 use crate::spec::{capability_mask, EtcFiles};
 use crate::sys::{self, Ended, Forked, LinuxSyscall, Syscall};
 
@@ -116,6 +116,7 @@ fn run_helper(cfg: &HelperConfig) -> Result<HelperReport, InitError> {
     linux
         .mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")
         .map_err(step("make the mounts private"))?;
+    write_secrets(&linux, cfg)?;
     snapshotter::mount::mount_all(&cfg.rootfs, &cfg.rootfs_dir)?;
     let user = crate::user::resolve_in_rootfs(&cfg.rootfs_dir, &cfg.process.user)?;
     let spec = crate::spec::build_spec(&cfg.process, &user, &cfg.rootfs_dir, &cfg.etc)?;
@@ -162,6 +163,42 @@ fn run_helper(cfg: &HelperConfig) -> Result<HelperReport, InitError> {
     Ok(done.unwrap_or_else(|| {
         HelperReport::Failed(format!("sandbox init ended without a status ({init_end:?}); this is a bug in rbuild"))
     }))
+}
+
+/// Puts the secrets on a tmpfs mounted in this (private) mount namespace only: their bytes never touch a
+/// disk, and once init pivots into the rootfs only the read-only bind mounts of the files remain.
+fn write_secrets(sys: &dyn Syscall, cfg: &HelperConfig) -> Result<(), InitError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let secrets: Vec<(usize, &[u8], u32, u32, u32)> = cfg
+        .process
+        .mounts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| match &m.kind {
+            RunMountKind::Secret { contents, uid, gid, mode } => Some((i, contents.as_slice(), *uid, *gid, *mode)),
+            _ => None,
+        })
+        .collect();
+    if secrets.is_empty() {
+        return Ok(());
+    }
+    let size: usize = secrets.iter().map(|s| s.1.len() + 4096).sum::<usize>() + 65536;
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    sys.mount("tmpfs", &cfg.etc.secrets, "tmpfs", flags, &format!("mode=0700,size={size}"))
+        .map_err(step("mount the secrets tmpfs"))?;
+    for (index, contents, uid, gid, mode) in secrets {
+        let path = cfg.etc.secret_file(index);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(step("create a secret file"))?;
+        f.write_all(contents).map_err(step("write a secret file"))?;
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(step("set a secret's owner"))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777)).map_err(step("set a secret's mode"))?;
+    }
+    Ok(())
 }
 
 /// The modification times of every existing directory on the way to a mount destination, before the

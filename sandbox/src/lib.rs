@@ -11,6 +11,7 @@ pub mod init;
 pub mod process;
 pub mod rootfs;
 pub mod spec;
+pub mod ssh;
 pub mod sys;
 pub mod user;
 

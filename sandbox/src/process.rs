@@ -47,7 +47,8 @@ pub struct RunMount {
     pub kind: RunMountKind,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What is mounted. `Debug` never shows a secret's bytes, only their length.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunMountKind {
     /// A host directory or file; read-only unless `readonly` is false.
@@ -59,6 +60,31 @@ pub enum RunMountKind {
     Secret { contents: Vec<u8>, uid: u32, gid: u32, mode: u32 },
     /// A forwarded ssh-agent socket (`RUN --mount=type=ssh`) at the destination.
     Ssh { socket: PathBuf, uid: u32, gid: u32, mode: u32 },
+}
+
+impl std::fmt::Debug for RunMountKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunMountKind::Bind { source, readonly } => {
+                f.debug_struct("Bind").field("source", source).field("readonly", readonly).finish()
+            }
+            RunMountKind::Tmpfs { size } => f.debug_struct("Tmpfs").field("size", size).finish(),
+            RunMountKind::Secret { contents, uid, gid, mode } => f
+                .debug_struct("Secret")
+                .field("contents", &format_args!("<{} bytes redacted>", contents.len()))
+                .field("uid", uid)
+                .field("gid", gid)
+                .field("mode", &format_args!("{mode:#o}"))
+                .finish(),
+            RunMountKind::Ssh { socket, uid, gid, mode } => f
+                .debug_struct("Ssh")
+                .field("socket", socket)
+                .field("uid", uid)
+                .field("gid", gid)
+                .field("mode", &format_args!("{mode:#o}"))
+                .finish(),
+        }
+    }
 }
 
 /// Resource limits, applied through cgroups where the host has them.
@@ -112,5 +138,24 @@ impl ProcessSpec {
             limits: Limits::default(),
             seccomp: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_secret_bytes() {
+        let mut p = ProcessSpec::new(vec!["true".into()]);
+        p.mounts.push(RunMount {
+            destination: "/run/secrets/token".into(),
+            kind: RunMountKind::Secret { contents: b"hunter2-SECRET".to_vec(), uid: 0, gid: 0, mode: 0o400 },
+        });
+        let shown = format!("{p:?} {p:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("104, 117"), "{shown}");
+        assert!(shown.contains("<14 bytes redacted>"), "{shown}");
+        assert!(shown.contains("0o400"), "{shown}");
     }
 }

@@ -269,8 +269,7 @@ mod tests {
         let mut p = ProcessSpec::new(vec!["true".into()]);
         p.network = network;
         p.cwd = cwd.into();
-        let etc =
-            EtcFiles { hosts: "/s/hosts".into(), resolv_conf: "/s/resolv".into(), hostname: "/s/hostname".into() };
+        let etc = EtcFiles { resolv_conf: "/s/resolv".into(), ..EtcFiles::in_dir(Path::new("/s")) };
         build_spec(&p, &ResolvedUser::default(), Path::new("/r"), &etc).unwrap()
     }
 

@@ -57,13 +57,40 @@ pub const MASKED_PATHS: [&str; 12] = [
 /// runc/moby default read-only paths.
 pub const READONLY_PATHS: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
-/// Host files provided at /etc/hosts, /etc/resolv.conf and /etc/hostname (bind-mounted, so they never
-/// reach the layer).
+/// Per-run host files: the sources of /etc/hosts, /etc/resolv.conf and /etc/hostname (bind-mounted, so
+/// they never reach the layer), and the directories holding the sources of secret and ssh mounts.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EtcFiles {
     pub hosts: PathBuf,
     pub resolv_conf: PathBuf,
     pub hostname: PathBuf,
+    /// A directory on which the executor mounts a private tmpfs holding the secrets, one file per mount.
+    pub secrets: PathBuf,
+    /// A directory holding the forwarded ssh-agent sockets, one per mount.
+    pub ssh: PathBuf,
+}
+
+impl EtcFiles {
+    /// The per-run files under one state directory.
+    pub fn in_dir(dir: &Path) -> EtcFiles {
+        EtcFiles {
+            hosts: dir.join("hosts"),
+            resolv_conf: dir.join("resolv.conf"),
+            hostname: dir.join("hostname"),
+            secrets: dir.join("secrets"),
+            ssh: dir.join("ssh"),
+        }
+    }
+
+    /// The file holding the secret of `ProcessSpec::mounts[index]`.
+    pub fn secret_file(&self, index: usize) -> PathBuf {
+        self.secrets.join(index.to_string())
+    }
+
+    /// The socket forwarding the ssh agent of `ProcessSpec::mounts[index]`.
+    pub fn ssh_socket(&self, index: usize) -> PathBuf {
+        self.ssh.join(format!("{index}.sock"))
+    }
 }
 
 /// The kernel capability number of `cap` (linux/capability.h).
@@ -220,7 +247,7 @@ pub fn build_spec(
     {
         mounts.push(mount(dest, "bind", &src.display().to_string(), &["rbind", "ro"])?);
     }
-    for m in &process.mounts {
+    for (index, m) in process.mounts.iter().enumerate() {
         check_absolute("mount destination", &m.destination)?;
         mounts.push(match &m.kind {
             RunMountKind::Bind { source, readonly } => {
@@ -235,12 +262,20 @@ pub fn build_spec(
                 }
                 mount(&m.destination, "tmpfs", "tmpfs", &opts)?
             }
-            RunMountKind::Secret { .. } | RunMountKind::Ssh { .. } => {
-                return Err(SpecError::Invalid(format!(
-                    "{}: secret and ssh mounts are not supported by this executor yet",
-                    m.destination
-                )))
-            }
+            // The file is on the executor's private tmpfs, written with the mount's owner and mode.
+            RunMountKind::Secret { .. } => mount(
+                &m.destination,
+                "bind",
+                &etc.secret_file(index).display().to_string(),
+                &["rbind", "ro", "nosuid", "nodev", "noexec"],
+            )?,
+            // A socket the executor forwards to the agent, created with the mount's owner and mode.
+            RunMountKind::Ssh { .. } => mount(
+                &m.destination,
+                "bind",
+                &etc.ssh_socket(index).display().to_string(),
+                &["rbind", "nosuid", "nodev"],
+            )?,
         });
     }
 
@@ -287,7 +322,7 @@ mod tests {
     use crate::process::{Limits, RunMount};
 
     fn etc() -> EtcFiles {
-        EtcFiles { hosts: "/s/hosts".into(), resolv_conf: "/s/resolv.conf".into(), hostname: "/s/hostname".into() }
+        EtcFiles::in_dir(Path::new("/s"))
     }
 
     fn root() -> ResolvedUser {
@@ -354,6 +389,22 @@ mod tests {
         assert_eq!(res.memory().as_ref().unwrap().limit(), Some(1 << 30));
         assert_eq!(res.pids().as_ref().unwrap().limit(), 100);
         assert_eq!(res.cpu().as_ref().unwrap().period(), Some(100_000));
+
+        p.mounts.push(RunMount {
+            destination: "/run/secrets/a".into(),
+            kind: RunMountKind::Secret { contents: b"x".to_vec(), uid: 0, gid: 0, mode: 0o400 },
+        });
+        p.mounts.push(RunMount {
+            destination: "/ssh".into(),
+            kind: RunMountKind::Ssh { socket: "/agent".into(), uid: 0, gid: 0, mode: 0o600 },
+        });
+        let spec = build_spec(&p, &root(), Path::new("/r"), &etc()).unwrap();
+        let mounts = spec.mounts().as_ref().unwrap();
+        let secret = mounts.iter().find(|m| m.destination() == Path::new("/run/secrets/a")).unwrap();
+        assert_eq!(secret.source().as_deref(), Some(Path::new("/s/secrets/2")));
+        assert!(secret.options().as_ref().unwrap().contains(&"ro".to_string()));
+        let ssh = mounts.iter().find(|m| m.destination() == Path::new("/ssh")).unwrap();
+        assert_eq!(ssh.source().as_deref(), Some(Path::new("/s/ssh/3.sock")), "the forwarder, not the agent");
 
         p.cwd = "relative".into();
         assert!(build_spec(&p, &root(), Path::new("/r"), &etc()).is_err());
