@@ -16,6 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
+use seccompiler::BpfProgram;
 use serde::{Deserialize, Serialize};
 use snapshotter::mount::Mount;
 
@@ -126,12 +127,16 @@ fn run_helper(cfg: &HelperConfig) -> Result<HelperReport, InitError> {
     if let Some(h) = spec.hostname() {
         linux.sethostname(h).map_err(step("set the hostname"))?;
     }
+    let filters = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(profile) => crate::seccomp::compile(profile).map_err(crate::spec::SpecError::from)?,
+        None => Vec::new(),
+    };
     let mtimes = parent_mtimes(&linux, &spec, &cfg.rootfs_dir)?;
     let (rx, tx) = sys::pipe().map_err(step("create the status pipe"))?;
     let init = match sys::fork().map_err(step("fork init"))? {
         Forked::Child => {
             drop(rx);
-            init_main(&spec, tx)
+            init_main(&spec, &filters, tx)
         }
         Forked::Parent(pid) => pid,
     };
@@ -223,11 +228,11 @@ fn send(tx: &OwnedFd, msg: &InitMessage) {
 }
 
 /// PID 1 of the new pid namespace. Never returns.
-fn init_main(spec: &Spec, tx: OwnedFd) -> ! {
+fn init_main(spec: &Spec, filters: &[BpfProgram], tx: OwnedFd) -> ! {
     let linux = LinuxSyscall;
     // If the helper is killed (cancellation), init dies, and with it every process of the namespace.
     let _ = sys::set_parent_death_signal(libc::SIGKILL);
-    let report = match init_setup(&linux, spec, &tx) {
+    let report = match init_setup(&linux, spec, filters, &tx) {
         Ok(r) => r,
         Err(e) => HelperReport::Failed(e.to_string()),
     };
@@ -235,7 +240,12 @@ fn init_main(spec: &Spec, tx: OwnedFd) -> ! {
     sys::exit_now(0)
 }
 
-fn init_setup(linux: &LinuxSyscall, spec: &Spec, tx: &OwnedFd) -> Result<HelperReport, InitError> {
+fn init_setup(
+    linux: &LinuxSyscall,
+    spec: &Spec,
+    filters: &[BpfProgram],
+    tx: &OwnedFd,
+) -> Result<HelperReport, InitError> {
     // A mount namespace of its own: pivot_root must not move the helper's root.
     linux.unshare(libc::CLONE_NEWNS).map_err(InitError::Unshare)?;
     let prepared = crate::rootfs::prepare(linux, spec);
@@ -248,7 +258,7 @@ fn init_setup(linux: &LinuxSyscall, spec: &Spec, tx: &OwnedFd) -> Result<HelperR
     let child = match sys::fork().map_err(step("fork the command"))? {
         Forked::Child => {
             drop(err_rx);
-            let e = exec_command(spec, err_tx.as_raw_fd());
+            let e = exec_command(spec, filters, err_tx.as_raw_fd());
             let _ = std::fs::File::from(err_tx).write_all(e.to_string().as_bytes());
             sys::exit_now(127)
         }
@@ -304,9 +314,15 @@ fn cstrings<'a>(items: impl IntoIterator<Item = &'a String>) -> Result<Vec<CStri
 }
 
 /// The command's last steps before exec; returns only the reason it failed.
-fn exec_command(spec: &Spec, keep_fd: i32) -> String {
+fn exec_command(spec: &Spec, filters: &[BpfProgram], keep_fd: i32) -> String {
     match prepare_exec(spec, keep_fd) {
-        Ok((path, args, env)) => format!("exec {}: {}", path.to_string_lossy(), sys::execve(&path, &args, &env)),
+        Ok((path, args, env)) => {
+            // Last: from here on only execve runs, which the profile allows.
+            if let Err(e) = sys::apply_seccomp(filters) {
+                return format!("cannot apply the seccomp profile: {e}");
+            }
+            format!("exec {}: {}", path.to_string_lossy(), sys::execve(&path, &args, &env))
+        }
         Err(e) => e,
     }
 }

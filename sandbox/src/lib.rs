@@ -10,6 +10,7 @@ pub mod executor;
 pub mod init;
 pub mod process;
 pub mod rootfs;
+pub mod seccomp;
 pub mod spec;
 pub mod ssh;
 pub mod sys;

@@ -18,6 +18,8 @@ pub enum SpecError {
     Invalid(String),
     #[error("cannot build the runtime spec: {0}")]
     Build(#[from] oci_spec::OciSpecError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 /// Docker's default capability set (moby `oci/caps/defaults.go`), which BuildKit uses too.
@@ -301,7 +303,12 @@ pub fn build_spec(
     if let Some(q) = l.cpu_quota {
         resources = resources.cpu(LinuxCpuBuilder::default().quota(q).period(l.cpu_period.unwrap_or(100_000)).build()?);
     }
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default();
+    if process.seccomp {
+        // moby resolves the profile's capability groups against the bounding set.
+        linux = linux.seccomp(crate::seccomp::default_profile(&DEFAULT_CAPABILITIES)?);
+    }
+    let linux = linux
         .namespaces(namespaces)
         .masked_paths(MASKED_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .readonly_paths(READONLY_PATHS.iter().map(|s| s.to_string()).collect::<Vec<_>>())

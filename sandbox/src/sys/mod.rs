@@ -514,3 +514,12 @@ pub fn set_dir_mtime_in_root(root: &Path, path: &Path, mtime: (i64, i64)) -> io:
     };
     rustix::fs::futimens(&dir, &times).map_err(io::Error::from)
 }
+
+/// Installs seccomp filters in order (seccomp(2) SECCOMP_SET_MODE_FILTER through seccompiler, which also
+/// sets no_new_privs).
+pub fn apply_seccomp(programs: &[seccompiler::BpfProgram]) -> io::Result<()> {
+    for p in programs {
+        seccompiler::apply_filter(p).map_err(|e| io::Error::other(e.to_string()))?;
+    }
+    Ok(())
+}

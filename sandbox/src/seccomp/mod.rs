@@ -1,0 +1,327 @@
+//! Docker's default seccomp profile: [`default_profile`] resolves it for a capability set into the OCI
+//! `linux.seccomp` of the runtime spec (what runc runs, through libseccomp), and [`compile`] turns such an
+//! OCI profile into BPF programs with seccompiler for the namespace executor, so both executors enforce
+//! the same rules.
+//!
+//! The profile is resolved the way moby's `seccomp.Setup` does: the groups whose `includes` name a
+//! capability are added when the bounding set has it, the clone-flag and clone3 rules only without
+//! CAP_SYS_ADMIN, the architecture groups for the native architecture only.
+//!
+//! Compiling: an OCI profile has one default action and per-rule actions; a seccompiler filter has one
+//! match and one mismatch action. So the allow rules become one filter (mismatch = the default action),
+//! and each errno value of the other rules one more filter (mismatch = allow) installed after it: the
+//! kernel runs every filter and takes the most restrictive result, and between two errno results the one
+//! of the filter installed last (seccomp(2)), so `clone3` gets ENOSYS where the default would say EPERM.
+//! Syscalls of another ABI (i386, x32 on x86_64; arm on aarch64) get the default action instead of being
+//! killed: this compiler has no tables for them, so 32-bit programs cannot run under the profile.
+
+pub mod numbers;
+pub mod profile;
+
+use std::collections::BTreeMap;
+
+use oci_spec::runtime::{
+    Arch, Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder, LinuxSeccompBuilder,
+    LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder,
+};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("seccomp filters are not supported on {0}; run the step with seccomp off (privileged)")]
+    Arch(String),
+    #[error("unsupported seccomp rule for {name}: {reason}")]
+    Rule { name: String, reason: String },
+    #[error("cannot build the seccomp profile: {0}")]
+    Spec(#[from] oci_spec::OciSpecError),
+    #[error("cannot compile the seccomp profile: {0}")]
+    Compile(#[from] seccompiler::BackendError),
+}
+
+/// The Go architecture name of this build (the profile's arch filters use them).
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn syscall(
+    names: &[&str],
+    action: LinuxSeccompAction,
+    args: Vec<LinuxSeccompArg>,
+) -> Result<LinuxSyscall, SeccompError> {
+    let mut b =
+        LinuxSyscallBuilder::default().names(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).action(action);
+    if !args.is_empty() {
+        b = b.args(args);
+    }
+    Ok(b.build()?)
+}
+
+fn arg(
+    index: usize,
+    value: u64,
+    value_two: Option<u64>,
+    op: LinuxSeccompOperator,
+) -> Result<LinuxSeccompArg, SeccompError> {
+    let mut b = LinuxSeccompArgBuilder::default().index(index).value(value).op(op);
+    if let Some(v) = value_two {
+        b = b.value_two(v);
+    }
+    Ok(b.build()?)
+}
+
+/// socket(2) rules for the allowed domains: one `<` rule for the run starting at AF_UNIX, then one `==`
+/// per remaining domain (moby's `socketSyscallsForDomains`).
+fn socket_rules() -> Result<Vec<LinuxSyscall>, SeccompError> {
+    let allow = LinuxSeccompAction::ScmpActAllow;
+    let mut domains = profile::SOCKET_DOMAINS.to_vec();
+    domains.sort_unstable();
+    let mut out = Vec::new();
+    let mut rest = &domains[..];
+    if domains.len() > 1 && domains[0] == 1 && domains[1] == 2 {
+        let run = domains.windows(2).take_while(|w| w[1] == w[0] + 1).count() + 1;
+        out.push(syscall(
+            &["socket"],
+            allow,
+            vec![arg(0, domains[run - 1] + 1, None, LinuxSeccompOperator::ScmpCmpLt)?],
+        )?);
+        rest = &domains[run..];
+    }
+    for d in rest {
+        out.push(syscall(&["socket"], allow, vec![arg(0, *d, None, LinuxSeccompOperator::ScmpCmpEq)?])?);
+    }
+    Ok(out)
+}
+
+/// Docker's default profile for a process whose bounding set is `caps`.
+pub fn default_profile(caps: &[Capability]) -> Result<LinuxSeccomp, SeccompError> {
+    let allow = LinuxSeccompAction::ScmpActAllow;
+    let has = |cap: Capability| caps.contains(&cap);
+    let mut syscalls =
+        vec![syscall(profile::ALLOWED, allow, vec![])?, syscall(profile::ALLOWED_SINCE_4_8, allow, vec![])?];
+    syscalls.extend(socket_rules()?);
+    for p in profile::PERSONALITIES {
+        syscalls.push(syscall(&["personality"], allow, vec![arg(0, *p, None, LinuxSeccompOperator::ScmpCmpEq)?])?);
+    }
+    for (arches, names) in profile::BY_ARCH {
+        if arches.contains(&go_arch()) {
+            syscalls.push(syscall(names, allow, vec![])?);
+        }
+    }
+    for (cap, names) in profile::BY_CAPABILITY {
+        if has(*cap) {
+            syscalls.push(syscall(names, allow, vec![])?);
+        }
+    }
+    if !has(Capability::SysAdmin) {
+        // s390 passes the flags second; the architectures compiled here pass them first.
+        let flags = arg(0, profile::CLONE_NAMESPACE_FLAGS, Some(0), LinuxSeccompOperator::ScmpCmpMaskedEq)?;
+        syscalls.push(syscall(&["clone"], allow, vec![flags])?);
+        // glibc falls back to clone when clone3 says ENOSYS, and clone's flags can be checked.
+        let mut clone3 = syscall(&["clone3"], LinuxSeccompAction::ScmpActErrno, vec![])?;
+        clone3.set_errno_ret(Some(libc::ENOSYS as u32));
+        syscalls.push(clone3);
+    }
+    let architectures = match go_arch() {
+        "amd64" => vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32],
+        "arm64" => vec![Arch::ScmpArchAarch64, Arch::ScmpArchArm],
+        _ => vec![],
+    };
+    Ok(LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActErrno)
+        .default_errno_ret(libc::EPERM as u32)
+        .architectures(architectures)
+        .syscalls(syscalls)
+        .build()?)
+}
+
+/// Syscall names and numbers of one architecture.
+type SyscallTable = &'static [(&'static str, i64)];
+
+fn native() -> Result<(TargetArch, SyscallTable), SeccompError> {
+    match std::env::consts::ARCH {
+        "x86_64" => Ok((TargetArch::x86_64, numbers::X86_64)),
+        "aarch64" => Ok((TargetArch::aarch64, numbers::AARCH64)),
+        other => Err(SeccompError::Arch(other.to_string())),
+    }
+}
+
+fn action(a: LinuxSeccompAction, errno: Option<u32>) -> SeccompAction {
+    match a {
+        LinuxSeccompAction::ScmpActAllow => SeccompAction::Allow,
+        LinuxSeccompAction::ScmpActErrno => SeccompAction::Errno(errno.unwrap_or(libc::EPERM as u32)),
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => SeccompAction::KillThread,
+        LinuxSeccompAction::ScmpActKillProcess => SeccompAction::KillProcess,
+        LinuxSeccompAction::ScmpActTrap => SeccompAction::Trap,
+        LinuxSeccompAction::ScmpActLog => SeccompAction::Log,
+        LinuxSeccompAction::ScmpActTrace => SeccompAction::Trace(errno.unwrap_or(0)),
+        // No listener is ever configured by this sandbox; refuse rather than allow.
+        LinuxSeccompAction::ScmpActNotify => SeccompAction::Errno(libc::EPERM as u32),
+    }
+}
+
+fn condition(name: &str, a: &LinuxSeccompArg) -> Result<SeccompCondition, SeccompError> {
+    use LinuxSeccompOperator::*;
+    let (op, value) = match a.op() {
+        ScmpCmpNe => (SeccompCmpOp::Ne, a.value()),
+        ScmpCmpLt => (SeccompCmpOp::Lt, a.value()),
+        ScmpCmpLe => (SeccompCmpOp::Le, a.value()),
+        ScmpCmpEq => (SeccompCmpOp::Eq, a.value()),
+        ScmpCmpGe => (SeccompCmpOp::Ge, a.value()),
+        ScmpCmpGt => (SeccompCmpOp::Gt, a.value()),
+        // libseccomp: (arg & value) == valueTwo.
+        ScmpCmpMaskedEq => (SeccompCmpOp::MaskedEq(a.value()), a.value_two().unwrap_or(0)),
+    };
+    let index = u8::try_from(a.index())
+        .map_err(|_| SeccompError::Rule { name: name.into(), reason: format!("argument index {}", a.index()) })?;
+    // libseccomp compares all 64 bits of an argument.
+    Ok(SeccompCondition::new(index, SeccompCmpArgLen::Qword, op, value)?)
+}
+
+/// The rules of one syscall number in one filter: unconditional, or any of several condition sets.
+enum Match {
+    Always,
+    AnyOf(Vec<SeccompRule>),
+}
+
+/// Compiles an OCI seccomp profile into the BPF programs to install, in order, for this architecture.
+/// Names this architecture does not have are skipped, as runc does.
+pub fn compile(seccomp: &LinuxSeccomp) -> Result<Vec<BpfProgram>, SeccompError> {
+    let (arch, table) = native()?;
+    let number = |name: &str| table.iter().find(|(n, _)| *n == name).map(|(_, nr)| *nr);
+    let default = action(seccomp.default_action(), seccomp.default_errno_ret());
+    // Filter 0 allows; the others each apply one non-allow action.
+    let mut by_action: Vec<(SeccompAction, BTreeMap<i64, Match>)> = vec![(SeccompAction::Allow, BTreeMap::new())];
+    for rule in seccomp.syscalls().as_deref().unwrap_or(&[]) {
+        let act = action(rule.action(), rule.errno_ret());
+        if act == default {
+            continue;
+        }
+        let slot = match by_action.iter().position(|(a, _)| *a == act) {
+            Some(i) => i,
+            None => {
+                by_action.push((act.clone(), BTreeMap::new()));
+                by_action.len() - 1
+            }
+        };
+        for name in rule.names() {
+            let Some(nr) = number(name) else { continue };
+            let args = rule.args().as_deref().unwrap_or(&[]);
+            let entry = by_action[slot].1.entry(nr).or_insert_with(|| Match::AnyOf(Vec::new()));
+            if args.is_empty() {
+                *entry = Match::Always;
+            } else if let Match::AnyOf(rules) = entry {
+                let conditions = args.iter().map(|a| condition(name, a)).collect::<Result<Vec<_>, _>>()?;
+                rules.push(SeccompRule::new(conditions)?);
+            }
+        }
+    }
+    let mut programs = Vec::new();
+    for (i, (act, rules)) in by_action.into_iter().enumerate() {
+        let rules: BTreeMap<i64, Vec<SeccompRule>> = rules
+            .into_iter()
+            .map(|(nr, m)| match m {
+                Match::Always => (nr, Vec::new()),
+                Match::AnyOf(r) => (nr, r),
+            })
+            .collect();
+        if i > 0 && rules.is_empty() {
+            continue;
+        }
+        let (mismatch, matched) = if i == 0 { (default.clone(), act) } else { (SeccompAction::Allow, act) };
+        let filter = SeccompFilter::new(rules, mismatch.clone(), matched, arch)?;
+        let mut program: BpfProgram = filter.try_into()?;
+        foreign_abi_gets(&mut program, &mismatch);
+        programs.push(program);
+    }
+    Ok(programs)
+}
+
+/// seccompiler kills a process whose syscall comes from another ABI (its first three instructions check
+/// the audit architecture); give such calls the filter's mismatch action instead.
+fn foreign_abi_gets(program: &mut BpfProgram, mismatch: &SeccompAction) {
+    const BPF_RET_K: u16 = 0x06;
+    if let Some(ins) = program.get_mut(2) {
+        if ins.code == BPF_RET_K && ins.k == libc::SECCOMP_RET_KILL_PROCESS {
+            ins.k = u32::from(mismatch.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::DEFAULT_CAPABILITIES;
+
+    fn names(p: &LinuxSeccomp) -> Vec<String> {
+        p.syscalls().as_ref().unwrap().iter().flat_map(|s| s.names().clone()).collect()
+    }
+
+    #[test]
+    fn default_caps_resolve_like_docker() {
+        let p = default_profile(&DEFAULT_CAPABILITIES).unwrap();
+        assert_eq!(p.default_action(), LinuxSeccompAction::ScmpActErrno);
+        assert_eq!(p.default_errno_ret(), Some(1));
+        let n = names(&p);
+        // CAP_SYS_CHROOT is a default capability; CAP_SYS_ADMIN, CAP_SYS_PTRACE and CAP_SYS_MODULE are not.
+        assert!(n.contains(&"chroot".to_string()));
+        for denied in ["mount", "unshare", "setns", "kcmp", "init_module", "reboot", "bpf"] {
+            assert!(!n.contains(&denied.to_string()), "{denied} must not be allowed");
+        }
+        let syscalls = p.syscalls().as_ref().unwrap();
+        let clone3 = syscalls.iter().find(|s| s.names() == &["clone3"]).unwrap();
+        assert_eq!((clone3.action(), clone3.errno_ret()), (LinuxSeccompAction::ScmpActErrno, Some(38)));
+        let clone = syscalls.iter().find(|s| s.names() == &["clone"]).unwrap();
+        let a = clone.args().as_ref().unwrap()[0];
+        assert_eq!((a.value(), a.value_two(), a.op()), (0x7e02_0000, Some(0), LinuxSeccompOperator::ScmpCmpMaskedEq));
+        // AF_UNIX..AF_ROSE as one range, then AF_NETBEUI...; never AF_VSOCK (40) or AF_ALG (38).
+        let sockets: Vec<(u64, LinuxSeccompOperator)> = syscalls
+            .iter()
+            .filter(|s| s.names() == &["socket"])
+            .map(|s| (s.args().as_ref().unwrap()[0].value(), s.args().as_ref().unwrap()[0].op()))
+            .collect();
+        assert_eq!(sockets[0], (12, LinuxSeccompOperator::ScmpCmpLt));
+        assert_eq!(sockets[1], (13, LinuxSeccompOperator::ScmpCmpEq));
+        assert!(!sockets.iter().any(|(v, _)| *v == 40 || *v == 38));
+    }
+
+    #[test]
+    fn sys_admin_gets_the_admin_group_and_no_clone_rules() {
+        let mut caps = DEFAULT_CAPABILITIES.to_vec();
+        caps.push(Capability::SysAdmin);
+        let p = default_profile(&caps).unwrap();
+        let n = names(&p);
+        assert!(n.contains(&"mount".to_string()) && n.contains(&"unshare".to_string()));
+        let syscalls = p.syscalls().as_ref().unwrap();
+        assert!(!syscalls.iter().any(|s| s.names() == &["clone3"] && s.action() == LinuxSeccompAction::ScmpActErrno));
+    }
+
+    #[test]
+    fn compiles_into_an_allow_filter_and_an_enosys_filter() {
+        let p = default_profile(&DEFAULT_CAPABILITIES).unwrap();
+        let programs = compile(&p).unwrap();
+        assert_eq!(programs.len(), 2);
+        // Well under the kernel's 4096-instruction limit per program.
+        assert!(programs[0].len() < 4096 && programs[0].len() > 400, "{}", programs[0].len());
+        // Foreign ABIs get EPERM, not a kill.
+        assert_eq!(programs[0][2].k, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32);
+        assert_eq!(programs[1][2].k, libc::SECCOMP_RET_ALLOW);
+        // The second program returns ENOSYS for clone3 and allows the rest.
+        assert!(programs[1].iter().any(|i| i.k == libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32));
+    }
+
+    #[test]
+    fn profile_round_trips_through_oci_json() {
+        let p = default_profile(&DEFAULT_CAPABILITIES).unwrap();
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.contains("\"defaultAction\":\"SCMP_ACT_ERRNO\""), "{}", &json[..200]);
+        assert!(json.contains("SCMP_CMP_MASKED_EQ"));
+        let back: LinuxSeccomp = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, p);
+    }
+}
