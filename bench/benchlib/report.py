@@ -64,12 +64,18 @@ def cell(m: Metric, key: str, notes: list[str]) -> str:
             med += f" [{len(s.errors)} failed]"
         return med
     if s.skipped:
-        notes.append(f"{m.scenario} / {m.name} / {key}: skipped: {s.skipped}")
-        return f"skipped[^{len(notes)}]"
+        return f"skipped[^{note(notes, f'{dict(COLUMNS)[key]}: skipped: {s.skipped}')}]"
     if s.errors:
-        notes.append(f"{m.scenario} / {m.name} / {key}: failed: {s.errors[0].splitlines()[0][:300]}")
-        return f"failed[^{len(notes)}]"
+        err = " ".join(s.errors[0].split())[:400]
+        return f"failed[^{note(notes, f'{m.scenario} / {m.name} / {dict(COLUMNS)[key]}: failed: {err}')}]"
     return ""
+
+
+def note(notes: list[str], text: str) -> int:
+    """The footnote number of text, added once."""
+    if text not in notes:
+        notes.append(text)
+    return notes.index(text) + 1
 
 
 def target_text(m: Metric) -> tuple[str, str]:
