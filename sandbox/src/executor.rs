@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use snapshotter::mount::Mount;
 
+use crate::cgroup::{controllers_for, CgroupV2, RunCgroup};
 use crate::init::{HelperConfig, HelperReport, HELPER_ARG};
 use crate::process::{NetworkMode, ProcessSpec, RunMountKind};
 use crate::spec::EtcFiles;
@@ -232,6 +233,20 @@ pub(crate) fn forward_agents(process: &ProcessSpec, etc: &EtcFiles) -> Result<Ve
     Ok(out)
 }
 
+/// The run's cgroup when the process asks for limits and the host can apply them; a warning otherwise.
+pub(crate) fn run_cgroup(name: &str, process: &ProcessSpec, warnings: &mut Vec<String>) -> Option<RunCgroup> {
+    if controllers_for(&process.limits).is_empty() {
+        return None;
+    }
+    match CgroupV2::host().and_then(|c| c.create(name, &process.limits)) {
+        Ok(cg) => Some(cg),
+        Err(why) => {
+            warnings.push(format!("resource limits (memory, pids, cpu) not applied: {why}"));
+            None
+        }
+    }
+}
+
 /// Streams `src` to `sink` line by line.
 fn pump(src: impl Read, stream: Stream, sink: &dyn OutputSink) {
     let mut reader = io::BufReader::new(src);
@@ -287,6 +302,9 @@ impl Executor for NamespaceExecutor {
         let state = tempfile::Builder::new().prefix("run-").tempdir_in(&self.state_dir).map_err(state_err)?;
         let (etc, rootfs_dir) = write_state(state.path(), process).map_err(state_err)?;
         let agents = forward_agents(process, &etc)?;
+        let mut warnings = Vec::new();
+        let run_name = state.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let cgroup = run_cgroup(&run_name, process, &mut warnings);
         let config = HelperConfig { rootfs: rootfs.to_vec(), rootfs_dir, process: process.clone(), etc };
         let config = serde_json::to_vec(&config).map_err(|e| ExecError::Protocol(e.to_string()))?;
 
@@ -301,6 +319,13 @@ impl Executor for NamespaceExecutor {
             .spawn()
             .map_err(spawn_err)?;
         let reg = crate::sys::pidfd_open(child.id()).ok().map(|fd| cancel.register(fd));
+        // The helper waits for its configuration before it starts anything, so every process of the run
+        // is created inside the cgroup.
+        if let Some(cg) = &cgroup {
+            if let Err(e) = cg.add(child.id()) {
+                warnings.push(format!("resource limits not applied: cannot enter {}: {e}", cg.path().display()));
+            }
+        }
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let mut talk = || -> io::Result<Vec<u8>> {
@@ -331,10 +356,16 @@ impl Executor for NamespaceExecutor {
         let report: HelperReport = serde_json::from_slice(&report)
             .map_err(|e| ExecError::Protocol(format!("the helper ended ({waited}) without a report: {e}")))?;
         drop(agents);
+        if let Some(cg) = cgroup {
+            let path = cg.path().to_path_buf();
+            if let Err(e) = cg.remove() {
+                warnings.push(format!("cannot remove cgroup {}: {e}", path.display()));
+            }
+        }
         drop(state);
         match report {
-            HelperReport::Exited(c) => Ok(RunOutcome { status: ExitStatus::Exited(c), warnings: Vec::new() }),
-            HelperReport::Signaled(s) => Ok(RunOutcome { status: ExitStatus::Signaled(s), warnings: Vec::new() }),
+            HelperReport::Exited(c) => Ok(RunOutcome { status: ExitStatus::Exited(c), warnings }),
+            HelperReport::Signaled(s) => Ok(RunOutcome { status: ExitStatus::Signaled(s), warnings }),
             HelperReport::Failed(m) => Err(ExecError::Setup(m)),
         }
     }

@@ -5,6 +5,7 @@
 //! [`sys`].
 
 pub mod cache;
+pub mod cgroup;
 pub mod debug;
 pub mod executor;
 pub mod init;

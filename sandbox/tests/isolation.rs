@@ -199,3 +199,28 @@ fn seccomp_blocks_namespaces_and_mounts_but_not_normal_work() {
     assert!(!r.unwrap().status.success());
     assert!(err.contains("Operation not permitted"), "{err}");
 }
+
+#[test]
+fn limits_apply_through_cgroup_v2_or_warn() {
+    require_root!();
+    let f = Fixture::new();
+    let limits = sandbox::Limits { pids: Some(8), memory: Some(64 << 20), ..Default::default() };
+    let script = "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 2 & done 2>&1; wait; echo done";
+    let (r, out, err) = f.sh(script, |p| p.limits = limits.clone());
+    let outcome = r.unwrap();
+    match sandbox::cgroup::CgroupV2::host() {
+        Ok(_) => {
+            assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+            assert!(format!("{out}{err}").contains("can't fork"), "pids.max did not stop the 9th process: {out} {err}");
+        }
+        Err(why) => {
+            eprintln!("no cgroup v2 here ({why}): checking the warning path");
+            assert!(outcome.status.success(), "{err}");
+            assert_eq!(outcome.warnings.len(), 1, "{:?}", outcome.warnings);
+            assert!(outcome.warnings[0].starts_with("resource limits (memory, pids, cpu) not applied: "));
+        }
+    }
+    // Without limits, no cgroup and no warning.
+    let (r, _, _) = f.sh("true", |_| {});
+    assert!(r.unwrap().warnings.is_empty());
+}
