@@ -222,8 +222,14 @@ impl Renderer {
             self.steps.len(),
             if done == self.steps.len() && !self.steps.is_empty() { " FINISHED" } else { "" }
         )];
+        let mut shown = std::collections::BTreeSet::new();
         for d in &self.order {
             let s = &self.steps[d];
+            // One Dockerfile step can be several vertices (COPY --link is a copy and a merge): one line each
+            // name, as BuildKit's progress groups show them, unless the later one is still running.
+            if !shown.insert(s.name.as_str()) && s.done.is_some() {
+                continue;
+            }
             let timer = match (s.cached, s.done) {
                 (true, _) => "CACHED".to_string(),
                 (false, Some(t)) => secs(t),
