@@ -123,7 +123,7 @@ impl Cancel {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).cancelled
     }
 
-    fn register(&self, pidfd: OwnedFd) -> u64 {
+    pub(crate) fn register(&self, pidfd: OwnedFd) -> u64 {
         let mut st = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if st.cancelled {
             let _ = crate::sys::pidfd_kill(std::os::fd::AsFd::as_fd(&pidfd));
@@ -134,7 +134,7 @@ impl Cancel {
         id
     }
 
-    fn unregister(&self, id: u64) {
+    pub(crate) fn unregister(&self, id: u64) {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).running.retain(|(i, _)| *i != id);
     }
 }
@@ -248,7 +248,7 @@ pub(crate) fn run_cgroup(name: &str, process: &ProcessSpec, warnings: &mut Vec<S
 }
 
 /// Streams `src` to `sink` line by line.
-fn pump(src: impl Read, stream: Stream, sink: &dyn OutputSink) {
+pub(crate) fn pump(src: impl Read, stream: Stream, sink: &dyn OutputSink) {
     let mut reader = io::BufReader::new(src);
     let mut buf = Vec::new();
     loop {

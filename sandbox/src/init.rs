@@ -8,7 +8,6 @@
 //!
 //! The parent hands the [`HelperConfig`] over stdin (a socket) and reads the [`HelperReport`] back from it.
 
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::io::{self, BufRead, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -20,7 +19,7 @@ use seccompiler::BpfProgram;
 use serde::{Deserialize, Serialize};
 use snapshotter::mount::Mount;
 
-use crate::process::{ProcessSpec, RunMountKind};
+use crate::process::ProcessSpec;
 use crate::spec::{capability_mask, EtcFiles};
 use crate::sys::{self, Ended, Forked, LinuxSyscall, Syscall};
 
@@ -117,7 +116,7 @@ fn run_helper(cfg: &HelperConfig) -> Result<HelperReport, InitError> {
     linux
         .mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")
         .map_err(step("make the mounts private"))?;
-    write_secrets(&linux, cfg)?;
+    crate::stubs::write_secrets(&linux, &cfg.etc, &cfg.process).map_err(step("put the secrets on a tmpfs"))?;
     snapshotter::mount::mount_all(&cfg.rootfs, &cfg.rootfs_dir)?;
     let user = crate::user::resolve_in_rootfs(&cfg.rootfs_dir, &cfg.process.user)?;
     let spec = crate::spec::build_spec(&cfg.process, &user, &cfg.rootfs_dir, &cfg.etc)?;
@@ -131,7 +130,7 @@ fn run_helper(cfg: &HelperConfig) -> Result<HelperReport, InitError> {
         Some(profile) => crate::seccomp::compile(profile).map_err(crate::spec::SpecError::from)?,
         None => Vec::new(),
     };
-    let mtimes = parent_mtimes(&linux, &spec, &cfg.rootfs_dir)?;
+    let mtimes = crate::stubs::parent_mtimes(&linux, &spec, &cfg.rootfs_dir)?;
     let (rx, tx) = sys::pipe().map_err(step("create the status pipe"))?;
     let init = match sys::fork().map_err(step("fork init"))? {
         Forked::Child => {
@@ -152,73 +151,10 @@ fn run_helper(cfg: &HelperConfig) -> Result<HelperReport, InitError> {
         }
     }
     let init_end = sys::waitpid(init, false).map_err(step("wait for init"))?;
-    // Mount points that did not exist before must not reach the layer (BuildKit's stub cleanup), nor
-    // the changed modification times of their parents.
-    for s in stubs.iter().rev() {
-        match sys::remove_stub_in_root(&cfg.rootfs_dir, s) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-            Err(e) => return Err(InitError::Step { step: "remove a mount stub", source: e }),
-        }
-        let parent = s.parent().unwrap_or(&cfg.rootfs_dir);
-        if let Some(mtime) = mtimes.get(parent) {
-            sys::set_dir_mtime_in_root(&cfg.rootfs_dir, parent, *mtime).map_err(step("restore a directory's mtime"))?;
-        }
-    }
+    crate::stubs::remove_stubs(&cfg.rootfs_dir, &stubs, &mtimes).map_err(step("remove the mount stubs"))?;
     Ok(done.unwrap_or_else(|| {
         HelperReport::Failed(format!("sandbox init ended without a status ({init_end:?}); this is a bug in rbuild"))
     }))
-}
-
-/// Puts the secrets on a tmpfs mounted in this (private) mount namespace only: their bytes never touch a
-/// disk, and once init pivots into the rootfs only the read-only bind mounts of the files remain.
-fn write_secrets(sys: &dyn Syscall, cfg: &HelperConfig) -> Result<(), InitError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let secrets: Vec<(usize, &[u8], u32, u32, u32)> = cfg
-        .process
-        .mounts
-        .iter()
-        .enumerate()
-        .filter_map(|(i, m)| match &m.kind {
-            RunMountKind::Secret { contents, uid, gid, mode } => Some((i, contents.as_slice(), *uid, *gid, *mode)),
-            _ => None,
-        })
-        .collect();
-    if secrets.is_empty() {
-        return Ok(());
-    }
-    let size: usize = secrets.iter().map(|s| s.1.len() + 4096).sum::<usize>() + 65536;
-    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    sys.mount("tmpfs", &cfg.etc.secrets, "tmpfs", flags, &format!("mode=0700,size={size}"))
-        .map_err(step("mount the secrets tmpfs"))?;
-    for (index, contents, uid, gid, mode) in secrets {
-        let path = cfg.etc.secret_file(index);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(step("create a secret file"))?;
-        f.write_all(contents).map_err(step("write a secret file"))?;
-        std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(step("set a secret's owner"))?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777)).map_err(step("set a secret's mode"))?;
-    }
-    Ok(())
-}
-
-/// The modification times of every existing directory on the way to a mount destination, before the
-/// mount points are created.
-fn parent_mtimes(sys: &dyn Syscall, spec: &Spec, root: &Path) -> Result<HashMap<PathBuf, (i64, i64)>, InitError> {
-    let mut out = HashMap::new();
-    for m in spec.mounts().as_deref().unwrap_or(&[]) {
-        let target = crate::rootfs::secure_join(sys, root, m.destination())?;
-        for dir in target.ancestors().filter(|a| a.starts_with(root)) {
-            if let Some(t) = sys::dir_mtime(dir) {
-                out.insert(dir.to_path_buf(), t);
-            }
-        }
-    }
-    Ok(out)
 }
 
 fn send(tx: &OwnedFd, msg: &InitMessage) {

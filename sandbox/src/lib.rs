@@ -11,11 +11,14 @@ pub mod executor;
 pub mod init;
 pub mod process;
 pub mod rootfs;
+pub mod runc;
 pub mod seccomp;
 pub mod spec;
 pub mod ssh;
+pub mod stubs;
 pub mod sys;
 pub mod user;
 
 pub use executor::{Cancel, ExecError, Executor, ExitStatus, NamespaceExecutor, OutputLine, OutputSink, RunOutcome};
 pub use process::{Limits, NetworkMode, ProcessSpec, RunMount, RunMountKind};
+pub use runc::RuncExecutor;

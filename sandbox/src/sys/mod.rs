@@ -523,3 +523,12 @@ pub fn apply_seccomp(programs: &[seccompiler::BpfProgram]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Whether this process has capability number `cap` (`CAP_*`) in its effective set.
+pub fn has_effective_capability(cap: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string())))
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .is_some_and(|mask| mask & (1 << cap) != 0)
+}

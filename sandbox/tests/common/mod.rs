@@ -5,7 +5,22 @@
 use std::path::{Path, PathBuf};
 
 use sandbox::executor::{Cancel, CollectOutput, ExecError, Executor, RunOutcome, Stream};
-use sandbox::{NamespaceExecutor, ProcessSpec};
+use sandbox::{NamespaceExecutor, ProcessSpec, RuncExecutor};
+
+/// Which executor a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Namespace,
+    Runc,
+}
+
+/// Why `kind` cannot run here, beyond [`skip_reason`].
+pub fn kind_skip_reason(kind: Kind) -> Option<String> {
+    if kind == Kind::Runc && !sandbox::runc::runtime_available(Path::new("runc")) {
+        return Some("runc is not installed (apt-get install runc)".into());
+    }
+    None
+}
 use snapshotter::mount::Mount;
 
 /// Why these tests cannot run here, if they cannot: they need root (namespaces, mounts) and a static
@@ -27,6 +42,26 @@ macro_rules! require_root {
         if let Some(reason) = common::skip_reason() {
             eprintln!("skipping: {reason}; these isolation tests need root and busybox-static");
             return;
+        }
+    };
+    ($kind:expr) => {
+        require_root!();
+        if let Some(reason) = common::kind_skip_reason($kind) {
+            eprintln!("skipping: {reason}");
+            return;
+        }
+    };
+}
+
+/// Defines `name` as a test per executor: `namespace::name` and `runc::name`, each calling `name(kind)`.
+#[macro_export]
+macro_rules! both_executors {
+    ($($name:ident),* $(,)?) => {
+        mod namespace {
+            $(#[test] fn $name() { super::$name(super::common::Kind::Namespace) })*
+        }
+        mod runc {
+            $(#[test] fn $name() { super::$name(super::common::Kind::Runc) })*
         }
     };
 }
@@ -58,13 +93,19 @@ pub fn busybox_rootfs(dir: &Path) {
 /// A busybox rootfs with an overlay's upper and work directories beside it.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
+    pub kind: Kind,
 }
 
 impl Fixture {
+    /// A fixture for the namespace executor.
     pub fn new() -> Fixture {
+        Fixture::with(Kind::Namespace)
+    }
+
+    pub fn with(kind: Kind) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         busybox_rootfs(&dir.path().join("lower"));
-        let f = Fixture { dir };
+        let f = Fixture { dir, kind };
         f.reset();
         f
     }
@@ -91,8 +132,24 @@ impl Fixture {
         vec![Mount::overlay(&p("lower"), &p("upper"), &p("work"))]
     }
 
-    pub fn executor(&self) -> NamespaceExecutor {
-        NamespaceExecutor::new(self.dir.path().join("state")).with_helper(env!("CARGO_BIN_EXE_rbuild-sandbox-helper"))
+    pub fn executor(&self) -> Box<dyn Executor> {
+        let state = self.dir.path().join("state");
+        match self.kind {
+            Kind::Namespace => {
+                Box::new(NamespaceExecutor::new(state).with_helper(env!("CARGO_BIN_EXE_rbuild-sandbox-helper")))
+            }
+            Kind::Runc => Box::new(RuncExecutor::new(state)),
+        }
+    }
+
+    /// The per-run state entries left under the state directory (the runc executor keeps the runtime's
+    /// own state directory there).
+    pub fn leftover_state(&self) -> Vec<String> {
+        std::fs::read_dir(self.dir.path().join("state"))
+            .map(|d| {
+                d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n != "runtime").collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Runs `sh -c script` with `edit` applied to the process; returns the outcome, stdout and stderr.
