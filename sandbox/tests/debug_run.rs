@@ -19,7 +19,7 @@ fn run(
     };
     edit(&mut req);
     let out = CollectOutput::default();
-    let r = debug_run(&f.executor(), &req, &f.dir.path().join("state"), &out, &Cancel::default());
+    let r = debug_run(&*f.executor(), &req, &f.dir.path().join("state"), &out, &Cancel::default());
     (r, out.text(Stream::Stdout) + &out.text(Stream::Stderr))
 }
 
