@@ -128,8 +128,8 @@ pub struct Prepared {
     pub stubs: Vec<PathBuf>,
 }
 
-/// Host devices bound into the container's /dev tmpfs (runc's default device list, minus what a build needs
-/// never; bind mounts work where mknod would not).
+/// Devices made in the container's /dev tmpfs (runc's default device list; ptmx comes from devpts): nodes
+/// of the host's device numbers, or bind mounts of the host's nodes where mknod is not allowed.
 pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 fn mount_one(sys: &dyn Syscall, root: &Path, m: &OciMount, stubs: &mut Vec<PathBuf>) -> Result<(), RootfsError> {
@@ -208,6 +208,13 @@ fn setup_dev(sys: &dyn Syscall, root: &Path) -> Result<(), RootfsError> {
         let host = Path::new("/dev").join(d);
         let target = root.join("dev").join(d);
         let perr = |source| RootfsError::MountPoint { path: target.clone(), source };
+        // A node of our own, as runc makes outside user namespaces; a bind of the host's where mknod is
+        // not allowed.
+        match sys.copy_device(&host, &target) {
+            Ok(()) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            Err(e) => return Err(perr(e)),
+        }
         sys.create_file(&target).map_err(perr)?;
         sys.mount(&host.display().to_string(), &target, "", libc::MS_BIND, "")
             .map_err(|source| RootfsError::Mount { kind: "bind".into(), target: target.clone(), source })?;
@@ -324,7 +331,7 @@ mod tests {
             libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
             ""
         )));
-        assert!(calls.contains(&mount_call("/dev/null", "/r/dev/null", "", libc::MS_BIND, "")));
+        assert!(calls.contains(&Call::CopyDevice { host: "/dev/null".into(), target: "/r/dev/null".into() }));
         assert!(calls.contains(&Call::Mkdir("/r/work/dir".into())));
         // Only what did not exist is a stub; the working directory is kept (WORKDIR persists).
         assert!(prepared.stubs.contains(&PathBuf::from("/r/sys")));

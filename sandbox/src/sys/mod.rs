@@ -39,6 +39,9 @@ pub trait Syscall {
     /// Creates an empty regular file (a mount point for a file bind mount).
     fn create_file(&self, path: &Path) -> io::Result<()>;
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()>;
+    /// Creates at `target` a character device node with the device number of `host`, mode 0666, owned
+    /// by root (runc's default devices).
+    fn copy_device(&self, host: &Path, target: &Path) -> io::Result<()>;
 }
 
 /// The real calls.
@@ -152,6 +155,24 @@ impl Syscall for LinuxSyscall {
 
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
         std::os::unix::fs::symlink(target, link)
+    }
+
+    fn copy_device(&self, host: &Path, target: &Path) -> io::Result<()> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let meta = std::fs::metadata(host)?;
+        if !meta.file_type().is_char_device() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a device", host.display())));
+        }
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            target,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_bits_retain(0o666),
+            meta.rdev(),
+        )?;
+        // mknod applies the umask; the mode must be exactly 0666.
+        rustix::fs::chmod(target, rustix::fs::Mode::from_bits_retain(0o666))?;
+        std::os::unix::fs::lchown(target, Some(0), Some(0))
     }
 }
 

@@ -21,6 +21,7 @@ pub enum Call {
     Mkdir(PathBuf),
     CreateFile(PathBuf),
     Symlink { target: PathBuf, link: PathBuf },
+    CopyDevice { host: PathBuf, target: PathBuf },
 }
 
 /// What the double believes exists at a path.
@@ -137,6 +138,14 @@ impl Syscall for RecordingSyscall {
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
         self.record(Call::Symlink { target: target.into(), link: link.into() });
         self.fs.borrow_mut().insert(link.into(), Node::Symlink(target.into()));
+        Ok(())
+    }
+
+    fn copy_device(&self, host: &Path, target: &Path) -> io::Result<()> {
+        self.record(Call::CopyDevice { host: host.into(), target: target.into() });
+        if self.fs.borrow_mut().insert(target.into(), Node::File).is_some() {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
         Ok(())
     }
 }
