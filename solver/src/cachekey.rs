@@ -4,7 +4,9 @@
 //! digest replaced by that input's key, followed by content checksums of the local sources the vertex
 //! reads: for a COPY/ADD from a local source exactly the selected paths
 //! ([`ChecksumCache::copy_sources`]), for an exec mount of a local source the mounted subtree, for any
-//! other use of a local source its whole (filtered) tree. A local source's own key covers only its name
+//! other use of a local source its whole (filtered) tree. Remote sources are keyed by content: an http
+//! source by its checksum or by what the URL serves now, a git source by the commit its reference
+//! names now (resolved before keying, see `ops::resolve_source`). A local source's own key covers only its name
 //! and filters, so the content enters exactly the keys of the steps that read it. Copies from another
 //! stage use that stage's key. Secrets never enter a key: ops carry secret ids only.
 
@@ -28,6 +30,8 @@ pub(crate) struct KeyInputs<'a> {
     /// Image sources resolved before keying (`--pull` of an unpinned reference): their top snapshot.
     pub resolved_images: &'a HashMap<Digest, Option<String>>,
     pub checksums: &'a ChecksumCache,
+    /// Remote sources resolved before keying (http without a checksum, git).
+    pub sources: &'a HashMap<Digest, crate::ops::ResolvedSource>,
 }
 
 /// The key of every vertex in `graph`.
@@ -39,6 +43,10 @@ pub(crate) fn compute(
     let mut keys: HashMap<Digest, Digest> = HashMap::new();
     for d in graph.order() {
         let v = &def.vertices[d];
+        if let Some(k) = crate::ops::source_key(&v.op, inputs.sources.get(d)) {
+            keys.insert(*d, k);
+            continue;
+        }
         let step = || vertex_label(v, def.metadata_of(d));
         let parts = content_parts(v, inputs).map_err(|message| SolveError::Step { step: step(), message })?;
         let mut extra = parts;
@@ -144,9 +152,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meta = std::sync::Arc::new(snapshotter::meta::MetaDb::open(dir.path().join("m.redb")).unwrap());
         let checksums = ChecksumCache::new(meta);
-        let (locals, resolved) = (HashMap::new(), HashMap::new());
+        let (locals, resolved, sources) = (HashMap::new(), HashMap::new(), HashMap::new());
         let g = Graph::load(def).unwrap();
-        compute(def, &g, &KeyInputs { locals: &locals, resolved_images: &resolved, checksums: &checksums }).unwrap()
+        let inputs =
+            KeyInputs { locals: &locals, resolved_images: &resolved, checksums: &checksums, sources: &sources };
+        compute(def, &g, &inputs).unwrap()
     }
 
     fn run_on_image(reference: &str, args: &[&str], proxy: Option<&str>, description: &str) -> (Definition, Digest) {

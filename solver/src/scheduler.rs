@@ -74,6 +74,7 @@ impl Inner {
             .get_or_try_init(|| {
                 blocking(move || {
                     inner.links.ensure_table()?;
+                    ops::http::ensure_table(&inner.worker.meta)?;
                     let sn = &*inner.worker.snapshotter;
                     let ours = format!("solver-{}-", std::process::id());
                     let infos = sn.walk().map_err(|e| SolveError::Cache(e.to_string()))?;
@@ -113,6 +114,8 @@ pub(crate) struct Run {
     pub(crate) keys: HashMap<Digest, Digest>,
     pub(crate) locals: HashMap<Digest, SourceDir>,
     pub(crate) resolved_images: HashMap<Digest, Option<String>>,
+    /// Remote sources resolved before keying (http without a checksum, git).
+    pub(crate) resolved_sources: HashMap<Digest, ops::ResolvedSource>,
     pub(crate) opts: SolveOptions,
     pub(crate) cancel: Cancel,
     pub(crate) counts: Counts,
@@ -163,6 +166,7 @@ impl Run {
             keys: HashMap::new(),
             locals,
             resolved_images: HashMap::new(),
+            resolved_sources: HashMap::new(),
             opts,
             cancel: Cancel::default(),
             counts: Counts::default(),
@@ -171,7 +175,7 @@ impl Run {
         };
         let run = Arc::new(run);
         let r = run.clone();
-        let (resolved, keys) = blocking(move || {
+        let (resolved, sources, keys) = blocking(move || {
             // `--pull` of a tag: what the tag points at now is part of the key, so resolve it first.
             let mut resolved = HashMap::new();
             for d in graph.order() {
@@ -182,19 +186,28 @@ impl Run {
                     }
                 }
             }
+            // Remote sources keyed by what they serve now: revalidate or fetch them first.
+            let mut sources = HashMap::new();
+            for d in graph.order() {
+                if ops::needs_resolving(&r.def.vertices[d].op) {
+                    sources.insert(*d, ops::resolve_source(&r, *d)?);
+                }
+            }
             let inputs = crate::cachekey::KeyInputs {
                 locals: &r.locals,
                 resolved_images: &resolved,
                 checksums: &r.inner.checksums,
+                sources: &sources,
             };
             let keys = crate::cachekey::compute(&r.def, &graph, &inputs)?;
-            Ok((resolved, keys))
+            Ok((resolved, sources, keys))
         })
         .await?;
         let mut run =
             Arc::into_inner(run).ok_or_else(|| SolveError::Internal("run still shared after keying".into()))?;
         run.keys = keys;
         run.resolved_images = resolved;
+        run.resolved_sources = sources;
         Ok(Arc::new(run))
     }
 

@@ -5,6 +5,8 @@
 
 pub(crate) mod exec;
 pub(crate) mod file;
+pub(crate) mod git;
+pub(crate) mod http;
 pub(crate) mod merge;
 pub(crate) mod source;
 
@@ -55,10 +57,8 @@ pub(crate) fn execute(run: &Run, digest: Digest, key: Digest, inputs: Vec<Ref>) 
         Op::Source(SourceOp::Local { .. }) => {
             Err(SolveError::Internal(format!("local source {digest} reached execution")))
         }
-        Op::Source(s) => Err(SolveError::Unsupported {
-            step: step.label.clone(),
-            what: format!("the source {} (git and http sources are not implemented yet)", s.identifier()),
-        }),
+        Op::Source(SourceOp::Http { .. }) => http::run(&step),
+        Op::Source(SourceOp::Git { .. }) => git::run(&step),
         Op::Exec(e) => exec::run(&step, e, &inputs),
         Op::File(f) => file::run(&step, f, &inputs),
         Op::Merge(_) => merge::run(&step, &inputs),
@@ -66,6 +66,45 @@ pub(crate) fn execute(run: &Run, digest: Digest, key: Digest, inputs: Vec<Ref>) 
             Err(SolveError::Unsupported { step: step.label.clone(), what: "a diff op (BuildKit DiffOp)".into() })
         }
     }
+}
+
+/// A remote source resolved before keying: its cache key and, when resolving fetched it, its result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ResolvedSource {
+    /// The vertex's cache key (it replaces the definition key).
+    pub(crate) key: Digest,
+    /// The committed result, when resolution already produced it.
+    pub(crate) snapshot: Option<String>,
+    /// The commit a git reference resolved to.
+    pub(crate) commit: Option<String>,
+}
+
+/// Whether source `op` must be resolved (network) before it can be keyed: http without a checksum
+/// (keyed by what the URL serves now) and git (keyed by the commit a reference names now).
+pub(crate) fn needs_resolving(op: &Op) -> bool {
+    match op {
+        Op::Source(SourceOp::Http { checksum, .. }) => checksum.is_none(),
+        Op::Source(SourceOp::Git { .. }) => true,
+        _ => false,
+    }
+}
+
+/// Resolves remote source vertex `d` (see [`needs_resolving`]). Blocking.
+pub(crate) fn resolve_source(run: &Run, d: Digest) -> Result<ResolvedSource, SolveError> {
+    match &run.vertex(&d).op {
+        Op::Source(SourceOp::Http { .. }) => http::resolve(run, d),
+        Op::Source(SourceOp::Git { .. }) => git::resolve(run, d),
+        _ => Err(SolveError::Internal(format!("{d} is not a remote source"))),
+    }
+}
+
+/// The cache key of a source op that is keyed by content rather than by its definition: http with a
+/// checksum (the checksum), or a resolved remote source.
+pub(crate) fn source_key(op: &Op, resolved: Option<&ResolvedSource>) -> Option<Digest> {
+    if let Some(r) = resolved {
+        return Some(r.key);
+    }
+    http::Spec::of(op).and_then(|spec| http::checksum_key(&spec))
 }
 
 /// A temporary snapshot (active or view), maybe mounted on a temporary directory. Dropping it unmounts

@@ -1,0 +1,521 @@
+//! HTTP(S) sources (`ADD https://...`), after BuildKit's `source/http`: one file in a fresh snapshot,
+//! named by `filename`, the response's Content-Disposition or the URL's last path segment, with mode
+//! `perm` (default 0600), owner `uid:gid` and the Last-Modified time (else the epoch).
+//!
+//! Cache keys follow BuildKit's `formatCacheKey`: filename, perm, uid, gid, headers and the content
+//! digest. With `checksum` the digest is known up front, so a cached build never touches the network.
+//! Without it the solver resolves the URL before keying ([`resolve`]): it revalidates earlier downloads
+//! by ETag (a HEAD compared by hand, then a conditional GET, as BuildKit does for servers that mishandle
+//! If-None-Match) or, where the server sent no ETag, by If-Modified-Since; otherwise it downloads, and the
+//! key is the digest of what arrived. Either way an unchanged URL keys the same and the steps after it
+//! are cache hits.
+
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::time::{Duration, SystemTime};
+
+use llb::{Digest, Op, SourceOp};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use snapshotter::redb::TableDefinition;
+
+use super::{ResolvedSource, Snap, Step};
+use crate::error::SolveError;
+use crate::progress::EventKind;
+use crate::scheduler::{Ref, Run};
+
+/// URL hash (see [`Spec::url_hash`]) -> the [`Download`]s that can be revalidated, as JSON.
+pub(crate) const HTTP_DOWNLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("solver_http_downloads");
+
+/// Creates [`HTTP_DOWNLOADS`] if needed (a read of a missing redb table fails).
+pub(crate) fn ensure_table(meta: &snapshotter::meta::MetaDb) -> Result<(), SolveError> {
+    let err = |e: snapshotter::redb::Error| SolveError::Cache(e.to_string());
+    let tx = meta.database().begin_write().map_err(|e| err(e.into()))?;
+    tx.open_table(HTTP_DOWNLOADS).map_err(|e| err(e.into()))?;
+    tx.commit().map_err(|e| err(e.into()))?;
+    Ok(())
+}
+
+const KEY_VERSION: &[u8] = b"rbuild.http.v1\n";
+
+/// BuildKit sends only these user-defined headers (`supportedUserDefinedHeaders`); others are dropped.
+const ALLOWED_HEADERS: [&str; 2] = ["accept", "user-agent"];
+
+/// The fields of an http source op.
+pub(crate) struct Spec<'a> {
+    pub(crate) url: &'a str,
+    pub(crate) checksum: Option<&'a Digest>,
+    pub(crate) filename: Option<&'a str>,
+    pub(crate) perm: u32,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) headers: Vec<(String, String)>,
+}
+
+impl<'a> Spec<'a> {
+    /// The http source of `op`, if it is one.
+    pub(crate) fn of(op: &'a Op) -> Option<Spec<'a>> {
+        let Op::Source(SourceOp::Http { url, checksum, filename, perm, uid, gid, headers, .. }) = op else {
+            return None;
+        };
+        let mut headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .filter(|(k, _)| ALLOWED_HEADERS.contains(&k.as_str()))
+            .collect();
+        headers.sort();
+        Some(Spec {
+            url,
+            checksum: checksum.as_ref(),
+            filename: filename.as_deref().filter(|f| !f.is_empty()),
+            // BuildKit: a zero perm means the default.
+            perm: perm.filter(|p| *p != 0).unwrap_or(0o600),
+            uid: uid.unwrap_or(0),
+            gid: gid.unwrap_or(0),
+            headers,
+        })
+    }
+
+    /// The key of the downloads of this URL with these options (BuildKit's `urlHash`): URL, filename,
+    /// perm, owner and headers.
+    fn url_hash(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(KEY_VERSION);
+        let v = serde_json::json!({
+            "url": self.url, "filename": self.filename, "perm": self.perm, "uid": self.uid, "gid": self.gid,
+            "headers": self.headers,
+        });
+        h.update(v.to_string().as_bytes());
+        hex::encode(h.finalize())
+    }
+
+    /// The cache key of the result: what the file is and how it is written (BuildKit's
+    /// `formatCacheKey`), never the URL, so two URLs with the same content share it.
+    pub(crate) fn cache_key(&self, filename: &str, content: &Digest, last_modified: Option<&str>) -> Digest {
+        let mut h = Sha256::new();
+        h.update(KEY_VERSION);
+        let v = serde_json::json!({
+            "filename": filename, "perm": self.perm, "uid": self.uid, "gid": self.gid,
+            "checksum": content.to_string(), "last_modified": last_modified, "headers": self.headers,
+        });
+        h.update(v.to_string().as_bytes());
+        Digest::of(&h.finalize())
+    }
+}
+
+/// The key of an http source with a checksum, known without the network (BuildKit keys it without a
+/// modification time and with the name from the op or the URL).
+pub(crate) fn checksum_key(spec: &Spec<'_>) -> Option<Digest> {
+    let sum = spec.checksum?;
+    Some(spec.cache_key(&file_name(spec.url, spec.filename, None), sum, None))
+}
+
+/// One earlier download of a URL, for revalidation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Download {
+    etag: Option<String>,
+    last_modified: Option<String>,
+    digest: Digest,
+    filename: String,
+    snapshot: String,
+}
+
+/// Resolves an http source without a checksum before keying: revalidates or downloads it.
+pub(crate) fn resolve(run: &Run, d: Digest) -> Result<ResolvedSource, SolveError> {
+    let step = Step { run, digest: d, key: d, label: run.label(&d) };
+    let spec = Spec::of(&run.vertex(&d).op).ok_or_else(|| SolveError::Internal(format!("{d} is not http")))?;
+    let url_hash = spec.url_hash();
+    let meta = &run.inner.worker.meta;
+    let sn = step.snapshotter();
+    let known: Vec<Download> = meta
+        .get::<Vec<Download>>(HTTP_DOWNLOADS, &url_hash)
+        .map_err(|e| SolveError::Cache(e.to_string()))?
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|k| sn.stat(&k.snapshot).is_ok())
+        .collect();
+    let client = client(&step)?;
+    let rt = tokio::runtime::Handle::current();
+    let etags: Vec<&str> = known.iter().filter_map(|k| k.etag.as_deref()).collect();
+    let mut conditional = Vec::new();
+    if !etags.is_empty() {
+        conditional.push(("if-none-match".to_string(), etags.join(", ")));
+        // Some servers mishandle If-None-Match but send ETags: compare a HEAD's by hand first.
+        let head = rt.block_on(request(&client, reqwest::Method::HEAD, &spec, &conditional));
+        if let Ok(resp) = head {
+            let status = resp.status().as_u16();
+            if status == 200 || status == 304 {
+                if let Some(hit) = matching(&known, &resp, &etags) {
+                    return Ok(revalidated(&spec, hit, &resp));
+                }
+            }
+        }
+    } else if let Some(k) = known.iter().find(|k| k.last_modified.is_some()) {
+        // An extension of BuildKit's scheme: servers without ETags (python's http.server, many static
+        // hosts) still answer If-Modified-Since.
+        conditional.push(("if-modified-since".to_string(), k.last_modified.clone().unwrap_or_default()));
+    }
+    let resp = rt.block_on(request(&client, reqwest::Method::GET, &spec, &conditional)).map_err(|e| step.err(e))?;
+    if resp.status().as_u16() == 304 {
+        let hit = matching(&known, &resp, &etags)
+            .or_else(|| known.iter().find(|k| k.etag.is_none() && k.last_modified.is_some()))
+            .ok_or_else(|| {
+                step.err(format!("{} answered 304 Not Modified for a download it did not send", spec.url))
+            })?;
+        return Ok(revalidated(&spec, hit, &resp));
+    }
+    let saved = save(&step, &spec, resp, &rt)?;
+    if saved.download.etag.is_some() || saved.download.last_modified.is_some() {
+        let mut all: Vec<Download> = known
+            .into_iter()
+            .filter(|k| k.etag != saved.download.etag || k.last_modified != saved.download.last_modified)
+            .collect();
+        all.push(saved.download.clone());
+        // Remembering is an optimisation: failing costs a download next time, not the build.
+        let _ = meta.put(HTTP_DOWNLOADS, &url_hash, &all);
+    }
+    Ok(ResolvedSource { key: saved.key, snapshot: Some(saved.download.snapshot), commit: None })
+}
+
+/// The earlier download a 200/304 response names by its ETag (a 304 without one answers the only ETag
+/// asked about).
+fn matching<'k>(known: &'k [Download], resp: &reqwest::Response, etags: &[&str]) -> Option<&'k Download> {
+    let mut etag = header(resp, "etag").map(|e| etag_value(&e).to_string());
+    if etag.is_none() && resp.status().as_u16() == 304 && etags.len() == 1 {
+        etag = Some(etags[0].to_string());
+    }
+    let etag = etag?;
+    known.iter().find(|k| k.etag.as_deref() == Some(etag.as_str()))
+}
+
+fn revalidated(spec: &Spec<'_>, hit: &Download, resp: &reqwest::Response) -> ResolvedSource {
+    let filename = file_name(spec.url, spec.filename, header(resp, "content-disposition").as_deref());
+    let last_modified = hit.last_modified.as_deref().filter(|l| parse_http_date(l).is_some());
+    let key = spec.cache_key(&filename, &hit.digest, last_modified);
+    ResolvedSource { key, snapshot: Some(hit.snapshot.clone()), commit: None }
+}
+
+/// Runs an http source vertex: the snapshot resolved before keying, or a download checked against the
+/// checksum.
+pub(crate) fn run(step: &Step<'_>) -> Result<Vec<Ref>, SolveError> {
+    let run = step.run;
+    let spec =
+        Spec::of(&run.vertex(&step.digest).op).ok_or_else(|| SolveError::Internal("not an http source".into()))?;
+    let resolved = run.resolved_sources.get(&step.digest);
+    if let Some(s) = resolved.and_then(|r| r.snapshot.as_ref()) {
+        if step.snapshotter().stat(s).is_ok() {
+            return Ok(vec![Ref::Snapshot(Some(s.clone()))]);
+        }
+    }
+    let client = client(step)?;
+    let rt = tokio::runtime::Handle::current();
+    let resp = rt.block_on(request(&client, reqwest::Method::GET, &spec, &[])).map_err(|e| step.err(e))?;
+    let saved = save(step, &spec, resp, &rt)?;
+    Ok(vec![Ref::Snapshot(Some(saved.download.snapshot))])
+}
+
+fn client(step: &Step<'_>) -> Result<reqwest::Client, SolveError> {
+    // reqwest honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY from the environment by default.
+    reqwest::Client::builder()
+        .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| step.err(format!("cannot create an HTTP client: {}", chain(&e))))
+}
+
+async fn request(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    spec: &Spec<'_>,
+    extra: &[(String, String)],
+) -> Result<reqwest::Response, String> {
+    let mut req = client.request(method.clone(), spec.url);
+    for (k, v) in spec.headers.iter().chain(extra) {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let resp = req.send().await.map_err(|e| format!("cannot download {}: {}", spec.url, chain(&e)))?;
+    let status = resp.status();
+    if status.as_u16() < 200 || status.as_u16() >= 400 {
+        return Err(format!(
+            "cannot download {}: the server answered HTTP {status}; check the URL and that it is reachable from \
+             this machine",
+            spec.url
+        ));
+    }
+    Ok(resp)
+}
+
+struct Saved {
+    key: Digest,
+    download: Download,
+}
+
+/// Writes the response body into a new snapshot, checks it against the op's checksum, and commits it
+/// under the result's cache key.
+fn save(
+    step: &Step<'_>,
+    spec: &Spec<'_>,
+    mut resp: reqwest::Response,
+    rt: &tokio::runtime::Handle,
+) -> Result<Saved, SolveError> {
+    let filename = file_name(spec.url, spec.filename, header(&resp, "content-disposition").as_deref());
+    let etag = header(&resp, "etag").map(|e| etag_value(&e).to_string());
+    let last_modified = header(&resp, "last-modified").filter(|l| parse_http_date(l).is_some());
+    let total = resp.content_length();
+    let mut snap = Snap::prepare(step, None, "http")?;
+    let dir = snap.mount(step)?;
+    let path = dir.join(&filename);
+    let io_err = |what: &str, e: std::io::Error| step.err(format!("cannot {what} {filename} from {}: {e}", spec.url));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(spec.perm)
+        .open(&path)
+        .map_err(|e| io_err("write", e))?;
+    let mut hash = Sha256::new();
+    let (mut current, mut reported) = (0u64, 0u64);
+    let status_id = format!("downloading {}", spec.url);
+    loop {
+        let chunk = rt.block_on(resp.chunk()).map_err(|e| {
+            step.err(format!("cannot download {}: the transfer failed after {current} bytes: {}", spec.url, chain(&e)))
+        })?;
+        let Some(chunk) = chunk else { break };
+        hash.update(&chunk);
+        file.write_all(&chunk).map_err(|e| io_err("write", e))?;
+        current += chunk.len() as u64;
+        if current - reported >= 1 << 20 {
+            reported = current;
+            step.run.emit(step.digest, EventKind::Status { id: status_id.clone(), current, total });
+        }
+    }
+    step.run.emit(step.digest, EventKind::Status { id: status_id, current, total: Some(current) });
+    let digest = Digest::of(&hash.finalize());
+    if let Some(want) = spec.checksum {
+        if *want != digest {
+            return Err(step.err(format!(
+                "digest mismatch for {}: downloaded {digest}, expected {want}; update ADD --checksum if the file \
+                 changed on purpose",
+                spec.url
+            )));
+        }
+    }
+    // Explicit: the umask must not narrow the requested mode.
+    file.set_permissions(std::fs::Permissions::from_mode(spec.perm)).map_err(|e| io_err("chmod", e))?;
+    if spec.uid != 0 || spec.gid != 0 {
+        std::os::unix::fs::fchown(&file, Some(spec.uid), Some(spec.gid)).map_err(|e| io_err("chown", e))?;
+    }
+    let mtime = last_modified.as_deref().and_then(parse_http_date).unwrap_or(SystemTime::UNIX_EPOCH);
+    file.set_times(std::fs::FileTimes::new().set_accessed(mtime).set_modified(mtime))
+        .map_err(|e| io_err("set the time of", e))?;
+    file.sync_all().map_err(|e| io_err("sync", e))?;
+    drop(file);
+    let key = match spec.checksum {
+        // Keyed before anything was fetched (see `checksum_key`): the checksum and the static name.
+        Some(_) => checksum_key(spec).unwrap_or(step.key),
+        None => spec.cache_key(&filename, &digest, last_modified.as_deref()),
+    };
+    let name = commit(step, snap, key)?;
+    Ok(Saved { key, download: Download { etag, last_modified, digest, filename, snapshot: name } })
+}
+
+/// Commits `snap` as the result of `key`, or keeps the equal snapshot another download committed first.
+fn commit(step: &Step<'_>, snap: Snap<'_>, key: Digest) -> Result<String, SolveError> {
+    let keyed = Step { run: step.run, digest: step.digest, key, label: step.label.clone() };
+    let name = format!("build-{}-0", key.hex());
+    let sn = step.snapshotter();
+    if sn.stat(&name).is_ok() {
+        // The same bytes, name, mode and time: the earlier snapshot is this result. Dropping `snap`
+        // removes the new copy.
+        let _ = snapshotter::gc::touch(sn, &name);
+        return Ok(name);
+    }
+    snap.commit(&keyed, "0")
+}
+
+fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// BuildKit's `etagValue`: weak ETags compare as strong ones.
+fn etag_value(v: &str) -> &str {
+    v.strip_prefix("W/").unwrap_or(v)
+}
+
+/// BuildKit's `getFileName`: the op's filename, else Content-Disposition's, else the URL's last path
+/// segment; always one safe path component.
+pub(crate) fn file_name(url: &str, filename: Option<&str>, content_disposition: Option<&str>) -> String {
+    if let Some(f) = filename {
+        return safe_file_name(f);
+    }
+    if let Some(f) = content_disposition.and_then(disposition_filename) {
+        if !f.ends_with('/') {
+            let base = f.rsplit('/').next().unwrap_or("");
+            if !base.is_empty() {
+                return safe_file_name(base);
+            }
+        }
+    }
+    if let Ok(u) = reqwest::Url::parse(url) {
+        let base = u.path().trim_end_matches('/').rsplit('/').next().unwrap_or("");
+        if !base.is_empty() {
+            return safe_file_name(base);
+        }
+    }
+    safe_file_name("")
+}
+
+/// BuildKit's `pathutil.SafeFileName`: the base name of the cleaned absolute path, `__unnamed__` for none.
+fn safe_file_name(name: &str) -> String {
+    let mut last = "";
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => last = "",
+            p => last = p,
+        }
+    }
+    if last.is_empty() {
+        "__unnamed__".into()
+    } else {
+        last.to_string()
+    }
+}
+
+/// The `filename` parameter of a Content-Disposition header (quoted or a token).
+fn disposition_filename(v: &str) -> Option<String> {
+    let mut rest = v.split_once(';')?.1;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ';']);
+        if rest.is_empty() {
+            return None;
+        }
+        let (name, after) = rest.split_once('=')?;
+        let after = after.trim_start();
+        let (value, next) = if let Some(q) = after.strip_prefix('"') {
+            let mut out = String::new();
+            let mut chars = q.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            out.push(n);
+                        }
+                    }
+                    '"' => {
+                        end = Some(i + 1);
+                        break;
+                    }
+                    c => out.push(c),
+                }
+            }
+            (out, &q[end?..])
+        } else {
+            let end = after.find(';').unwrap_or(after.len());
+            (after[..end].trim().to_string(), &after[end..])
+        };
+        if name.trim().eq_ignore_ascii_case("filename") {
+            return Some(value).filter(|v| !v.is_empty());
+        }
+        rest = next;
+    }
+}
+
+/// An HTTP date (RFC 9110 IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`, or the obsolete RFC 850 and
+/// asctime forms) as a time.
+pub(crate) fn parse_http_date(s: &str) -> Option<SystemTime> {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let parts: Vec<&str> = s.split([' ', ',', '-']).filter(|p| !p.is_empty()).collect();
+    let (day, month, year, time) = match parts.as_slice() {
+        // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT; RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
+        [_, day, month, year, time, "GMT"] => (*day, *month, *year, *time),
+        // asctime: Sun Nov  6 08:49:37 1994
+        [_, month, day, time, year] => (*day, *month, *year, *time),
+        _ => return None,
+    };
+    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
+    let day: i64 = day.parse().ok()?;
+    let mut year: i64 = year.parse().ok()?;
+    if year < 100 {
+        year += if year < 70 { 2000 } else { 1900 };
+    }
+    let hms: Vec<i64> = time.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let [h, m, sec] = hms.as_slice() else { return None };
+    if !(1..=31).contains(&day) || *h > 23 || *m > 59 || *sec > 60 {
+        return None;
+    }
+    let secs = days_from_civil(year, month, day) * 86400 + h * 3600 + m * 60 + sec;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+/// An error with its sources (reqwest's own message is only "error sending request").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_follow_buildkit() {
+        assert_eq!(file_name("http://h/a/b.tar.gz?x=1", None, None), "b.tar.gz");
+        assert_eq!(file_name("http://h/", None, None), "__unnamed__");
+        assert_eq!(file_name("http://h/x", Some("../../etc/passwd"), None), "passwd");
+        assert_eq!(file_name("http://h/x", None, Some("attachment; filename=\"r e.txt\"")), "r e.txt");
+        assert_eq!(file_name("http://h/x", None, Some("attachment; filename=../up.txt")), "up.txt");
+        assert_eq!(file_name("http://h/x", None, Some("attachment; filename=\"dir/\"")), "x");
+        assert_eq!(file_name("http://h/x", None, Some("inline")), "x");
+        assert_eq!(file_name("http://h/x", Some(".."), None), "__unnamed__");
+    }
+
+    #[test]
+    fn http_dates_parse_in_all_three_forms() {
+        let want = SystemTime::UNIX_EPOCH + Duration::from_secs(784111777);
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(want));
+        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), Some(want));
+        assert_eq!(parse_http_date("Sun Nov  6 08:49:37 1994"), Some(want));
+        assert_eq!(parse_http_date("yesterday"), None);
+        assert_eq!(parse_http_date("Thu, 01 Jan 1970 00:00:00 GMT"), Some(SystemTime::UNIX_EPOCH));
+    }
+
+    #[test]
+    fn cache_keys_cover_content_name_and_mode_but_not_the_url() {
+        let d = Digest::of(b"x");
+        let spec = |url: &'static str, perm| Spec {
+            url,
+            checksum: None,
+            filename: None,
+            perm,
+            uid: 0,
+            gid: 0,
+            headers: Vec::new(),
+        };
+        let a = spec("http://a/f", 0o600).cache_key("f", &d, None);
+        assert_eq!(a, spec("http://b/f", 0o600).cache_key("f", &d, None));
+        assert_ne!(a, spec("http://a/f", 0o644).cache_key("f", &d, None));
+        assert_ne!(a, spec("http://a/f", 0o600).cache_key("g", &d, None));
+        assert_ne!(a, spec("http://a/f", 0o600).cache_key("f", &Digest::of(b"y"), None));
+        assert_ne!(a, spec("http://a/f", 0o600).cache_key("f", &d, Some("Sun, 06 Nov 1994 08:49:37 GMT")));
+    }
+}
