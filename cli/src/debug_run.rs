@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use sandbox::debug::{debug_run, DebugRun};
 use sandbox::executor::{OutputLine, Stream};
-use sandbox::{Cancel, NamespaceExecutor, NetworkMode, OutputSink, ProcessSpec};
+use sandbox::{Cancel, Executor, NamespaceExecutor, NetworkMode, OutputSink, ProcessSpec, RuncExecutor};
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// An environment variable, `KEY=VALUE` (or `KEY` to take the value from this environment).
     #[arg(long, short = 'e', value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// The executor: `namespace` (rbuild's own, the default), or an OCI runtime binary run on a bundle of
+    /// the same spec: `runc`, `crun`, or a path to one.
+    #[arg(long, value_name = "RUNTIME", default_value = "namespace")]
+    oci_runtime: String,
     /// Keep the overlay's upper directory (the changes the command made) in DIR.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
@@ -84,6 +88,16 @@ impl RunArgs {
     }
 }
 
+/// The executor `--oci-runtime` names.
+fn executor(runtime: &str, state_dir: &std::path::Path) -> Result<Box<dyn Executor>> {
+    if runtime == "namespace" {
+        return Ok(Box::new(NamespaceExecutor::new(state_dir)));
+    }
+    let runc = RuncExecutor::new(state_dir).with_runtime(runtime);
+    runc.version().map_err(|e| anyhow::anyhow!("--oci-runtime {runtime}: {e}"))?;
+    Ok(Box::new(runc))
+}
+
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let Some(rootfs) = args.rootfs.clone() else {
         bail!(
@@ -93,8 +107,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let state_dir = std::env::temp_dir().join(format!("rbuild-debug-run-{}", std::process::id()));
     let req = DebugRun { rootfs, keep: args.keep.clone(), process: args.process()? };
-    let executor = NamespaceExecutor::new(&state_dir);
-    let result = debug_run(&executor, &req, &state_dir, &Print, &Cancel::default());
+    let executor = executor(&args.oci_runtime, &state_dir)?;
+    let result = debug_run(&*executor, &req, &state_dir, &Print, &Cancel::default());
     let _ = std::fs::remove_dir_all(&state_dir);
     let outcome = result.with_context(|| format!("cannot run {:?} in the sandbox", args.cmd.join(" ")))?;
     for w in &outcome.warnings {
@@ -139,6 +153,16 @@ mod tests {
         assert_eq!(p.network, NetworkMode::None);
         assert_eq!((p.user.as_str(), p.cwd.as_str()), ("app", "/src"));
         assert_eq!(p.env, ["A=1"]);
+        assert_eq!(cli.run.oci_runtime, "namespace");
+        let cli = Cli::try_parse_from(["run", "--rootfs", "/r", "--oci-runtime", "runc", "--", "true"]).unwrap();
+        assert_eq!(cli.run.oci_runtime, "runc");
+    }
+
+    #[test]
+    fn a_missing_runtime_is_refused_with_advice() {
+        let err = executor("/nonexistent/crun", std::path::Path::new("/tmp")).err().unwrap().to_string();
+        assert!(err.contains("--oci-runtime /nonexistent/crun") && err.contains("apt-get install runc"), "{err}");
+        assert!(executor("namespace", std::path::Path::new("/tmp")).is_ok());
     }
 
     #[test]
