@@ -122,7 +122,7 @@ fn serve(conn: TcpStream, st: &Mutex<State>) {
 
 fn sha256(b: &[u8]) -> Digest {
     use sha2::Digest as _;
-    Digest::of(&sha2::Sha256::digest(b))
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(b))).parse().unwrap()
 }
 
 fn dockerfile(url: &str, checksum: Option<&Digest>) -> String {

@@ -289,7 +289,7 @@ fn save(
         }
     }
     step.run.emit(step.digest, EventKind::Status { id: status_id, current, total: Some(current) });
-    let digest = Digest::of(&hash.finalize());
+    let digest = sha256_digest(hash);
     if let Some(want) = spec.checksum {
         if *want != digest {
             return Err(step.err(format!(
@@ -458,6 +458,16 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146097 + doe - 719468
 }
 
+/// The `sha256:<hex>` digest of what `hash` read (`Digest::of` would hash the hash again).
+fn sha256_digest(hash: Sha256) -> Digest {
+    let hex = hex::encode(hash.finalize());
+    match format!("sha256:{hex}").parse() {
+        Ok(d) => d,
+        // 64 lowercase hex digits always parse.
+        Err(_) => unreachable!("a sha256 hex digest did not parse"),
+    }
+}
+
 /// An error with its sources (reqwest's own message is only "error sending request").
 fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -487,6 +497,14 @@ mod tests {
         assert_eq!(file_name("http://h/x", None, Some("attachment; filename=\"dir/\"")), "x");
         assert_eq!(file_name("http://h/x", None, Some("inline")), "x");
         assert_eq!(file_name("http://h/x", Some(".."), None), "__unnamed__");
+    }
+
+    #[test]
+    fn content_digests_are_plain_sha256() {
+        let mut h = Sha256::new();
+        h.update(b"abc");
+        let want = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(sha256_digest(h).to_string(), want);
     }
 
     #[test]
