@@ -483,6 +483,7 @@ pub(crate) fn empty_image(platform: &Platform) -> Image {
     let mut image = Image::default();
     set_platform(&mut image, platform);
     image.rootfs.kind = "layers".into();
+    image.config.working_dir = Some("/".into());
     image.config.env = Some(vec![format!("PATH={DEFAULT_PATH}")]);
     image
 }

@@ -34,20 +34,27 @@ pub(crate) fn clean(p: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-/// `user[:group]` from --chown, names looked up in the destination (input 0 of the file op).
-fn chown(spec: &str) -> Option<ChownOpt> {
+/// `user[:group]` from --chown or USER. Names are looked up in the /etc/passwd and /etc/group of file op
+/// input `lookup` (`None`: the destination the action writes); `root` is uid/gid 0 without a lookup, as
+/// in BuildKit's `llb.WithUser`.
+fn chown(spec: &str, lookup: Option<usize>) -> Option<ChownOpt> {
     if spec.is_empty() {
         return None;
     }
     let one = |s: &str| match s.parse::<u32>() {
         Ok(id) => UserOpt::ById(id),
-        Err(_) => UserOpt::ByName { name: s.to_string(), input: Some(0) },
+        Err(_) if s == "root" => UserOpt::ById(0),
+        Err(_) => UserOpt::ByName { name: s.to_string(), input: lookup },
     };
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
     Some(ChownOpt { user: Some(one(user)), group: group.filter(|g| !g.is_empty()).map(one) })
+}
+
+fn by_name(o: &ChownOpt) -> bool {
+    o.user.iter().chain(o.group.iter()).any(|u| matches!(u, UserOpt::ByName { .. }))
 }
 
 impl Converter<'_> {
@@ -61,7 +68,7 @@ impl Converter<'_> {
             return Ok(());
         }
         let user = st.user();
-        let owner = chown(&user);
+        let owner = chown(&user, st.output.map(|_| 0));
         let mkdir = FileActionKind::Mkdir(Mkdir {
             path: wd.clone(),
             mode: 0o755,
@@ -341,7 +348,8 @@ impl Converter<'_> {
                 }
             }
         };
-        let owner = chown_word.as_deref().and_then(chown);
+        // BuildKit v0.24 without --link reads names from the destination (input 0 below).
+        let owner = chown_word.as_deref().and_then(|w| chown(w, st.output.map(|_| 0)));
         let mut excludes = Vec::new();
         for e in &c.exclude {
             excludes.push(self.expand(st, e, span)?);
@@ -386,6 +394,12 @@ impl Converter<'_> {
         let dest_input = if link { None } else { st.output };
         if let Some(o) = dest_input {
             inputs.push(o);
+        } else if let (true, Some(base), Some(true)) = (link, st.output, owner.as_ref().map(by_name)) {
+            // `COPY --link --chown=name`: BuildKit v0.24 fails on MergeOp workers ("invalid user index: -1",
+            // moby/buildkit#2987) and dockerd's BuildKit, which has no MergeOp, reads the stage's passwd.
+            // The names are looked up in the stage as it is before the copy (input 0); the copied layer
+            // stays independent of it, only its cache key follows the stage.
+            inputs.push(base);
         }
         let mut copies: Vec<(usize, Copy)> = Vec::new();
         let base_copy = Copy {
@@ -637,10 +651,13 @@ mod tests {
 
     #[test]
     fn chown_specs() {
-        let c = chown("1000:app").unwrap();
+        let c = chown("1000:app", Some(0)).unwrap();
         assert_eq!(c.user, Some(UserOpt::ById(1000)));
         assert_eq!(c.group, Some(UserOpt::ByName { name: "app".into(), input: Some(0) }));
-        assert!(chown("").is_none());
+        assert!(chown("", Some(0)).is_none());
+        let r = chown("root:root", None).unwrap();
+        assert_eq!((r.user, r.group), (Some(UserOpt::ById(0)), Some(UserOpt::ById(0))));
+        assert_eq!(chown("app", None).unwrap().user, Some(UserOpt::ByName { name: "app".into(), input: None }));
     }
 
     #[test]
