@@ -527,29 +527,32 @@ fn source_date_epoch_builds_are_bit_for_bit_equal() {
         return;
     }
     let Some(reg) = TestRegistry::seeded() else { return };
-    let mut digests = Vec::new();
-    for i in 0..2 {
-        // Two contexts made at different times, two state roots: nothing may leak their differences.
-        let ctx = prepare_context("copy-modes");
-        if i == 1 {
-            std::thread::sleep(std::time::Duration::from_millis(1100));
-            let st = Command::new("touch").arg(ctx.path().join("one.txt")).status().unwrap();
-            assert!(st.success());
+    // Context files (copy-modes) and files that RUN writes at build time (run-whiteouts).
+    for case in ["copy-modes", "run-whiteouts"] {
+        let mut digests = Vec::new();
+        for i in 0..2 {
+            // Two contexts made at different times, two state roots: nothing may leak their differences.
+            let ctx = prepare_context(case);
+            if i == 1 {
+                std::thread::sleep(std::time::Duration::from_millis(1100));
+                let st = Command::new("touch").arg(ctx.path().join("Dockerfile")).status().unwrap();
+                assert!(st.success());
+            }
+            let rb = Rbuild::new(&reg);
+            let out = tempfile::tempdir().unwrap();
+            let meta = out.path().join("metadata.json");
+            let mut c = rb.command();
+            c.args(["build", "--progress", "plain", "--metadata-file"]).arg(&meta);
+            c.arg("-o").arg(format!("type=oci,dest={}", out.path().join("image.tar").display()));
+            c.arg(ctx.path()).env("SOURCE_DATE_EPOCH", "1700000000");
+            let o = c.output().unwrap();
+            assert!(o.status.success(), "{case}: rbuild build failed:\n{}", output_text(&o));
+            let m: Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+            let digest = m["containerimage.digest"].as_str().expect("containerimage.digest in metadata").to_string();
+            let tar_bytes = std::fs::read(out.path().join("image.tar")).unwrap();
+            digests.push((digest, llb::Digest::of(&tar_bytes)));
         }
-        let rb = Rbuild::new(&reg);
-        let out = tempfile::tempdir().unwrap();
-        let meta = out.path().join("metadata.json");
-        let mut c = rb.command();
-        c.args(["build", "--progress", "plain", "--metadata-file"]).arg(&meta);
-        c.arg("-o").arg(format!("type=oci,dest={}", out.path().join("image.tar").display()));
-        c.arg(ctx.path()).env("SOURCE_DATE_EPOCH", "1700000000");
-        let o = c.output().unwrap();
-        assert!(o.status.success(), "rbuild build failed:\n{}", output_text(&o));
-        let m: Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
-        let digest = m["containerimage.digest"].as_str().expect("containerimage.digest in metadata").to_string();
-        let tar_bytes = std::fs::read(out.path().join("image.tar")).unwrap();
-        digests.push((digest, llb::Digest::of(&tar_bytes)));
+        assert_eq!(digests[0].0, digests[1].0, "{case}: manifest digests differ between two SOURCE_DATE_EPOCH builds");
+        assert_eq!(digests[0].1, digests[1].1, "{case}: the OCI archives differ between two SOURCE_DATE_EPOCH builds");
     }
-    assert_eq!(digests[0].0, digests[1].0, "manifest digests differ between two SOURCE_DATE_EPOCH builds");
-    assert_eq!(digests[0].1, digests[1].1, "the OCI archives differ between two SOURCE_DATE_EPOCH builds");
 }
