@@ -5,14 +5,13 @@ mod common;
 
 use std::os::unix::net::UnixListener;
 
-use common::Fixture;
+use common::{Fixture, Kind};
 use sandbox::cache::{CacheMounts, Sharing};
 use sandbox::{RunMount, RunMountKind};
 
-#[test]
-fn secret_is_readable_owned_read_only_on_tmpfs_and_absent_from_the_layer() {
-    require_root!();
-    let f = Fixture::new();
+fn secret_is_readable_owned_read_only_on_tmpfs_and_absent_from_the_layer(kind: Kind) {
+    require_root!(kind);
+    let f = Fixture::with(kind);
     let secret = RunMount {
         destination: "/run/secrets/token".into(),
         kind: RunMountKind::Secret { contents: b"s3cr3t-value".to_vec(), uid: 1000, gid: 1000, mode: 0o400 },
@@ -50,10 +49,9 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-#[test]
-fn ssh_agent_socket_is_forwarded_with_the_mount_owner_and_mode() {
-    require_root!();
-    let f = Fixture::new();
+fn ssh_agent_socket_is_forwarded_with_the_mount_owner_and_mode(kind: Kind) {
+    require_root!(kind);
+    let f = Fixture::with(kind);
     let agent_path = f.dir.path().join("agent.sock");
     let _agent = UnixListener::bind(&agent_path).unwrap();
     let ssh = RunMount {
@@ -73,10 +71,9 @@ fn ssh_agent_socket_is_forwarded_with_the_mount_owner_and_mode() {
     assert!(r.unwrap_err().to_string().contains("cannot forward the ssh agent to /ssh"));
 }
 
-#[test]
-fn cache_directory_persists_between_runs_and_private_users_are_apart() {
-    require_root!();
-    let f = Fixture::new();
+fn cache_directory_persists_between_runs_and_private_users_are_apart(kind: Kind) {
+    require_root!(kind);
+    let f = Fixture::with(kind);
     let caches = CacheMounts::new(f.dir.path().join("caches"));
     let mount = |path: &std::path::Path| RunMount {
         destination: "/root/.cache".into(),
@@ -98,3 +95,9 @@ fn cache_directory_persists_between_runs_and_private_users_are_apart() {
     assert_eq!(out.trim(), "0", "a private user sees a fresh directory");
     assert!(!f.upper().join("root/.cache/log").exists(), "cache content reached the layer");
 }
+
+both_executors!(
+    secret_is_readable_owned_read_only_on_tmpfs_and_absent_from_the_layer,
+    ssh_agent_socket_is_forwarded_with_the_mount_owner_and_mode,
+    cache_directory_persists_between_runs_and_private_users_are_apart,
+);
