@@ -76,7 +76,10 @@ fn entries(store: &LocalStore, l: &Layer) -> Vec<(String, tar::EntryType)> {
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            (String::from_utf8_lossy(&e.path_bytes()).into_owned(), e.header().entry_type())
+            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            // Strict readers (Go's archive/tar, the tar crate) reject empty numeric fields.
+            assert!(e.header().uid().is_ok() && e.header().gid().is_ok(), "{name}: owner fields do not parse");
+            (name, e.header().entry_type())
         })
         .collect()
 }

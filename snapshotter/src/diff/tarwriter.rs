@@ -90,6 +90,9 @@ impl<W: Write> TarWriter<W> {
         let mut h = Header::new_ustar();
         h.set_entry_type(EntryType::Regular);
         h.set_mode(0o644);
+        // Owners written as numbers (containerd does the same): strict readers reject empty numeric fields.
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_size(0);
         h.set_mtime(self.epoch.unwrap_or(0));
         self.write_header(h, name, None, &[], io::empty())
