@@ -54,11 +54,11 @@ pub struct LlbArgs {
     format: LlbFormat,
 }
 
-pub fn run(cmd: DebugCommand) -> Result<ExitCode> {
+pub fn run(cmd: DebugCommand, g: &crate::images::Globals) -> Result<ExitCode> {
     match cmd {
         DebugCommand::DumpAst(args) => dump_ast(&args),
         DebugCommand::Llb(args) => llb(&args),
-        DebugCommand::Run(args) => crate::debug_run::run(args),
+        DebugCommand::Run(args) => crate::debug_run::run(args, g),
     }
 }
 

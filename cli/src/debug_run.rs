@@ -7,27 +7,33 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use llb::image::ImageConfig;
 use sandbox::debug::{debug_run, DebugRun};
 use sandbox::executor::{OutputLine, Stream};
-use sandbox::{Cancel, Executor, NamespaceExecutor, NetworkMode, OutputSink, ProcessSpec, RuncExecutor};
+use sandbox::{Cancel, NetworkMode, OutputSink, ProcessSpec};
+use snapshotter::mount::TempMount;
+use snapshotter::store::{SnapshotterKind, Store};
+
+use crate::images::Globals;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// An unpacked root filesystem to run on (read-only; changes go to a throwaway overlay).
     #[arg(long, value_name = "DIR", required_unless_present = "image", conflicts_with = "image")]
     rootfs: Option<PathBuf>,
-    /// An image to run on.
+    /// An image to run on (pulled and unpacked into the state root when missing); its Env, User and
+    /// WorkingDir are the defaults.
     #[arg(long, value_name = "REF")]
     image: Option<String>,
     /// The network: `none` (loopback only), `host`, or `default` (the host's, as BuildKit without CNI).
     #[arg(long, default_value = "default", value_parser = parse_network)]
     network: NetworkMode,
-    /// The user, as in USER: `name`, `uid`, `uid:gid`, `name:group`.
-    #[arg(long, short = 'u', default_value = "")]
-    user: String,
-    /// The working directory (created when missing).
-    #[arg(long, short = 'w', default_value = "/")]
-    workdir: String,
+    /// The user, as in USER: `name`, `uid`, `uid:gid`, `name:group` (default: the image's, else root).
+    #[arg(long, short = 'u')]
+    user: Option<String>,
+    /// The working directory (created when missing; default: the image's, else /).
+    #[arg(long, short = 'w')]
+    workdir: Option<String>,
     /// An environment variable, `KEY=VALUE` (or `KEY` to take the value from this environment).
     #[arg(long, short = 'e', value_name = "KEY=VALUE")]
     env: Vec<String>,
@@ -79,36 +85,65 @@ impl OutputSink for Print {
 
 impl RunArgs {
     fn process(&self) -> Result<ProcessSpec> {
+        self.process_on(&ImageConfig::default())
+    }
+
+    /// The process, with the image's Env, User and WorkingDir where the flags give none (as `docker run`).
+    fn process_on(&self, image: &ImageConfig) -> Result<ProcessSpec> {
         let mut p = ProcessSpec::new(self.cmd.clone());
-        p.env = env_entries(&self.env)?;
-        p.user = self.user.clone();
-        p.cwd = self.workdir.clone();
+        let mut env = image.env.clone().unwrap_or_default();
+        for e in env_entries(&self.env)? {
+            let key = e.split('=').next().unwrap_or_default().to_string();
+            env.retain(|x| x.split('=').next() != Some(key.as_str()));
+            env.push(e);
+        }
+        p.env = env;
+        p.user = self.user.clone().or_else(|| image.user.clone()).unwrap_or_default();
+        p.cwd = self
+            .workdir
+            .clone()
+            .or_else(|| image.working_dir.clone().filter(|w| !w.is_empty()))
+            .unwrap_or_else(|| "/".into());
         p.network = self.network;
         Ok(p)
     }
 }
 
-/// The executor `--oci-runtime` names.
-fn executor(runtime: &str, state_dir: &std::path::Path) -> Result<Box<dyn Executor>> {
-    if runtime == "namespace" {
-        return Ok(Box::new(NamespaceExecutor::new(state_dir)));
-    }
-    let runc = RuncExecutor::new(state_dir).with_runtime(runtime);
-    runc.version().map_err(|e| anyhow::anyhow!("--oci-runtime {runtime}: {e}"))?;
-    Ok(Box::new(runc))
-}
-
-pub fn run(args: RunArgs) -> Result<ExitCode> {
-    let Some(rootfs) = args.rootfs.clone() else {
-        bail!(
-            "--image needs images pulled and unpacked by the registry and snapshotter, which `debug run` does not \
-             wire yet; unpack the image and pass --rootfs DIR"
-        );
-    };
+pub fn run(args: RunArgs, g: &Globals) -> Result<ExitCode> {
     let state_dir = std::env::temp_dir().join(format!("rbuild-debug-run-{}", std::process::id()));
-    let req = DebugRun { rootfs, keep: args.keep.clone(), process: args.process()? };
-    let executor = executor(&args.oci_runtime, &state_dir)?;
-    let result = debug_run(&*executor, &req, &state_dir, &Print, &Cancel::default());
+    let executor = crate::build::executor(&args.oci_runtime, &state_dir)?;
+    let result = match (&args.rootfs, &args.image) {
+        (Some(rootfs), _) => {
+            let req = DebugRun { rootfs: rootfs.clone(), keep: args.keep.clone(), process: args.process()? };
+            debug_run(&*executor, &req, &state_dir, &Print, &Cancel::default())
+        }
+        (None, Some(reference)) => {
+            let root = g.root.clone().unwrap_or_else(snapshotter::root::StateRoot::default_path);
+            let store = Store::open(&root, SnapshotterKind::Auto, &mut |w| eprintln!("{w}"))
+                .with_context(|| format!("opening state root {}", root.display()))?;
+            let (top, image) = crate::build::unpack_for_host(g, &store, reference)?;
+            let process = args.process_on(&image.config)?;
+            // A read-only view of the image, mounted for the run; debug_run puts its own overlay on top.
+            let key = format!("debug-run-{}", std::process::id());
+            let mounts = store.snapshotter.view(&key, top.as_deref())?;
+            let parent = store.root.tmp_dir();
+            let result = match TempMount::new(&mounts, &parent) {
+                Ok(m) => {
+                    let req = DebugRun { rootfs: m.path().to_path_buf(), keep: args.keep.clone(), process };
+                    let r = debug_run(&*executor, &req, &state_dir, &Print, &Cancel::default());
+                    let _ = m.unmount();
+                    r
+                }
+                Err(e) => {
+                    let _ = store.snapshotter.remove(&key);
+                    return Err(e).with_context(|| format!("mounting image {reference}"));
+                }
+            };
+            let _ = store.snapshotter.remove(&key);
+            result
+        }
+        (None, None) => bail!("give --rootfs DIR or --image REF"),
+    };
     let _ = std::fs::remove_dir_all(&state_dir);
     let outcome = result.with_context(|| format!("cannot run {:?} in the sandbox", args.cmd.join(" ")))?;
     for w in &outcome.warnings {
@@ -160,9 +195,27 @@ mod tests {
 
     #[test]
     fn a_missing_runtime_is_refused_with_advice() {
+        let executor = crate::build::executor;
         let err = executor("/nonexistent/crun", std::path::Path::new("/tmp")).err().unwrap().to_string();
         assert!(err.contains("--oci-runtime /nonexistent/crun") && err.contains("apt-get install runc"), "{err}");
         assert!(executor("namespace", std::path::Path::new("/tmp")).is_ok());
+    }
+
+    #[test]
+    fn image_config_gives_the_defaults_flags_override() {
+        let mut image = ImageConfig::default();
+        image.env = Some(vec!["PATH=/img/bin".into(), "A=img".into()]);
+        image.user = Some("app".into());
+        image.working_dir = Some("/srv".into());
+        let cli = Cli::try_parse_from(["run", "--image", "x", "--", "true"]).unwrap();
+        let p = cli.run.process_on(&image).unwrap();
+        assert_eq!((p.user.as_str(), p.cwd.as_str()), ("app", "/srv"));
+        assert_eq!(p.env, ["PATH=/img/bin", "A=img"]);
+        let cli =
+            Cli::try_parse_from(["run", "--image", "x", "-u", "0", "-w", "/", "-e", "A=flag", "--", "true"]).unwrap();
+        let p = cli.run.process_on(&image).unwrap();
+        assert_eq!((p.user.as_str(), p.cwd.as_str()), ("0", "/"));
+        assert_eq!(p.env, ["PATH=/img/bin", "A=flag"]);
     }
 
     #[test]

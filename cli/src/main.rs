@@ -49,7 +49,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(args) => build::run(*args, &globals),
         Command::Image(cmd) => images::run(cmd, &globals),
-        Command::Debug(cmd) => debug::run(cmd),
+        Command::Debug(cmd) => debug::run(cmd, &globals),
         Command::Du(args) => storage::du(&args, cli.root.as_deref()),
         Command::Prune(args) => storage::prune(&args, cli.root.as_deref()),
     };

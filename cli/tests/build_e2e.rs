@@ -385,3 +385,26 @@ fn debian_apt_get_over_the_default_network() {
     assert!(out.status.success());
     assert!(dest.join("usr/bin/hello").exists());
 }
+
+#[test]
+fn runc_builds_and_debug_run_on_an_image() {
+    let Some(env) = Env::new() else { return };
+    let ctx = context("hello");
+    let c = ctx.path().to_str().unwrap();
+    if tool("runc") {
+        env.build_ok(&["--oci-runtime", "runc", "-t", "viarunc:1", c]);
+    } else {
+        eprintln!("skipping the runc build: runc is not installed (scripts/install-test-deps)");
+        env.build_ok(&["-t", "viarunc:1", c]);
+    }
+    // The image's command runs on the image, with its config as the defaults.
+    let o = env.rbuild(&["debug", "run", "--image", "viarunc:1", "--network", "none", "--", "cat", "/hello.txt"], None);
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "Hello from rbuild\n");
+    // A base image straight from the mirror, and only loopback with --network none.
+    let o = env.rbuild(&["debug", "run", "--image", "busybox", "--network", "none", "--", "ip", "-o", "link"], None);
+    assert!(o.status.success());
+    let links = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(links.lines().count(), 1, "{links}");
+    assert!(links.contains(": lo:"), "{links}");
+}

@@ -98,6 +98,10 @@ pub struct BuildArgs {
     /// Also write the full, untruncated build log to this file.
     #[arg(long = "log-file", value_name = "FILE")]
     log_file: Option<PathBuf>,
+    /// What runs RUN steps: `namespace` (rbuild's own executor, the default) or an OCI runtime on a bundle of
+    /// the same spec: `runc`, `crun`, or a path to one.
+    #[arg(long = "oci-runtime", value_name = "RUNTIME", default_value = "namespace")]
+    oci_runtime: String,
 }
 
 /// The `docker build` convention: KEY=VALUE, or KEY taken from the environment (skipped when unset).
@@ -269,6 +273,51 @@ impl solver::ImageProvider for RegistryImages {
     }
 }
 
+/// The distribution client with the registry configuration and docker's credentials.
+pub(crate) fn registry_client(g: &Globals) -> Result<Arc<Client>> {
+    let creds = DockerConfig::load(&DockerConfig::default_path())?;
+    Ok(Arc::new(Client::new(load_config(g)?, Arc::new(creds))))
+}
+
+/// Resolves and unpacks `reference` for this host into committed snapshots; returns the top snapshot (`None`
+/// for an image without layers) and the image config.
+pub(crate) fn unpack_for_host(
+    g: &Globals,
+    store: &Store,
+    reference: &str,
+) -> Result<(Option<String>, llb::image::Image)> {
+    let images = ImageStore::new(store.content.clone(), store.meta.clone());
+    let client = registry_client(g)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let platform = Platform::host();
+    let (pinned, config) = rt
+        .block_on(registry::unpack::resolve_config(&client, &images, reference, &platform, false))
+        .with_context(|| format!("resolving image {reference}"))?;
+    let top = rt
+        .block_on(registry::unpack::unpack_image(
+            &client,
+            &images,
+            &*store.snapshotter,
+            &pinned,
+            &platform,
+            false,
+            &|_, _| {},
+        ))
+        .with_context(|| format!("unpacking image {reference}"))?;
+    Ok((top, config))
+}
+
+/// The executor `--oci-runtime` names: rbuild's namespace executor, or an OCI runtime (`runc`, `crun`, a path)
+/// run on a bundle of the same spec.
+pub(crate) fn executor(runtime: &str, state_dir: &Path) -> Result<Arc<dyn sandbox::Executor>> {
+    if runtime == "namespace" {
+        return Ok(Arc::new(sandbox::NamespaceExecutor::new(state_dir)));
+    }
+    let runc = sandbox::RuncExecutor::new(state_dir).with_runtime(runtime);
+    runc.version().map_err(|e| anyhow!("--oci-runtime {runtime}: {e}"))?;
+    Ok(Arc::new(runc))
+}
+
 fn load_config(g: &Globals) -> Result<Config> {
     let is_root = rustix::process::geteuid().is_root();
     match Config::default_path(g.config.as_deref(), is_root) {
@@ -386,8 +435,7 @@ pub fn run(a: BuildArgs, g: &Globals) -> Result<ExitCode> {
     let store = Store::open(&root_path, SnapshotterKind::Auto, &mut |w| eprintln!("{w}"))
         .with_context(|| format!("opening state root {}", root_path.display()))?;
     let images = ImageStore::new(store.content.clone(), store.meta.clone());
-    let creds = DockerConfig::load(&DockerConfig::default_path())?;
-    let client = Arc::new(Client::new(load_config(g)?, Arc::new(creds)));
+    let client = registry_client(g)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
 
     let mut no_cache = std::collections::BTreeSet::new();
@@ -430,7 +478,7 @@ pub fn run(a: BuildArgs, g: &Globals) -> Result<ExitCode> {
     let worker = solver::Worker {
         snapshotter: store.snapshotter.clone(),
         meta: store.meta.clone(),
-        executor: Arc::new(sandbox::NamespaceExecutor::new(store.root.tmp_dir().join("sandbox"))),
+        executor: executor(&a.oci_runtime, &store.root.tmp_dir().join("sandbox"))?,
         images: Arc::new(RegistryImages {
             handle: rt.handle().clone(),
             client: client.clone(),
