@@ -164,3 +164,73 @@ fn add_with_a_checksum_downloads_checks_and_caches() {
     assert!(!o.status.success());
     assert!(stderr.contains(&url) && stderr.contains(&wrong) && stderr.contains(&sum), "{stderr}");
 }
+
+#[test]
+fn add_of_an_unchanged_url_without_a_checksum_keeps_the_steps_after_it_cached() {
+    let Some((_reg, rb)) = setup() else { return };
+    let (port, gets) = serve(b"plain\n");
+    let ctx = tempfile::tempdir().unwrap();
+    let df = ctx.path().join("Dockerfile");
+    let url = format!("http://127.0.0.1:{port}/plain.txt");
+    std::fs::write(&df, format!("FROM busybox\nADD {url} /plain.txt\nRUN cat /proc/sys/kernel/random/uuid > /stamp\n"))
+        .unwrap();
+    let (first, _) = build(&rb, &df, ctx.path(), &[]);
+    assert_eq!(read(first.path(), "plain.txt"), "plain\n");
+    let (second, progress) = build(&rb, &df, ctx.path(), &[]);
+    assert_eq!(gets.load(Ordering::SeqCst), 2, "no ETag or Last-Modified: downloaded again to compare");
+    assert_eq!(read(first.path(), "stamp"), read(second.path(), "stamp"), "the RUN re-ran:\n{progress}");
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn add_of_a_git_repository_over_git_daemon() {
+    let Some((_reg, rb)) = setup() else { return };
+    if support::which("git").is_none() {
+        support::skip("git is not installed");
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    let repo = base.path().join("repo.git");
+    std::fs::create_dir_all(repo.join("docs")).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("docs/guide.md"), "# guide\n").unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "first"]);
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // git-daemon itself, not `git daemon`: killing the `git` wrapper would leave the daemon running.
+    let exec_path = std::process::Command::new("git").arg("--exec-path").output().expect("git --exec-path");
+    let exec_path = PathBuf::from(String::from_utf8_lossy(&exec_path.stdout).trim());
+    let mut daemon = std::process::Command::new(exec_path.join("git-daemon"))
+        .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", base.path().display()))
+        .arg(base.path())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let ctx = tempfile::tempdir().unwrap();
+    let df = ctx.path().join("Dockerfile");
+    let url = format!("git://127.0.0.1:{port}/repo.git#main:docs");
+    std::fs::write(&df, format!("FROM busybox\nADD {url} /docs\nRUN cat /docs/guide.md > /out\n")).unwrap();
+    let result = std::panic::catch_unwind(|| build(&rb, &df, ctx.path(), &[]));
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let (out, _) = result.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    assert_eq!(read(out.path(), "out"), "# guide\n");
+}

@@ -188,8 +188,10 @@ struct Daemon {
 impl Daemon {
     fn start(base: &Path) -> Daemon {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("git")
-            .args(["daemon", "--export-all", "--reuseaddr", "--listen=127.0.0.1"])
+        // git-daemon itself, not `git daemon`: killing the `git` wrapper would leave the daemon running.
+        let exec_path = git(Path::new("."), &["--exec-path"]);
+        let child = Command::new(Path::new(&exec_path).join("git-daemon"))
+            .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
             .arg(format!("--port={port}"))
             .arg(format!("--base-path={}", base.display()))
             .arg(base)
