@@ -299,3 +299,25 @@ async fn the_file_gets_its_name_mode_and_owner() {
     assert_eq!(md.permissions().mode() & 0o7777, 0o600);
     assert_eq!((md.uid(), md.gid()), (0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn add_host_and_ulimit_fail_loudly_until_the_sandbox_has_them() {
+    require_root!();
+    let env = Env::new();
+    for (hosts, ulimits) in [
+        (vec![llb::HostIp { host: "db".into(), ip: "10.0.0.2".into() }], vec![]),
+        (vec![], vec![llb::Ulimit { name: "nofile".into(), soft: 1024, hard: 2048 }]),
+    ] {
+        let mut b = DefinitionBuilder::new();
+        let base =
+            b.source(SourceOp::image("docker.io/library/busybox:latest", None), None, Metadata::default()).unwrap();
+        let mut e = llb::ExecOp::new(vec!["true".into()], Some(0));
+        e.meta.extra_hosts = hosts;
+        e.meta.ulimits = ulimits;
+        let run = b.add_op(llb::Op::Exec(e), &[base], None, Metadata::described("RUN true")).unwrap();
+        let def = b.finish(Some(run)).unwrap();
+        let (opts, _) = env.options();
+        let err = env.solver.solve(&def, opts).await.unwrap_err().to_string();
+        assert!(err.contains("--add-host (db:10.0.0.2)") || err.contains("--ulimit (nofile=1024:2048)"), "{err}");
+    }
+}
