@@ -8,7 +8,9 @@
 //! skips the vertex and everything below it.
 //!
 //! Op payloads are interpreted only in the op modules: [`fileop`] (COPY/ADD/mkdir/mkfile/rm/symlink on host
-//! directories) and the private exec/source/merge ops. [`context`] holds .dockerignore matching and content
+//! directories) and the private exec/source/merge ops. Remote sources are keyed by content: an http source
+//! by its checksum or, without one, by what the URL serves after revalidation (ETag / Last-Modified); a
+//! git source by the commit its reference resolves to (`git ls-remote`). Both are resolved before keying. [`context`] holds .dockerignore matching and content
 //! checksums of build-context paths.
 
 mod cachekey;

@@ -21,6 +21,8 @@ struct Resource {
     last_modified: Option<String>,
     content_disposition: Option<String>,
     status: Option<u16>,
+    /// The Authorization header the server insists on (401 otherwise).
+    authorization: Option<String>,
 }
 
 #[derive(Default)]
@@ -97,7 +99,15 @@ fn serve(conn: TcpStream, st: &Mutex<State>) {
                 (Some(l), Some(want)) => l == want,
                 _ => false,
             };
-            (r.status.unwrap_or(if etag_hit || date_hit { 304 } else { 200 }), r)
+            let denied = r.authorization.as_ref().is_some_and(|a| headers.get("authorization") != Some(a));
+            let status = if denied {
+                401
+            } else if etag_hit || date_hit {
+                304
+            } else {
+                200
+            };
+            (r.status.unwrap_or(status), r)
         }
     };
     st.lock().unwrap().requests.push((method.clone(), path, status));
@@ -320,4 +330,24 @@ async fn add_host_and_ulimit_fail_loudly_until_the_sandbox_has_them() {
         let err = env.solver.solve(&def, opts).await.unwrap_err().to_string();
         assert!(err.contains("--add-host (db:10.0.0.2)") || err.contains("--ulimit (nofile=1024:2048)"), "{err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credentials_come_from_the_host_named_secrets() {
+    require_root!();
+    let server = Server::start();
+    let r =
+        Resource { body: b"private\n".to_vec(), authorization: Some("Bearer s3cret".into()), ..Resource::default() };
+    server.set("/private", r);
+    let env = Env::new();
+    let def = definition(&dockerfile(&server.url("/private"), None), &[]);
+    let (opts, _) = env.options();
+    let e = env.solver.solve(&def, opts).await.unwrap_err().to_string();
+    assert!(e.contains("401") && e.contains(&server.url("/private")), "{e}");
+
+    let (mut opts, _) = env.options();
+    opts.secrets.insert("HTTP_AUTH_TOKEN_127.0.0.1".into(), b"s3cret\n".to_vec());
+    let solved = env.solver.solve(&def, opts).await.unwrap();
+    let out = env.export(&solved.root);
+    assert_eq!(std::fs::read_to_string(out.path().join("x")).unwrap(), "private\n");
 }

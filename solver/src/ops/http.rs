@@ -50,12 +50,15 @@ pub(crate) struct Spec<'a> {
     pub(crate) uid: u32,
     pub(crate) gid: u32,
     pub(crate) headers: Vec<(String, String)>,
+    /// Secret id holding an Authorization header (never part of a key or a message).
+    pub(crate) auth_secret: Option<&'a str>,
 }
 
 impl<'a> Spec<'a> {
     /// The http source of `op`, if it is one.
     pub(crate) fn of(op: &'a Op) -> Option<Spec<'a>> {
-        let Op::Source(SourceOp::Http { url, checksum, filename, perm, uid, gid, headers, .. }) = op else {
+        let Op::Source(SourceOp::Http { url, checksum, filename, perm, uid, gid, headers, auth_header_secret }) = op
+        else {
             return None;
         };
         let mut headers: Vec<(String, String)> = headers
@@ -73,6 +76,7 @@ impl<'a> Spec<'a> {
             uid: uid.unwrap_or(0),
             gid: gid.unwrap_or(0),
             headers,
+            auth_secret: auth_header_secret.as_deref(),
         })
     }
 
@@ -135,13 +139,14 @@ pub(crate) fn resolve(run: &Run, d: Digest) -> Result<ResolvedSource, SolveError
         .filter(|k| sn.stat(&k.snapshot).is_ok())
         .collect();
     let client = client(&step)?;
+    let auth = authorization(&step, &spec)?;
     let rt = tokio::runtime::Handle::current();
     let etags: Vec<&str> = known.iter().filter_map(|k| k.etag.as_deref()).collect();
     let mut conditional = Vec::new();
     if !etags.is_empty() {
         conditional.push(("if-none-match".to_string(), etags.join(", ")));
         // Some servers mishandle If-None-Match but send ETags: compare a HEAD's by hand first.
-        let head = rt.block_on(request(&client, reqwest::Method::HEAD, &spec, &conditional));
+        let head = rt.block_on(request(&client, reqwest::Method::HEAD, &spec, auth.as_deref(), &conditional));
         if let Ok(resp) = head {
             let status = resp.status().as_u16();
             if status == 200 || status == 304 {
@@ -155,7 +160,9 @@ pub(crate) fn resolve(run: &Run, d: Digest) -> Result<ResolvedSource, SolveError
         // hosts) still answer If-Modified-Since.
         conditional.push(("if-modified-since".to_string(), k.last_modified.clone().unwrap_or_default()));
     }
-    let resp = rt.block_on(request(&client, reqwest::Method::GET, &spec, &conditional)).map_err(|e| step.err(e))?;
+    let resp = rt
+        .block_on(request(&client, reqwest::Method::GET, &spec, auth.as_deref(), &conditional))
+        .map_err(|e| step.err(e))?;
     if resp.status().as_u16() == 304 {
         let hit = matching(&known, &resp, &etags)
             .or_else(|| known.iter().find(|k| k.etag.is_none() && k.last_modified.is_some()))
@@ -208,8 +215,10 @@ pub(crate) fn run(step: &Step<'_>) -> Result<Vec<Ref>, SolveError> {
         }
     }
     let client = client(step)?;
+    let auth = authorization(step, &spec)?;
     let rt = tokio::runtime::Handle::current();
-    let resp = rt.block_on(request(&client, reqwest::Method::GET, &spec, &[])).map_err(|e| step.err(e))?;
+    let resp =
+        rt.block_on(request(&client, reqwest::Method::GET, &spec, auth.as_deref(), &[])).map_err(|e| step.err(e))?;
     let saved = save(step, &spec, resp, &rt)?;
     Ok(vec![Ref::Snapshot(Some(saved.download.snapshot))])
 }
@@ -223,13 +232,40 @@ fn client(step: &Step<'_>) -> Result<reqwest::Client, SolveError> {
         .map_err(|e| step.err(format!("cannot create an HTTP client: {}", chain(&e))))
 }
 
+/// The Authorization header from the secrets, as BuildKit: the op's `auth_header_secret`, else the
+/// secret `HTTP_AUTH_HEADER_<host>` (the header's value) or `HTTP_AUTH_TOKEN_<host>` (a bearer token).
+fn authorization(step: &Step<'_>, spec: &Spec<'_>) -> Result<Option<String>, SolveError> {
+    let secrets = &step.run.opts.secrets;
+    let text = |v: &Vec<u8>| String::from_utf8_lossy(v).trim_end_matches(['\r', '\n']).to_string();
+    if let Some(id) = spec.auth_secret {
+        return match secrets.get(id) {
+            Some(v) => Ok(Some(text(v))),
+            None => Err(SolveError::MissingSecret { step: step.label.clone(), id: id.to_string() }),
+        };
+    }
+    let Some(host) = reqwest::Url::parse(spec.url).ok().and_then(|u| u.host_str().map(str::to_string)) else {
+        return Ok(None);
+    };
+    if let Some(v) = secrets.get(&format!("HTTP_AUTH_HEADER_{host}")) {
+        return Ok(Some(text(v)));
+    }
+    Ok(secrets.get(&format!("HTTP_AUTH_TOKEN_{host}")).map(|v| format!("Bearer {}", text(v))))
+}
+
 async fn request(
     client: &reqwest::Client,
     method: reqwest::Method,
     spec: &Spec<'_>,
+    auth: Option<&str>,
     extra: &[(String, String)],
 ) -> Result<reqwest::Response, String> {
     let mut req = client.request(method.clone(), spec.url);
+    if let Some(a) = auth {
+        let mut value = reqwest::header::HeaderValue::from_str(a)
+            .map_err(|_| format!("the authorization secret for {} is not a valid header value", spec.url))?;
+        value.set_sensitive(true);
+        req = req.header(reqwest::header::AUTHORIZATION, value);
+    }
     for (k, v) in spec.headers.iter().chain(extra) {
         req = req.header(k.as_str(), v.as_str());
     }
@@ -528,6 +564,7 @@ mod tests {
             uid: 0,
             gid: 0,
             headers: Vec::new(),
+            auth_secret: None,
         };
         let a = spec("http://a/f", 0o600).cache_key("f", &d, None);
         assert_eq!(a, spec("http://b/f", 0o600).cache_key("f", &d, None));
