@@ -575,7 +575,8 @@ impl Converter<'_> {
                 auth_header_secret: None,
             }
         };
-        let meta = Metadata::described(format!("[{}{}/{}] ADD {src}", st.prefix_name, st.step, st.steps));
+        // With the step's Dockerfile lines, so a failed download points at its ADD.
+        let meta = self.metadata(st, &format!("ADD {src}"), span);
         self.builder
             .source(op, None, meta)
             .map_err(|e| Diagnostic::spanned(format!("internal error building the definition: {e}"), span))
