@@ -408,3 +408,19 @@ fn runc_builds_and_debug_run_on_an_image() {
     assert_eq!(links.lines().count(), 1, "{links}");
     assert!(links.contains(": lo:"), "{links}");
 }
+
+#[test]
+fn add_host_reaches_run_steps_but_not_the_image() {
+    let Some(env) = Env::new() else { return };
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM busybox\nRUN grep db.internal /etc/hosts > /seen\n").unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let dest = t.path().join("fs");
+    let out = format!("type=local,dest={}", dest.display());
+    env.build_ok(&["--add-host", "db.internal:10.1.2.3", "-o", &out, ctx.path().to_str().unwrap()]);
+    assert_eq!(read(&dest.join("seen")), "10.1.2.3\tdb.internal\n");
+    assert!(!dest.join("etc/hosts").exists());
+    let o = env.rbuild(&["build", "--add-host", "nocolon", ctx.path().to_str().unwrap()], None);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("expected HOST:IP"));
+}

@@ -173,9 +173,14 @@ pub trait Executor: Send + Sync {
     ) -> Result<RunOutcome, ExecError>;
 }
 
-/// BuildKit's /etc/hosts for build containers.
-pub fn hosts_file(hostname: &str) -> String {
-    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+/// BuildKit's /etc/hosts for build containers, with `--add-host` entries after the defaults (as BuildKit's
+/// executor/oci/hosts.go writes them).
+pub fn hosts_file(hostname: &str, extra: &[(String, String)]) -> String {
+    let mut s = format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for (host, ip) in extra {
+        s.push_str(&format!("{ip}\t{host}\n"));
+    }
+    s
 }
 
 /// The host's resolv.conf; without the host network, loopback nameservers cannot work and are dropped,
@@ -208,7 +213,7 @@ pub fn resolv_conf(host: &str, network: NetworkMode) -> String {
 /// ssh directories and the rootfs mount point.
 pub(crate) fn write_state(dir: &Path, process: &ProcessSpec) -> io::Result<(EtcFiles, PathBuf)> {
     let etc = EtcFiles::in_dir(dir);
-    std::fs::write(&etc.hosts, hosts_file(&process.hostname))?;
+    std::fs::write(&etc.hosts, hosts_file(&process.hostname, &process.extra_hosts))?;
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     std::fs::write(&etc.resolv_conf, resolv_conf(&host_resolv, process.network))?;
     std::fs::write(&etc.hostname, format!("{}\n", process.hostname))?;

@@ -116,6 +116,9 @@ pub struct ProcessSpec {
     pub limits: Limits,
     /// Apply Docker's default seccomp profile (on unless the step is privileged).
     pub seccomp: bool,
+    /// Extra /etc/hosts entries (`--add-host host:ip`), as (host, ip).
+    #[serde(default)]
+    pub extra_hosts: Vec<(String, String)>,
 }
 
 /// BuildKit's default hostname for build containers.
@@ -137,6 +140,7 @@ impl ProcessSpec {
             mounts: Vec::new(),
             limits: Limits::default(),
             seccomp: true,
+            extra_hosts: Vec::new(),
         }
     }
 }

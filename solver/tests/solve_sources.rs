@@ -311,25 +311,29 @@ async fn the_file_gets_its_name_mode_and_owner() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn add_host_and_ulimit_fail_loudly_until_the_sandbox_has_them() {
+async fn add_host_reaches_etc_hosts_and_ulimit_fails_loudly() {
     require_root!();
     let env = Env::new();
-    for (hosts, ulimits) in [
-        (vec![llb::HostIp { host: "db".into(), ip: "10.0.0.2".into() }], vec![]),
-        (vec![], vec![llb::Ulimit { name: "nofile".into(), soft: 1024, hard: 2048 }]),
-    ] {
+    let build = |hosts: Vec<llb::HostIp>, ulimits: Vec<llb::Ulimit>| {
         let mut b = DefinitionBuilder::new();
         let base =
             b.source(SourceOp::image("docker.io/library/busybox:latest", None), None, Metadata::default()).unwrap();
-        let mut e = llb::ExecOp::new(vec!["true".into()], Some(0));
+        let mut e = llb::ExecOp::new(vec!["/bin/sh".into(), "-c".into(), "grep -w db /etc/hosts > /seen".into()], Some(0));
         e.meta.extra_hosts = hosts;
         e.meta.ulimits = ulimits;
-        let run = b.add_op(llb::Op::Exec(e), &[base], None, Metadata::described("RUN true")).unwrap();
-        let def = b.finish(Some(run)).unwrap();
-        let (opts, _) = env.options();
-        let err = env.solver.solve(&def, opts).await.unwrap_err().to_string();
-        assert!(err.contains("--add-host (db:10.0.0.2)") || err.contains("--ulimit (nofile=1024:2048)"), "{err}");
-    }
+        let run = b.add_op(llb::Op::Exec(e), &[base], None, Metadata::described("RUN grep")).unwrap();
+        b.finish(Some(run)).unwrap()
+    };
+    let def = build(vec![llb::HostIp { host: "db".into(), ip: "10.0.0.2".into() }], vec![]);
+    let (opts, _) = env.options();
+    let solved = env.solver.solve(&def, opts).await.unwrap();
+    let out = env.export(&solved.root);
+    assert_eq!(std::fs::read_to_string(out.path().join("seen")).unwrap(), "10.0.0.2\tdb\n");
+
+    let def = build(vec![], vec![llb::Ulimit { name: "nofile".into(), soft: 1024, hard: 2048 }]);
+    let (opts, _) = env.options();
+    let err = env.solver.solve(&def, opts).await.unwrap_err().to_string();
+    assert!(err.contains("--ulimit (nofile=1024:2048)"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

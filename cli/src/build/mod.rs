@@ -98,6 +98,9 @@ pub struct BuildArgs {
     /// Also write the full, untruncated build log to this file.
     #[arg(long = "log-file", value_name = "FILE")]
     log_file: Option<PathBuf>,
+    /// An /etc/hosts entry for RUN steps: `HOST:IP`; repeatable.
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    add_hosts: Vec<String>,
     /// What runs RUN steps: `namespace` (rbuild's own executor, the default) or an OCI runtime on a bundle of
     /// the same spec: `runc`, `crun`, or a path to one.
     #[arg(long = "oci-runtime", value_name = "RUNTIME", default_value = "namespace")]
@@ -120,6 +123,23 @@ fn parse_build_args(raw: &[String]) -> BTreeMap<String, String> {
         }
     }
     out
+}
+
+/// `--add-host host:ip` (docker's form; `host=ip` too, as buildx accepts).
+fn parse_add_hosts(raw: &[String]) -> Result<Vec<llb::HostIp>> {
+    raw.iter()
+        .map(|h| {
+            let (host, ip) = h
+                .split_once('=')
+                .or_else(|| h.split_once(':'))
+                .filter(|(host, ip)| !host.is_empty() && !ip.is_empty())
+                .ok_or_else(|| anyhow!("invalid --add-host {h:?}: expected HOST:IP"))?;
+            let ip = ip.trim_start_matches('[').trim_end_matches(']');
+            ip.parse::<std::net::IpAddr>()
+                .with_context(|| format!("invalid --add-host {h:?}: {ip} is not an IP address"))?;
+            Ok(llb::HostIp { host: host.to_string(), ip: ip.to_string() })
+        })
+        .collect()
 }
 
 fn parse_labels(raw: &[String]) -> Result<BTreeMap<String, String>> {
@@ -453,6 +473,7 @@ pub fn run(a: BuildArgs, g: &Globals) -> Result<ExitCode> {
         named_contexts: named_contexts.clone(),
         source_date_epoch: epoch,
         no_cache,
+        extra_hosts: parse_add_hosts(&a.add_hosts)?,
     };
     let resolver =
         RegistryResolver { rt: &rt, client: &client, store: &images, pull: a.pull, seen: Default::default() };

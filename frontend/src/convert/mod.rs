@@ -75,6 +75,8 @@ pub struct ConvertOptions {
     pub source_date_epoch: Option<i64>,
     /// Stages (lower-case names) whose ops ignore the cache (`--no-cache-filter`); `*` for all.
     pub no_cache: BTreeSet<String>,
+    /// `--add-host` entries every RUN sees in /etc/hosts.
+    pub extra_hosts: Vec<llb::HostIp>,
 }
 
 impl Default for ConvertOptions {
@@ -90,6 +92,7 @@ impl Default for ConvertOptions {
             named_contexts: BTreeMap::new(),
             source_date_epoch: None,
             no_cache: BTreeSet::new(),
+            extra_hosts: Vec::new(),
         }
     }
 }

@@ -278,6 +278,7 @@ impl Converter<'_> {
             }
         }
         exec.meta.env = env;
+        exec.meta.extra_hosts = self.opts.extra_hosts.clone();
 
         let meta = self.metadata(st, &cmd.original, span);
         st.output = Some(self.add(Op::Exec(exec), &inputs, &st.platform.clone(), meta, span)?);

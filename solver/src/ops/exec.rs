@@ -56,15 +56,8 @@ pub(crate) fn run(step: &Step<'_>, e: &ExecOp, inputs: &[Ref]) -> Result<Vec<Ref
     if !e.cdi_devices.is_empty() {
         return Err(SolveError::Unsupported { step: step.label.clone(), what: "RUN --device (CDI devices)".into() });
     }
-    // The sandbox's ProcessSpec has no /etc/hosts entries or rlimits yet: fail loudly rather than run
-    // without what the build asked for.
-    if !e.meta.extra_hosts.is_empty() {
-        let hosts: Vec<String> = e.meta.extra_hosts.iter().map(|h| format!("{}:{}", h.host, h.ip)).collect();
-        return Err(SolveError::Unsupported {
-            step: step.label.clone(),
-            what: format!("--add-host ({}); build without it", hosts.join(", ")),
-        });
-    }
+    // The sandbox's ProcessSpec has no rlimits yet: fail loudly rather than run without what the build
+    // asked for.
     if !e.meta.ulimits.is_empty() {
         let limits: Vec<String> = e.meta.ulimits.iter().map(|u| format!("{}={}:{}", u.name, u.soft, u.hard)).collect();
         return Err(SolveError::Unsupported {
@@ -89,6 +82,7 @@ pub(crate) fn run(step: &Step<'_>, e: &ExecOp, inputs: &[Ref]) -> Result<Vec<Ref
         spec.cwd = meta.cwd.clone();
     }
     spec.user = meta.user.clone();
+    spec.extra_hosts = meta.extra_hosts.iter().map(|h| (h.host.clone(), h.ip.clone())).collect();
     if let Some(h) = &meta.hostname {
         spec.hostname = h.clone();
     }
