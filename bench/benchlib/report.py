@@ -168,7 +168,15 @@ def update_readme(readme: Path, md_path: Path, meta: dict) -> None:
     head = text if at < 0 else text[:at]
     results = md_path.read_text().splitlines()
     # The results file without its title: machine line, versions, table, notes.
-    body = [line for line in results[1:] if not line.startswith("![chart]")]
+    rel = md_path.parent.relative_to(readme.parent)
+    body = []
+    for line in results[1:]:
+        if line.startswith("## "):  # the notes (profiles) stay in the results file, linked below
+            body += [f"Where rbuild misses a target, [the results file]({rel}/{md_path.name}) says where its time "
+                     "goes (profiles)."]
+            break
+        if not line.startswith("![chart]"):
+            body.append(line)
     rel = md_path.parent.relative_to(readme.parent)
     mc = meta["machine"]
     section = [README_HEADING, "",
