@@ -318,7 +318,8 @@ async fn add_host_reaches_etc_hosts_and_ulimit_fails_loudly() {
         let mut b = DefinitionBuilder::new();
         let base =
             b.source(SourceOp::image("docker.io/library/busybox:latest", None), None, Metadata::default()).unwrap();
-        let mut e = llb::ExecOp::new(vec!["/bin/sh".into(), "-c".into(), "grep -w db /etc/hosts > /seen".into()], Some(0));
+        let mut e =
+            llb::ExecOp::new(vec!["/bin/sh".into(), "-c".into(), "grep -w db /etc/hosts > /seen".into()], Some(0));
         e.meta.extra_hosts = hosts;
         e.meta.ulimits = ulimits;
         let run = b.add_op(llb::Op::Exec(e), &[base], None, Metadata::described("RUN grep")).unwrap();
