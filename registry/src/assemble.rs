@@ -20,8 +20,7 @@ use snapshotter::LAYER_LABEL;
 use crate::error::RegistryError;
 use crate::manifest::media;
 use crate::store::ImageStore;
-use crate::timefmt::{parse_rfc3339, rfc3339};
-use llb::image::{History, Image};
+use llb::image::{parse_rfc3339, rfc3339, History, Image};
 
 /// How to write the image.
 #[derive(Debug, Clone, PartialEq)]

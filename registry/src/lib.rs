@@ -22,7 +22,6 @@ pub mod export;
 pub mod manifest;
 pub mod reference;
 pub mod store;
-pub mod timefmt;
 pub mod unpack;
 
 pub use client::pull::Pulled;

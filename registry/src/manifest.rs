@@ -39,6 +39,19 @@ pub mod media {
     }
 }
 
+/// [`select_platform`], or an error naming the index (`index_digest`) and the platforms it has.
+pub fn require_platform<'a>(
+    index: &'a ImageIndex,
+    wanted: &Platform,
+    index_digest: &Digest,
+) -> Result<&'a Descriptor, ManifestError> {
+    select_platform(index, wanted).ok_or_else(|| ManifestError::NoPlatform {
+        wanted: wanted.to_string(),
+        digest: index_digest.clone(),
+        available: platforms_of(index),
+    })
+}
+
 /// The errors of reading manifests.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {

@@ -18,7 +18,7 @@ use snapshotter::LAYER_LABEL;
 use crate::client::pull::Observer;
 use crate::client::{Client, Progress};
 use crate::error::RegistryError;
-use crate::manifest::{media, platforms_of, select_platform, ManifestError, Parsed, RawManifest};
+use crate::manifest::{media, require_platform, Parsed, RawManifest};
 use crate::reference::Reference;
 use crate::store::ImageStore;
 use llb::image::Image;
@@ -45,13 +45,6 @@ struct Resolved {
     config: Image,
 }
 
-fn platform_string(p: &Platform) -> String {
-    match &p.variant {
-        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-        None => format!("{}/{}", p.os, p.architecture),
-    }
-}
-
 /// The platform manifest below `top` (itself when it is a manifest), read from the store only.
 fn local_platform_manifest(
     store: &ImageStore,
@@ -61,11 +54,7 @@ fn local_platform_manifest(
     match top.parse()? {
         Parsed::Manifest(_) => Ok(Some(top.clone())),
         Parsed::Index(ix) => {
-            let d = select_platform(&ix, platform).ok_or_else(|| ManifestError::NoPlatform {
-                wanted: platform_string(platform),
-                digest: top.digest.clone(),
-                available: platforms_of(&ix),
-            })?;
+            let d = require_platform(&ix, platform, &top.digest)?;
             if store.has_blob(d.digest())? {
                 Ok(Some(store.read_manifest(d)?))
             } else {
@@ -125,11 +114,7 @@ async fn resolve(
     let m = match top.parse()? {
         Parsed::Manifest(_) => top.clone(),
         Parsed::Index(ix) => {
-            let d = select_platform(&ix, platform).ok_or_else(|| ManifestError::NoPlatform {
-                wanted: platform_string(platform),
-                digest: top.digest.clone(),
-                available: platforms_of(&ix),
-            })?;
+            let d = require_platform(&ix, platform, &top.digest)?;
             client.fetch_manifest(&ep, r, d.digest().as_ref()).await?
         }
     };

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use llb::image::{Healthcheck, History, Image};
+use llb::image::{rfc3339, Healthcheck, History, Image};
 use llb::{DefinitionBuilder, Metadata, Output, Platform, SourceOp};
 
 use super::history::{go_duration, go_list, go_quote_list};
@@ -461,23 +461,6 @@ fn go_rune(v: i64) -> String {
     }
 }
 
-/// Seconds since the epoch as RFC 3339 UTC (`2024-01-02T03:04:05Z`).
-pub(crate) fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
-}
-
 /// The config of an empty (scratch) image for a platform, as BuildKit's emptyImage.
 pub(crate) fn empty_image(platform: &Platform) -> Image {
     let mut image = Image::default();
@@ -579,11 +562,5 @@ mod tests {
         assert!(validate_signal("9").is_ok());
         assert!(validate_signal("SIGRTMIN+3").is_ok());
         assert!(validate_signal("SIGFOO").is_err());
-    }
-
-    #[test]
-    fn times() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
     }
 }

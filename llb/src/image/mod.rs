@@ -6,6 +6,7 @@
 //! model does not know (`container_config`, `docker_version`, `Hostname`, ...) survive a round trip.
 
 mod config;
+mod time;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -14,6 +15,7 @@ use crate::serde_util::is_default;
 use crate::{Digest, Platform};
 
 pub use config::{Healthcheck, ImageConfig};
+pub use time::{parse_rfc3339, rfc3339};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Image {

@@ -17,7 +17,7 @@ pub type Observer<'a> = dyn Fn(&Progress) + Send + Sync + 'a;
 use crate::auth::repository_scope;
 use crate::config::Endpoint;
 use crate::error::RegistryError;
-use crate::manifest::{media, platforms_of, select_platform, ManifestError, Parsed, RawManifest};
+use crate::manifest::{media, require_platform, Parsed, RawManifest};
 use crate::reference::Reference;
 use crate::store::ImageStore;
 use llb::image::Image;
@@ -229,11 +229,7 @@ impl Client {
         let (index, manifest) = match top.parse()? {
             Parsed::Manifest(_) => (None, top),
             Parsed::Index(ix) => {
-                let d = select_platform(&ix, platform).ok_or_else(|| ManifestError::NoPlatform {
-                    wanted: platform_string(platform),
-                    digest: top.digest.clone(),
-                    available: platforms_of(&ix),
-                })?;
+                let d = require_platform(&ix, platform, &top.digest)?;
                 let m = self.fetch_manifest(&ep, r, d.digest().as_ref()).await?;
                 (Some(top), m)
             }
@@ -335,13 +331,6 @@ impl Client {
             .try_collect()
             .await?;
         Ok(fetched.into_iter().flatten().collect())
-    }
-}
-
-fn platform_string(p: &Platform) -> String {
-    match &p.variant {
-        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-        None => format!("{}/{}", p.os, p.architecture),
     }
 }
 
