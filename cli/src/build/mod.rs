@@ -142,17 +142,18 @@ fn parse_add_hosts(raw: &[String]) -> Result<Vec<llb::HostIp>> {
         .collect()
 }
 
-fn parse_labels(raw: &[String]) -> Result<BTreeMap<String, String>> {
+/// `--label KEY=VALUE` (a bare `KEY` is an empty label, as docker does).
+fn parse_labels(raw: &[String]) -> BTreeMap<String, String> {
     raw.iter()
-        .map(|l| match l.split_once('=') {
-            Some((k, v)) => Ok((k.to_string(), v.to_string())),
-            None => Ok((l.to_string(), String::new())),
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            (k.to_string(), v.to_string())
         })
         .collect()
 }
 
-/// `--secret id=x,src=path` / `id=x,env=VAR` / `type=file|env`; a bare `id=x` reads the env var `x` when
-/// set, else the file... as buildx does (env first, then a file named by src).
+/// `--secret id=x,src=path` / `id=x,env=VAR` / `type=file|env`, as buildx reads them; a bare `id=x` takes
+/// the environment variable `x`.
 fn parse_secrets(raw: &[String]) -> Result<BTreeMap<String, Vec<u8>>> {
     let mut out = BTreeMap::new();
     for s in raw {
@@ -468,7 +469,7 @@ pub fn run(a: BuildArgs, g: &Globals) -> Result<ExitCode> {
         build_args,
         target_platform: platform.clone(),
         build_platform: Platform::host(),
-        labels: parse_labels(&a.labels)?,
+        labels: parse_labels(&a.labels),
         excludes,
         named_contexts: named_contexts.clone(),
         source_date_epoch: epoch,
@@ -553,7 +554,7 @@ pub fn run(a: BuildArgs, g: &Globals) -> Result<ExitCode> {
     let solved = match solved {
         Ok(s) => s,
         Err(e) => {
-            report_solve_error(&e, &filename, &dockerfile);
+            eprintln!("{}", render_solve_error(&e, &filename, &dockerfile));
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -757,10 +758,6 @@ fn docker_load(save: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
         bail!("docker load failed ({status})");
     }
     Ok(())
-}
-
-fn report_solve_error(e: &solver::SolveError, filename: &str, dockerfile: &[u8]) {
-    eprintln!("{}", render_solve_error(e, filename, dockerfile));
 }
 
 fn render_solve_error(e: &solver::SolveError, filename: &str, dockerfile: &[u8]) -> String {
