@@ -49,7 +49,7 @@ pub struct RunArgs {
     cmd: Vec<String>,
 }
 
-fn parse_network(s: &str) -> Result<NetworkMode, String> {
+fn parse_network(s: &str) -> Result<NetworkMode, sandbox::process::UnknownNetworkMode> {
     s.parse()
 }
 
@@ -109,9 +109,33 @@ impl RunArgs {
     }
 }
 
+/// Resolves and unpacks `reference` for this host into committed snapshots; returns the top snapshot (`None`
+/// for an image without layers) and the image config.
+fn unpack_for_host(g: &Globals, store: &Store, reference: &str) -> Result<(Option<String>, llb::image::Image)> {
+    let images = registry::ImageStore::new(store.content.clone(), store.meta.clone());
+    let client = crate::images::registry_client(g)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let platform = llb::Platform::host();
+    let (pinned, config) = rt
+        .block_on(registry::unpack::resolve_config(&client, &images, reference, &platform, false))
+        .with_context(|| format!("resolving image {reference}"))?;
+    let top = rt
+        .block_on(registry::unpack::unpack_image(
+            &client,
+            &images,
+            &*store.snapshotter,
+            &pinned,
+            &platform,
+            false,
+            &|_, _| {},
+        ))
+        .with_context(|| format!("unpacking image {reference}"))?;
+    Ok((top, config))
+}
+
 pub fn run(args: RunArgs, g: &Globals) -> Result<ExitCode> {
     let state_dir = std::env::temp_dir().join(format!("rbuild-debug-run-{}", std::process::id()));
-    let executor = crate::build::executor(&args.oci_runtime, &state_dir)?;
+    let executor = engine::executor(&args.oci_runtime, &state_dir)?;
     let result = match (&args.rootfs, &args.image) {
         (Some(rootfs), _) => {
             let req = DebugRun { rootfs: rootfs.clone(), keep: args.keep.clone(), process: args.process()? };
@@ -121,7 +145,7 @@ pub fn run(args: RunArgs, g: &Globals) -> Result<ExitCode> {
             let root = g.root.clone().unwrap_or_else(snapshotter::root::StateRoot::default_path);
             let store = Store::open(&root, SnapshotterKind::Auto, &mut |w| eprintln!("{w}"))
                 .with_context(|| format!("opening state root {}", root.display()))?;
-            let (top, image) = crate::build::unpack_for_host(g, &store, reference)?;
+            let (top, image) = unpack_for_host(g, &store, reference)?;
             let process = args.process_on(&image.config)?;
             // A read-only view of the image, mounted for the run; debug_run puts its own overlay on top.
             let key = format!("debug-run-{}", std::process::id());
@@ -195,7 +219,7 @@ mod tests {
 
     #[test]
     fn a_missing_runtime_is_refused_with_advice() {
-        let executor = crate::build::executor;
+        let executor = engine::executor;
         let err = executor("/nonexistent/crun", std::path::Path::new("/tmp")).err().unwrap().to_string();
         assert!(err.contains("--oci-runtime /nonexistent/crun") && err.contains("apt-get install runc"), "{err}");
         assert!(executor("namespace", std::path::Path::new("/tmp")).is_ok());

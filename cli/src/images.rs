@@ -138,6 +138,12 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }
 
+/// The distribution client with the registry configuration and docker's credentials.
+pub(crate) fn registry_client(g: &Globals) -> Result<Arc<Client>> {
+    let creds = DockerConfig::load(&DockerConfig::default_path())?;
+    Ok(Arc::new(Client::new(load_config(g)?, Arc::new(creds))))
+}
+
 fn load_config(g: &Globals) -> Result<Config> {
     match Config::default_path(g.config.as_deref(), is_root()) {
         Some((path, required)) => Ok(Config::load(&path, required)?),

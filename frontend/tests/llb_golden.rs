@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use frontend::convert::{convert, ConvertOptions, ImageResolver, ResolvedImage};
+use frontend::convert::{convert, ConvertOptions, ImageResolver, ResolveError, ResolvedImage};
 use llb::image::Image;
 use llb::Platform;
 
@@ -21,15 +21,15 @@ fn testdata() -> PathBuf {
 struct FixtureResolver;
 
 impl ImageResolver for FixtureResolver {
-    fn resolve(&self, reference: &str, _platform: &Platform) -> Result<Option<ResolvedImage>, String> {
+    fn resolve(&self, reference: &str, _platform: &Platform) -> Result<Option<ResolvedImage>, ResolveError> {
         let file = reference.replace(['/', ':'], "_");
         let path = testdata().join("images").join(format!("{file}.json"));
         let Ok(bytes) = fs::read(&path) else {
-            return Err(format!("{reference}: not found (no fixture {})", path.display()));
+            return Err(ResolveError::msg(format!("{reference}: not found (no fixture {})", path.display())));
         };
-        let config = Image::from_json(&bytes).map_err(|e| e.to_string())?;
+        let config = Image::from_json(&bytes).map_err(|e| ResolveError(e.into()))?;
         let digest = llb::Digest::of(&bytes);
-        let normalized = llb::normalize_reference(reference).map_err(|e| e.to_string())?;
+        let normalized = llb::normalize_reference(reference).map_err(|e| ResolveError(e.into()))?;
         let name = normalized.split('@').next().unwrap_or(&normalized);
         let repo = match name.rfind(':') {
             Some(i) if !name[i..].contains('/') => &name[..i],

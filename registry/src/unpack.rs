@@ -147,24 +147,29 @@ pub async fn resolve_config(
     Ok((format!("{}@{}", r.name(), resolved.top), resolved.config))
 }
 
-/// Makes `reference` for `platform` available as a chain of committed snapshots and returns the top
-/// one's name (`None` for an image without layers).
+/// An image whose layers are in the content store (or already unpacked), ready for [`unpack_pulled`].
+#[derive(Debug, Clone)]
+pub struct PulledImage {
+    reference: String,
+    layers: Vec<Descriptor>,
+    diff_ids: Vec<Digest>,
+}
+
+/// Resolves `reference` for `platform` and fetches the blobs of the layers that are not unpacked yet.
 ///
 /// A pinned reference whose manifest is local needs no request (and with `pull`, a tag is re-resolved
-/// against its registry first); only missing blobs are fetched, concurrently. Each layer is unpacked
-/// once into a snapshot named by its chainID, its diffID checked against the config's
-/// `rootfs.diff_ids`, and labelled with [`LAYER_LABEL`]. `status(current, total)` reports the bytes of
-/// the image's blobs present so far. Unpacking blocks the calling thread: call it from a blocking
-/// thread (`Handle::block_on`) or accept that one runtime worker is busy meanwhile.
-pub async fn unpack_image(
+/// against its registry first); only missing blobs are fetched, concurrently. `status(current, total)`
+/// reports the bytes of the image's blobs present so far. Snapshot lookups are metadata reads; the
+/// unpacking itself is [`unpack_pulled`], which blocks.
+pub async fn pull_image(
     client: &Client,
     store: &ImageStore,
     snapshotter: &dyn Snapshotter,
     reference: &str,
     platform: &Platform,
     pull: bool,
-    status: &dyn Fn(u64, Option<u64>),
-) -> Result<Option<String>, RegistryError> {
+    status: &(dyn Fn(u64, Option<u64>) + Sync),
+) -> Result<PulledImage, RegistryError> {
     let r = Reference::parse(reference)?;
     let resolved = resolve(client, store, &r, platform, pull, None).await?;
     let layers = resolved.manifest.layers().clone();
@@ -186,7 +191,7 @@ pub async fn unpack_image(
     }
     let total: u64 = needed.iter().map(Descriptor::size).sum();
     // Transfers report into a shared map; `status` is called from this task only (a tick while the
-    // fetch runs), so it need not be Send or Sync.
+    // fetch runs).
     let done: Mutex<HashMap<String, u64>> = Mutex::new(HashMap::new());
     let observe = |p: &Progress| {
         done.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id.clone(), p.current);
@@ -206,9 +211,21 @@ pub async fn unpack_image(
         }
     }
     status(sum(), Some(total));
+    Ok(PulledImage { reference: reference.to_string(), layers, diff_ids })
+}
 
+/// Unpacks a pulled image as a chain of committed snapshots and returns the top one's name (`None` for
+/// an image without layers). Each layer is unpacked once into a snapshot named by its chainID, its
+/// diffID checked against the config's `rootfs.diff_ids`, and labelled with [`LAYER_LABEL`]. Blocking.
+pub fn unpack_pulled(
+    store: &ImageStore,
+    snapshotter: &dyn Snapshotter,
+    pulled: &PulledImage,
+) -> Result<Option<String>, RegistryError> {
+    let reference = &pulled.reference;
+    let chain = chain_ids(&pulled.diff_ids);
     let mut parent: Option<String> = None;
-    for ((layer, diff_id), chain_id) in layers.iter().zip(&diff_ids).zip(&chain) {
+    for ((layer, diff_id), chain_id) in pulled.layers.iter().zip(&pulled.diff_ids).zip(&chain) {
         let name = chain_id.to_string();
         if !snapshot_exists(snapshotter, &name)? {
             if media::is_non_distributable(layer.media_type().as_ref()) && !store.has_blob(layer.digest())? {
@@ -231,6 +248,21 @@ pub async fn unpack_image(
         parent = Some(name);
     }
     Ok(parent)
+}
+
+/// [`pull_image`] then [`unpack_pulled`]: blocks the calling thread while unpacking, so call it from a
+/// blocking thread (`Handle::block_on`) or accept that one runtime worker is busy meanwhile.
+pub async fn unpack_image(
+    client: &Client,
+    store: &ImageStore,
+    snapshotter: &dyn Snapshotter,
+    reference: &str,
+    platform: &Platform,
+    pull: bool,
+    status: &(dyn Fn(u64, Option<u64>) + Sync),
+) -> Result<Option<String>, RegistryError> {
+    let pulled = pull_image(client, store, snapshotter, reference, platform, pull, status).await?;
+    unpack_pulled(store, snapshotter, &pulled)
 }
 
 /// The config's diffIDs are [`llb::Digest`]s (always sha256); the content store speaks oci-spec's.

@@ -151,6 +151,8 @@ pub enum ExecError {
     Setup(String),
     #[error("the run was cancelled")]
     Cancelled,
+    #[error("cannot run {}: {source}; install runc (apt-get install runc) or choose --oci-runtime namespace", runtime.display())]
+    Runtime { runtime: PathBuf, source: io::Error },
 }
 
 /// The result of one run.

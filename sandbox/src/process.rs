@@ -27,14 +27,19 @@ impl NetworkMode {
     }
 }
 
+/// A network mode that is not one of `none`, `host`, `default`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown network mode {0:?}; expected none, host or default")]
+pub struct UnknownNetworkMode(pub String);
+
 impl std::str::FromStr for NetworkMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownNetworkMode;
+    fn from_str(s: &str) -> Result<Self, UnknownNetworkMode> {
         match s {
             "none" => Ok(NetworkMode::None),
             "host" => Ok(NetworkMode::Host),
             "default" | "" => Ok(NetworkMode::Default),
-            other => Err(format!("unknown network mode {other:?}; expected none, host or default")),
+            other => Err(UnknownNetworkMode(other.to_string())),
         }
     }
 }

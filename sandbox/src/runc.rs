@@ -52,13 +52,11 @@ impl RuncExecutor {
     }
 
     /// The runtime's version line, or why it cannot be run.
-    pub fn version(&self) -> Result<String, String> {
-        let out = Command::new(&self.runtime).arg("--version").output().map_err(|e| {
-            format!(
-                "cannot run {}: {e}; install runc (apt-get install runc) or choose --oci-runtime namespace",
-                self.runtime.display()
-            )
-        })?;
+    pub fn version(&self) -> Result<String, ExecError> {
+        let out = Command::new(&self.runtime)
+            .arg("--version")
+            .output()
+            .map_err(|source| ExecError::Runtime { runtime: self.runtime.clone(), source })?;
         Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string())
     }
 
@@ -236,7 +234,7 @@ mod tests {
     #[test]
     fn a_missing_runtime_says_what_to_do() {
         let exec = RuncExecutor::new("/nonexistent").with_runtime("/nonexistent/runc");
-        let err = exec.version().unwrap_err();
+        let err = exec.version().unwrap_err().to_string();
         assert!(err.contains("apt-get install runc"), "{err}");
         assert!(!runtime_available(Path::new("/nonexistent/runc")));
     }

@@ -28,6 +28,12 @@ pub enum SolveError {
         "{step}: RUN --security=insecure asks for a privileged step, which rbuild does not grant; remove the flag"
     )]
     Insecure { step: String },
+    /// A step asks for a privilege the build was not granted.
+    #[error(
+        "{step}: {what} needs the {entitlement} entitlement, which this build was not granted; allow it where the \
+         build runs (`--allow {entitlement}`) or remove the flag"
+    )]
+    Entitlement { step: String, what: String, entitlement: String },
     /// An op kind or option the solver does not implement.
     #[error("{step}: {what} is not supported")]
     Unsupported { step: String, what: String },
@@ -46,6 +52,9 @@ pub enum SolveError {
     /// A solver task ended abnormally (a bug).
     #[error("internal solver error: {0}")]
     Internal(String),
+    /// The build was cancelled (Ctrl-C, a client that went away) before the step finished.
+    #[error("the build was cancelled")]
+    Cancelled,
 }
 
 /// A RUN step that ran and exited unsuccessfully.

@@ -1,79 +1,56 @@
-//! The solver: runs an [`llb::Definition`] against a [`Worker`] (snapshotter, executor, image provider)
-//! and returns the committed snapshot of its root.
+//! The solver: runs an [`llb::Definition`] with content-addressed caching and returns the committed
+//! snapshot of its root.
 //!
-//! The definition is loaded into a petgraph DAG (private); vertices are scheduled on tokio, independent
-//! ones in parallel, identical ones (same digest) once per process. Every vertex gets a cache key (the op's
-//! definition with non-identity fields blanked, plus its inputs' keys, or for COPY/ADD sources the checksum
-//! of exactly the selected paths); keys are links in the metadata database to committed snapshots, so a hit
-//! skips the vertex and everything below it.
+//! Three parts, kept apart as in BuildKit's solver: the seam ([`op`]: the [`Op`](op::Op) trait, its
+//! [`CacheMap`](op::CacheMap), the [`CacheStore`](op::CacheStore)); the [`scheduler`], generic over what
+//! ops produce, which keys every vertex before anything runs, evaluates lazily from the root (a cache hit
+//! skips its whole subtree), runs independent vertices in parallel and identical work once across
+//! concurrent solves, and cancels cleanly; and the worker (private), whose ops run on the snapshotter, the
+//! sandbox and an [`ImageProvider`]. The scheduler never reads an op's payload; the worker never
+//! schedules. [`Solver`] puts the scheduler and the worker together.
 //!
-//! Op payloads are interpreted only in the op modules: [`fileop`] (COPY/ADD/mkdir/mkfile/rm/symlink on host
-//! directories) and the private exec/source/merge ops. Remote sources are keyed by content: an http source
-//! by its checksum or, without one, by what the URL serves after revalidation (ETag / Last-Modified); a
-//! git source by the commit its reference resolves to (`git ls-remote`). Both are resolved before keying. [`context`] holds .dockerignore matching and content
-//! checksums of build-context paths.
+//! Cache keys: an op's identity (its definition with non-identity fields blanked), its inputs' keys, and
+//! content checksums of what it reads from local sources; remote sources are keyed by content (an http
+//! source by its checksum or by what the URL serves after revalidation, a git source by the commit its
+//! reference names). No host path, inode, mtime or hostname enters a key. [`context`] holds .dockerignore
+//! matching and content checksums of build-context paths; [`fileop`] COPY/ADD and friends on host
+//! directories; [`session`] the providers a build brings (contexts, secrets, ssh agents).
 
-mod cachekey;
 pub mod context;
 mod error;
 pub mod fileop;
 mod graph;
-mod links;
-mod ops;
+pub mod op;
 pub mod progress;
-mod scheduler;
+pub mod scheduler;
+pub mod session;
+mod worker;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use llb::Platform;
-use sandbox::Executor;
-use snapshotter::meta::MetaDb;
-use snapshotter::snapshot::Snapshotter;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
 
 pub use error::{RunFailure, SolveError};
-pub use links::{Link, CACHE_LINKS};
-pub use progress::{Event, EventKind, ProgressSink};
-
+pub use progress::{Event, EventKind, ProgressSink, StepRecord, StepStatus};
+pub use session::{LocalDir, LocalSource, SecretSource, SessionError, SshSockets, SshSource, StaticSecrets};
 pub use snapshotter::LAYER_LABEL;
+pub use worker::links::{Link, CACHE_LINKS};
+pub use worker::{ImageError, ImageProvider, Worker, WorkerRef};
 
-/// Makes images available as snapshots. The CLI backs it with the registry client and content store.
-pub trait ImageProvider: Send + Sync {
-    /// Makes `reference` (normalised, usually pinned `name@sha256:...`) for `platform` available as a chain
-    /// of committed snapshots, one per layer, and returns the top one's name (`None` for an image without
-    /// layers). Pulls only missing blobs (`pull` re-resolves a tag against the registry first), unpacks each
-    /// layer once, and labels each snapshot with [`LAYER_LABEL`]. Blocking: called from a blocking thread.
-    /// `status(current, total)` reports bytes fetched.
-    fn unpack(
-        &self,
-        reference: &str,
-        platform: &Platform,
-        pull: bool,
-        status: &dyn Fn(u64, Option<u64>),
-    ) -> Result<Option<String>, String>;
-}
-
-/// The concrete parts the solver runs ops against.
-#[derive(Clone)]
-pub struct Worker {
-    pub snapshotter: Arc<dyn Snapshotter>,
-    pub meta: Arc<MetaDb>,
-    pub executor: Arc<dyn Executor>,
-    pub images: Arc<dyn ImageProvider>,
-    /// Scratch space owned by the solver: mount points, cache mounts (`state_dir/cache-mounts`).
-    pub state_dir: PathBuf,
-}
+use scheduler::{Scheduler, SolveRequest};
+use worker::{blocking, links::LocalCache, Resolver, Session, State};
 
 /// Per-build inputs that are not part of the definition.
 #[derive(Clone)]
 pub struct SolveOptions {
-    /// Local sources by name (`context`, `dockerfile`, named contexts): host directories.
-    pub locals: BTreeMap<String, PathBuf>,
-    /// Secrets by id (`--secret id=x,src=...|env=...`), already read. Never logged, hashed or stored.
-    pub secrets: BTreeMap<String, Vec<u8>>,
-    /// ssh-agent sockets by id (`--ssh default=$SSH_AUTH_SOCK`).
-    pub ssh: BTreeMap<String, PathBuf>,
+    /// Local sources by name (`context`, named contexts).
+    pub locals: BTreeMap<String, Arc<dyn LocalSource>>,
+    /// Secrets by id. Never logged, hashed or stored.
+    pub secrets: Arc<dyn SecretSource>,
+    /// ssh agents by id.
+    pub ssh: Arc<dyn SshSource>,
     /// Ignore every cache hit (`--no-cache`); per-stage filtering is in the definition's metadata.
     pub no_cache: bool,
     /// Re-resolve image sources against their registries (`--pull`).
@@ -82,10 +59,31 @@ pub struct SolveOptions {
     pub max_parallelism: usize,
     /// The network of RUN steps that ask for the default (`--network`).
     pub network: sandbox::NetworkMode,
-    /// SOURCE_DATE_EPOCH: file timestamps written by ops are clamped to it.
-    pub source_date_epoch: Option<i64>,
+    /// Whether `RUN --network=host` may run (the `network.host` entitlement).
+    pub allow_network_host: bool,
     /// Where progress events go.
     pub progress: ProgressSink,
+    /// Cancels the solve: running steps are stopped and cleaned up before `solve` returns
+    /// [`SolveError::Cancelled`].
+    pub cancel: CancellationToken,
+}
+
+impl SolveOptions {
+    /// No contexts, secrets or agents, the cache used, one step per core, progress to `progress`.
+    pub fn new(progress: ProgressSink) -> SolveOptions {
+        SolveOptions {
+            locals: BTreeMap::new(),
+            secrets: Arc::new(StaticSecrets::default()),
+            ssh: Arc::new(SshSockets::default()),
+            no_cache: false,
+            pull: false,
+            max_parallelism: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            network: sandbox::NetworkMode::Default,
+            allow_network_host: false,
+            progress,
+            cancel: CancellationToken::new(),
+        }
+    }
 }
 
 /// What a solve produced.
@@ -93,70 +91,76 @@ pub struct SolveOptions {
 pub struct Solved {
     /// The committed snapshot of the definition's root; `None` is an empty filesystem (or no root).
     pub root: Option<String>,
-    /// Vertices whose result came from the cache.
+    /// Vertices whose result this solve took from the cache.
     pub cached: usize,
     /// Vertices this solve executed.
     pub executed: usize,
     /// Vertices another concurrent solve executed (or found) for this one.
     pub shared: usize,
+    /// Every step reported, inputs first: name, key, cached or run, times, what went into the key.
+    pub steps: Vec<StepRecord>,
 }
 
-/// Runs definitions against one worker. One per process: clones share the cache of executions in
+/// Runs definitions against one worker. One per process (or daemon): clones share the executions in
 /// flight, so two builds that reach the same step run it once.
 #[derive(Clone)]
 pub struct Solver {
-    inner: Arc<scheduler::Inner>,
+    state: Arc<State>,
+    scheduler: Scheduler<WorkerRef>,
+    started: Arc<OnceCell<()>>,
 }
 
 impl Solver {
     /// A solver over `worker`.
-    pub fn new(worker: Worker) -> Solver {
-        Solver { inner: Arc::new(scheduler::Inner::new(worker)) }
+    pub fn new(worker: Worker) -> Result<Solver, SolveError> {
+        Ok(Solver { state: Arc::new(State::new(worker)?), scheduler: Scheduler::new(), started: Arc::default() })
     }
 
     /// The worker this solver runs on.
     pub fn worker(&self) -> &Worker {
-        &self.inner.worker
+        &self.state.worker
     }
 
     /// Builds the root of `def` and returns its committed snapshot. Progress goes to `opts.progress`.
     pub async fn solve(&self, def: &llb::Definition, opts: SolveOptions) -> Result<Solved, SolveError> {
-        self.inner.start().await?;
-        let run = scheduler::Run::prepare(self.inner.clone(), def, opts).await?;
-        let result = match run.def.root {
-            None => Ok(None),
-            Some(root) => match run.build(root.digest).await {
-                Ok(outputs) => match outputs.get(root.index) {
-                    Some(scheduler::Ref::Snapshot(s)) => Ok(s.clone()),
-                    Some(r @ scheduler::Ref::Local(_)) => {
-                        let (run2, r) = (run.clone(), r.clone());
-                        scheduler::blocking(move || {
-                            let step = ops::Step {
-                                run: &run2,
-                                digest: root.digest,
-                                key: run2.keys[&root.digest],
-                                label: run2.label(&root.digest),
-                            };
-                            ops::snapshot_of(&step, &r)
-                        })
-                        .await
-                    }
-                    None => Err(SolveError::Internal(format!("the root has no output {}", root.index))),
-                },
-                Err(e) => Err(e),
-            },
+        let state = self.state.clone();
+        self.started.get_or_try_init(|| blocking(move || state.start())).await?;
+        let session = Session {
+            locals: opts.locals,
+            secrets: opts.secrets,
+            ssh: opts.ssh,
+            network: opts.network,
+            allow_network_host: opts.allow_network_host,
+            pull: opts.pull,
         };
-        let inner = self.inner.clone();
+        let req = SolveRequest {
+            definition: def.clone(),
+            resolver: Arc::new(Resolver { state: self.state.clone(), session: Arc::new(session) }),
+            cache: Arc::new(LocalCache(self.state.clone())),
+            max_parallelism: opts.max_parallelism,
+            no_cache: opts.no_cache,
+            progress: opts.progress,
+            cancel: opts.cancel,
+        };
+        let solution = self.scheduler.solve(req).await;
+        let state = self.state.clone();
         // The stat cache is an optimisation: failing to save it costs a re-read next time, not the build.
-        let _ =
-            scheduler::blocking(move || inner.checksums.flush().map_err(|e| SolveError::Cache(e.to_string()))).await;
-        let root = result?;
-        let c = &run.counts;
-        Ok(Solved {
-            root,
-            cached: c.cached.load(std::sync::atomic::Ordering::Relaxed),
-            executed: c.executed.load(std::sync::atomic::Ordering::Relaxed),
-            shared: c.shared.load(std::sync::atomic::Ordering::Relaxed),
-        })
+        let _ = blocking(move || state.checksums.flush().map_err(|e| SolveError::Cache(e.to_string()))).await;
+        let solution = solution?;
+        let root = match solution.root {
+            None | Some(WorkerRef::Snapshot(None)) => None,
+            Some(WorkerRef::Snapshot(s)) => s,
+            Some(r @ WorkerRef::Local(_)) => {
+                // The build's result is a context itself: commit it so it can be exported.
+                let state = self.state.clone();
+                blocking(move || {
+                    let step = worker::Step { state: &state, label: "the build result", key: llb::Digest::of(b"") };
+                    worker::snapshot_of(&step, &r)
+                })
+                .await?
+            }
+        };
+        let c = solution.counts;
+        Ok(Solved { root, cached: c.cached, executed: c.executed, shared: c.shared, steps: solution.steps })
     }
 }

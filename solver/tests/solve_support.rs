@@ -4,17 +4,17 @@
 
 #![allow(dead_code, clippy::new_without_default)]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use llb::{Digest, Platform};
+use llb::Platform;
 use snapshotter::mount::TempMount;
 use snapshotter::snapshot::Snapshotter;
 use snapshotter::store::{SnapshotterKind, Store};
-use solver::{Event, EventKind, ImageProvider, SolveOptions, Solver, Worker};
+use solver::op::BoxFuture;
+use solver::{Event, EventKind, ImageError, ImageProvider, LocalDir, LocalSource, SolveOptions, Solver, Worker};
 
 /// Why these tests cannot run here: they need root (namespaces, mounts) and a static busybox.
 pub fn skip_reason() -> Option<String> {
@@ -50,14 +50,9 @@ pub struct BusyboxImages {
     lock: Mutex<()>,
 }
 
-impl ImageProvider for BusyboxImages {
-    fn unpack(
-        &self,
-        _reference: &str,
-        _platform: &Platform,
-        _pull: bool,
-        status: &dyn Fn(u64, Option<u64>),
-    ) -> Result<Option<String>, String> {
+impl BusyboxImages {
+    fn unpack_now(&self, status: &(dyn Fn(u64, Option<u64>) + Send + Sync)) -> Result<Option<String>, ImageError> {
+        let err = |e: &dyn std::fmt::Display| ImageError(e.to_string().into());
         self.unpacks.fetch_add(1, Ordering::SeqCst);
         let _one = self.lock.lock().unwrap();
         let name = "test-busybox-image";
@@ -65,13 +60,25 @@ impl ImageProvider for BusyboxImages {
             return Ok(Some(name.into()));
         }
         let key = "test-busybox-image-active";
-        let mounts = self.snapshotter.prepare(key, None).map_err(|e| e.to_string())?;
-        let m = TempMount::new(&mounts, &self.tmp).map_err(|e| e.to_string())?;
+        let mounts = self.snapshotter.prepare(key, None).map_err(|e| err(&e))?;
+        let m = TempMount::new(&mounts, &self.tmp).map_err(|e| err(&e))?;
         busybox_rootfs(m.path());
         status(1, Some(1));
-        m.unmount().map_err(|e| e.to_string())?;
-        self.snapshotter.commit(name, key).map_err(|e| e.to_string())?;
+        m.unmount().map_err(|e| err(&e))?;
+        self.snapshotter.commit(name, key).map_err(|e| err(&e))?;
         Ok(Some(name.into()))
+    }
+}
+
+impl ImageProvider for BusyboxImages {
+    fn unpack<'a>(
+        &'a self,
+        _reference: &'a str,
+        _platform: &'a Platform,
+        _pull: bool,
+        status: &'a (dyn Fn(u64, Option<u64>) + Send + Sync),
+    ) -> BoxFuture<'a, Result<Option<String>, ImageError>> {
+        Box::pin(async move { self.unpack_now(status) })
     }
 }
 
@@ -121,7 +128,7 @@ impl Env {
             images: images.clone(),
             state_dir: dir.path().join("root/solver"),
         };
-        Env { solver: Solver::new(worker), dir, store, images }
+        Env { solver: Solver::new(worker).unwrap(), dir, store, images }
     }
 
     pub fn context(&self) -> PathBuf {
@@ -138,19 +145,11 @@ impl Env {
     /// Options with the context as `context`, and a channel collecting events.
     pub fn options(&self) -> (SolveOptions, Events) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut locals = BTreeMap::new();
-        locals.insert("context".to_string(), self.context());
-        let opts = SolveOptions {
-            locals,
-            secrets: BTreeMap::new(),
-            ssh: BTreeMap::new(),
-            no_cache: false,
-            pull: false,
-            max_parallelism: 4,
-            network: sandbox::NetworkMode::None,
-            source_date_epoch: None,
-            progress: tx,
-        };
+        let mut opts = SolveOptions::new(tx);
+        let context: Arc<dyn LocalSource> = Arc::new(LocalDir(self.context()));
+        opts.locals.insert("context".to_string(), context);
+        opts.max_parallelism = 4;
+        opts.network = sandbox::NetworkMode::None;
         (opts, Events(rx))
     }
 
@@ -192,22 +191,9 @@ impl Events {
     }
 }
 
-/// The names of the vertices that ran (started and were not cached), from a solve's events.
-pub fn executed_names(events: &[Event]) -> Vec<String> {
-    let mut names: BTreeMap<Digest, String> = BTreeMap::new();
-    let mut cached = std::collections::BTreeSet::new();
-    for e in events {
-        match &e.kind {
-            EventKind::Started { name } => {
-                names.insert(e.vertex, name.clone());
-            }
-            EventKind::Cached => {
-                cached.insert(e.vertex);
-            }
-            _ => {}
-        }
-    }
-    names.into_iter().filter(|(d, _)| !cached.contains(d)).map(|(_, n)| n).collect()
+/// The names of the steps a solve executed, from its step records.
+pub fn executed_names(solved: &solver::Solved) -> Vec<String> {
+    solved.steps.iter().filter(|s| s.status == solver::StepStatus::Executed).map(|s| s.name.clone()).collect()
 }
 
 /// (started, completed) times of the vertex whose name contains `needle`.

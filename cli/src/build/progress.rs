@@ -1,7 +1,8 @@
 //! Progress rendering for `rbuild build`, shaped like BuildKit's: `plain` prints `#N` lines as events
 //! arrive, `tty` keeps a live view (a line per step with its timer, the last lines of running steps'
 //! output, collapsed when done), `rawjson` prints one JSON object per event for tools, `quiet` prints
-//! nothing. Every mode can also append the full, untruncated log to a file (`--log-file`).
+//! nothing. Every mode can also append the full, untruncated log to a file (`--log-file`). Dockerfile
+//! warnings are shown against the Dockerfile's lines, and exporters' messages after the steps.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
@@ -9,6 +10,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::ValueEnum;
+use engine::ExportEvent;
 use llb::Digest;
 use solver::progress::LogStream;
 use solver::{Event, EventKind};
@@ -45,6 +47,7 @@ struct Step {
     started: Instant,
     done: Option<Duration>,
     cached: bool,
+    canceled: bool,
     error: Option<String>,
     tail: VecDeque<String>,
     /// Status lines by id (layer pulls).
@@ -60,6 +63,13 @@ pub struct Renderer {
     log: Option<File>,
     /// Lines the tty view drew last time (to move the cursor back over them).
     drawn: usize,
+    /// The Dockerfile's name and text, for warnings.
+    filename: String,
+    source: String,
+    /// `--quiet`: no export messages either.
+    quiet: bool,
+    /// The step view is final (exports have begun).
+    finished: bool,
 }
 
 fn secs(d: Duration) -> String {
@@ -71,7 +81,7 @@ fn unix(t: SystemTime) -> f64 {
 }
 
 impl Renderer {
-    pub fn new(mode: ProgressMode, log: Option<File>) -> Renderer {
+    pub fn new(mode: ProgressMode, log: Option<File>, filename: String, source: String, quiet: bool) -> Renderer {
         Renderer {
             mode: mode.resolve(),
             steps: BTreeMap::new(),
@@ -79,6 +89,34 @@ impl Renderer {
             start: Instant::now(),
             log,
             drawn: 0,
+            filename,
+            source,
+            quiet,
+            finished: false,
+        }
+    }
+
+    /// Handles one build event.
+    pub fn event(&mut self, e: &engine::Event) {
+        match e {
+            engine::Event::Step(e) => self.step_event(e),
+            engine::Event::Warning(d) => eprintln!("{}", d.render(&self.filename, &self.source)),
+            engine::Event::Export(x) => {
+                // The steps are over: draw them a last time, then the exporters' lines below.
+                self.finish();
+                self.finished = true;
+                if self.quiet {
+                    return;
+                }
+                let line = match x {
+                    ExportEvent::Named { reference } => format!("naming to {reference} done"),
+                    ExportEvent::Pushed { reference, uploaded, mounted, existed } => {
+                        format!("pushed {reference}: {uploaded} uploaded, {mounted} mounted, {existed} already present")
+                    }
+                };
+                self.log_line(&line);
+                eprintln!("{line}");
+            }
         }
     }
 
@@ -101,6 +139,7 @@ impl Renderer {
                     started: Instant::now(),
                     done: None,
                     cached: false,
+                    canceled: false,
                     error: None,
                     tail: VecDeque::new(),
                     status: BTreeMap::new(),
@@ -110,8 +149,8 @@ impl Renderer {
         self.steps.get_mut(&v).unwrap_or_else(|| unreachable!("inserted above"))
     }
 
-    /// Handles one event.
-    pub fn event(&mut self, e: &Event) {
+    /// Handles one step event.
+    fn step_event(&mut self, e: &Event) {
         let plain = self.plain_text(e);
         if let Some(text) = &plain {
             for l in text.lines() {
@@ -155,6 +194,10 @@ impl Renderer {
                 step.error = Some(error.clone());
                 step.done = Some(step.started.elapsed());
             }
+            EventKind::Canceled => {
+                step.canceled = true;
+                step.done = Some(step.started.elapsed());
+            }
         }
     }
 
@@ -175,13 +218,14 @@ impl Renderer {
             },
             EventKind::Completed { duration } => format!("#{n} DONE {}\n", secs(*duration)),
             EventKind::Failed { error } => format!("#{n} ERROR: {error}\n"),
+            EventKind::Canceled => format!("#{n} CANCELED\n"),
         };
         Some(text)
     }
 
     /// Redraws the tty view (call on a timer and after events).
     pub fn tick(&mut self) {
-        if self.mode != ProgressMode::Tty {
+        if self.mode != ProgressMode::Tty || self.finished {
             return;
         }
         let mut out = String::new();
@@ -232,6 +276,7 @@ impl Renderer {
             }
             let timer = match (s.cached, s.done) {
                 (true, _) => "CACHED".to_string(),
+                (false, Some(_)) if s.canceled => "CANCELED".to_string(),
                 (false, Some(t)) => secs(t),
                 (false, None) => secs(s.started.elapsed()),
             };
@@ -311,6 +356,7 @@ fn raw_json(e: &Event) -> serde_json::Value {
             v["error"] = json!(error);
             v
         }
+        EventKind::Canceled => base("canceled"),
     };
     if let Some(o) = v.as_object_mut() {
         o.retain(|_, x| !x.is_null());
@@ -330,7 +376,7 @@ mod tests {
     fn plain_numbers_steps_in_order_of_appearance() {
         let a = Digest::of(b"a");
         let b = Digest::of(b"b");
-        let mut r = Renderer::new(ProgressMode::Quiet, None);
+        let mut r = Renderer::new(ProgressMode::Quiet, None, "Dockerfile".into(), String::new(), true);
         assert_eq!(
             r.plain_text(&ev(a, EventKind::Started { name: "[1/2] FROM busybox".into() })).unwrap(),
             "\n#1 [1/2] FROM busybox\n"
@@ -347,16 +393,16 @@ mod tests {
     #[test]
     fn tty_view_shows_tail_of_running_steps_only() {
         let a = Digest::of(b"a");
-        let mut r = Renderer::new(ProgressMode::Quiet, None);
-        r.event(&ev(a, EventKind::Started { name: "[1/1] RUN x".into() }));
+        let mut r = Renderer::new(ProgressMode::Quiet, None, "Dockerfile".into(), String::new(), true);
+        r.step_event(&ev(a, EventKind::Started { name: "[1/1] RUN x".into() }));
         for i in 0..10 {
-            r.event(&ev(a, EventKind::Log { stream: LogStream::Stdout, line: format!("line {i}").into_bytes() }));
+            r.step_event(&ev(a, EventKind::Log { stream: LogStream::Stdout, line: format!("line {i}").into_bytes() }));
         }
         let lines = r.tty_lines();
         assert_eq!(lines.len(), 2 + TTY_TAIL);
         assert!(lines.last().unwrap().contains("line 9"));
         assert!(!lines.iter().any(|l| l.contains("line 3")));
-        r.event(&ev(a, EventKind::Completed { duration: Duration::from_secs(1) }));
+        r.step_event(&ev(a, EventKind::Completed { duration: Duration::from_secs(1) }));
         let lines = r.tty_lines();
         assert_eq!(lines.len(), 2);
         assert!(lines[0].contains("(1/1) FINISHED"));

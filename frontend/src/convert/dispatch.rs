@@ -24,6 +24,8 @@ pub(crate) struct StageResult {
     /// `None` for an empty filesystem (scratch).
     pub output: Option<Output>,
     pub image: Image,
+    /// The history of the base image the stage (or the stage it is based on) started from.
+    pub base_history: Vec<History>,
 }
 
 /// The state of the stage being dispatched.
@@ -168,9 +170,9 @@ impl<'a> Converter<'a> {
                 let m = Metadata::described(format!("[context {name}] load {r}"));
                 self.image_source(r, platform, m, span).map(Some)
             }
-            Some(NamedContext::Local(dir)) => {
-                let op = SourceOp::local(dir.clone());
-                let m = Metadata::described(format!("[context {name}] load local {dir}"));
+            Some(NamedContext::Local) => {
+                let op = SourceOp::local(name);
+                let m = Metadata::described(format!("[context {name}] load from client"));
                 self.builder
                     .source(op, None, m)
                     .map(Some)
@@ -210,6 +212,7 @@ impl<'a> Converter<'a> {
             ignore_cache,
         };
         let from_meta = self.metadata(&st, &stage.original, stage.span);
+        let mut base_history = Vec::new();
         match &plan.base {
             Base::Scratch => {}
             Base::Stage(j) => {
@@ -218,6 +221,7 @@ impl<'a> Converter<'a> {
                 })?;
                 st.output = base.output;
                 st.image = base.image;
+                base_history = base.base_history;
             }
             Base::Named(name) => {
                 st.output = self.named_context(name, &platform, stage.span)?;
@@ -234,6 +238,7 @@ impl<'a> Converter<'a> {
                 if let Some(config) = config {
                     // The base's history and rootfs stay: history entries line up with layers, and the
                     // exporter appends this build's layers to the base's diff_ids.
+                    base_history = config.history.clone();
                     st.image = config;
                 }
                 set_platform(&mut st.image, &platform);
@@ -253,7 +258,7 @@ impl<'a> Converter<'a> {
             st.step += 1;
             self.dispatch(&mut st, cmd)?;
         }
-        self.results.insert(index, StageResult { output: st.output, image: st.image });
+        self.results.insert(index, StageResult { output: st.output, image: st.image, base_history });
         Ok(())
     }
 
@@ -427,8 +432,13 @@ impl<'a> Converter<'a> {
         });
     }
 
-    /// The definition rooted at the target stage, its image config, and the build args used.
-    pub fn finish(mut self, target: usize) -> Result<(llb::Definition, Image, BTreeSet<String>), Diagnostic> {
+    /// The definition rooted at the target stage, its image config, its base's history, and the build
+    /// args used.
+    #[allow(clippy::type_complexity)]
+    pub fn finish(
+        mut self,
+        target: usize,
+    ) -> Result<(llb::Definition, Image, Vec<History>, BTreeSet<String>), Diagnostic> {
         let result = self
             .results
             .remove(&target)
@@ -443,7 +453,7 @@ impl<'a> Converter<'a> {
             .builder
             .finish(result.output)
             .map_err(|e| Diagnostic::new(format!("internal error: invalid definition: {e}")))?;
-        Ok((def, image, self.consumed))
+        Ok((def, image, result.base_history, self.consumed))
     }
 }
 

@@ -31,18 +31,31 @@ pub struct ResolvedImage {
     pub config: Image,
 }
 
-/// Answers "what is this image's config" for FROM lines. The CLI backs it with the registry client;
+/// Why a base image could not be resolved (the registry's error, boxed: the frontend does no I/O and
+/// does not know the resolver's types).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ResolveError(pub Box<dyn std::error::Error + Send + Sync>);
+
+impl ResolveError {
+    /// An error from a message.
+    pub fn msg(message: impl Into<String>) -> ResolveError {
+        ResolveError(message.into().into())
+    }
+}
+
+/// Answers "what is this image's config" for FROM lines. The engine backs it with the registry client;
 /// `Ok(None)` means "unknown here" and the stage starts from an empty config (used by `rbuild debug llb`
 /// when it runs offline).
 pub trait ImageResolver {
-    fn resolve(&self, reference: &str, platform: &Platform) -> Result<Option<ResolvedImage>, String>;
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<Option<ResolvedImage>, ResolveError>;
 }
 
 /// A resolver that knows no image: FROM lines keep their references and start from an empty config.
 pub struct OfflineResolver;
 
 impl ImageResolver for OfflineResolver {
-    fn resolve(&self, _reference: &str, _platform: &Platform) -> Result<Option<ResolvedImage>, String> {
+    fn resolve(&self, _reference: &str, _platform: &Platform) -> Result<Option<ResolvedImage>, ResolveError> {
         Ok(None)
     }
 }
@@ -50,8 +63,9 @@ impl ImageResolver for OfflineResolver {
 /// A `--build-context name=...` value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NamedContext {
-    /// A local directory, exposed as a local source with this name.
-    Local(String),
+    /// Files the client provides, as the local source named like the context (BuildKit's and buildx's
+    /// naming). The source's name, never its path, is in the definition: two checkouts key the same.
+    Local,
     /// `docker-image://ref`.
     Image(String),
 }
@@ -103,6 +117,9 @@ pub struct Converted {
     pub definition: Definition,
     /// The target stage's image config, with history.
     pub image: Image,
+    /// The history the target stage inherited from its base image (empty for scratch): the exporter
+    /// keeps those entries as they are.
+    pub base_history: Vec<llb::image::History>,
     /// Names (or indices) of the stages converted, dependencies first.
     pub stages: Vec<String>,
     pub warnings: Vec<Diagnostic>,
@@ -148,7 +165,7 @@ pub fn convert(source: &[u8], opts: &ConvertOptions, resolver: &dyn ImageResolve
     for &i in &order {
         conv.dispatch_stage(i)?;
     }
-    let (definition, image, consumed) = conv.finish(target)?;
+    let (definition, image, base_history, consumed) = conv.finish(target)?;
 
     let mut unused: Vec<&String> = opts
         .build_args
@@ -164,5 +181,5 @@ pub fn convert(source: &[u8], opts: &ConvertOptions, resolver: &dyn ImageResolve
 
     let stage_names =
         order.iter().map(|&i| df.stages[i].name.clone().unwrap_or_else(|| format!("stage-{i}"))).collect();
-    Ok(Converted { definition, image, stages: stage_names, warnings })
+    Ok(Converted { definition, image, base_history, stages: stage_names, warnings })
 }

@@ -10,19 +10,18 @@
 //! key is the digest of what arrived. Either way an unchanged URL keys the same and the steps after it
 //! are cache hits.
 
-use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::time::{Duration, SystemTime};
 
-use llb::{Digest, Op, SourceOp};
+use llb::{Digest, Op as LlbOp, SourceOp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use snapshotter::redb::TableDefinition;
 
-use super::{ResolvedSource, Snap, Step};
+use super::snap::Step;
+use super::{blocking, Base, Snap, State, WorkerRef};
 use crate::error::SolveError;
-use crate::progress::EventKind;
-use crate::scheduler::{Ref, Run};
+use crate::op::{BoxFuture, CacheMap, Op, OpContext, Prepared};
 
 /// URL hash (see [`Spec::url_hash`]) -> the [`Download`]s that can be revalidated, as JSON.
 pub(crate) const HTTP_DOWNLOADS: TableDefinition<&str, &[u8]> = TableDefinition::new("solver_http_downloads");
@@ -56,8 +55,8 @@ pub(crate) struct Spec<'a> {
 
 impl<'a> Spec<'a> {
     /// The http source of `op`, if it is one.
-    pub(crate) fn of(op: &'a Op) -> Option<Spec<'a>> {
-        let Op::Source(SourceOp::Http { url, checksum, filename, perm, uid, gid, headers, auth_header_secret }) = op
+    pub(crate) fn of(op: &'a LlbOp) -> Option<Spec<'a>> {
+        let LlbOp::Source(SourceOp::Http { url, checksum, filename, perm, uid, gid, headers, auth_header_secret }) = op
         else {
             return None;
         };
@@ -124,34 +123,87 @@ struct Download {
     snapshot: String,
 }
 
-/// Resolves an http source without a checksum before keying: revalidates or downloads it.
-pub(crate) fn resolve(run: &Run, d: Digest) -> Result<ResolvedSource, SolveError> {
-    let step = Step { run, digest: d, key: d, label: run.label(&d) };
-    let spec = Spec::of(&run.vertex(&d).op).ok_or_else(|| SolveError::Internal(format!("{d} is not http")))?;
+pub(crate) struct HttpOp(pub(crate) Base);
+
+impl HttpOp {
+    fn spec(&self) -> Result<Spec<'_>, SolveError> {
+        Spec::of(&self.0.vertex.op).ok_or_else(|| SolveError::Internal("not an http source".into()))
+    }
+}
+
+impl Op<WorkerRef> for HttpOp {
+    /// With a checksum the key is known without the network; without one the URL is revalidated or
+    /// downloaded, and the key is what it serves.
+    fn prepare<'a>(&'a self, ctx: &'a OpContext) -> BoxFuture<'a, Result<Prepared<WorkerRef>, SolveError>> {
+        Box::pin(async move {
+            let spec = self.spec()?;
+            if let Some(key) = checksum_key(&spec) {
+                return Ok(Prepared { content_key: Some(key), ..Prepared::default() });
+            }
+            let (key, snapshot) = resolve(&self.0, ctx, &spec).await?;
+            Ok(Prepared {
+                content_key: Some(key),
+                ready: Some(vec![WorkerRef::Snapshot(Some(snapshot))]),
+                content: Vec::new(),
+            })
+        })
+    }
+
+    fn cache_map(&self, _ctx: &OpContext, _inputs: &[Option<&WorkerRef>]) -> Result<CacheMap, SolveError> {
+        Ok(CacheMap { digest: self.0.identity(), content: Vec::new() })
+    }
+
+    /// A download checked against the checksum (a source without one was fetched while preparing).
+    fn exec<'a>(
+        &'a self,
+        ctx: &'a OpContext,
+        _inputs: Vec<WorkerRef>,
+    ) -> BoxFuture<'a, Result<Vec<WorkerRef>, SolveError>> {
+        Box::pin(async move {
+            let spec = self.spec()?;
+            let auth = authorization(&self.0, ctx, &spec).await?;
+            let resp = request(&self.0.state.http, reqwest::Method::GET, &spec, auth.as_deref(), &[])
+                .await
+                .map_err(|e| ctx.err(e))?;
+            let saved = save(&self.0.state, ctx, &spec, resp).await?;
+            Ok(vec![WorkerRef::Snapshot(Some(saved.download.snapshot))])
+        })
+    }
+}
+
+/// Revalidates an earlier download of the URL or downloads it; returns the result's key and snapshot.
+async fn resolve(base: &Base, ctx: &OpContext, spec: &Spec<'_>) -> Result<(Digest, String), SolveError> {
     let url_hash = spec.url_hash();
-    let meta = &run.inner.worker.meta;
-    let sn = step.snapshotter();
-    let known: Vec<Download> = meta
-        .get::<Vec<Download>>(HTTP_DOWNLOADS, &url_hash)
-        .map_err(|e| SolveError::Cache(e.to_string()))?
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|k| sn.stat(&k.snapshot).is_ok())
-        .collect();
-    let client = client(&step)?;
-    let auth = authorization(&step, &spec)?;
-    let rt = tokio::runtime::Handle::current();
+    let state = base.state.clone();
+    let known: Vec<Download> = {
+        let (state, url_hash) = (state.clone(), url_hash.clone());
+        blocking(move || {
+            let sn = &*state.worker.snapshotter;
+            Ok(state
+                .worker
+                .meta
+                .get::<Vec<Download>>(HTTP_DOWNLOADS, &url_hash)
+                .map_err(|e| SolveError::Cache(e.to_string()))?
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|k| sn.stat(&k.snapshot).is_ok())
+                .collect())
+        })
+        .await?
+    };
+    let client = &state.http;
+    let auth = authorization(base, ctx, spec).await?;
     let etags: Vec<&str> = known.iter().filter_map(|k| k.etag.as_deref()).collect();
     let mut conditional = Vec::new();
     if !etags.is_empty() {
         conditional.push(("if-none-match".to_string(), etags.join(", ")));
         // Some servers mishandle If-None-Match but send ETags: compare a HEAD's by hand first.
-        let head = rt.block_on(request(&client, reqwest::Method::HEAD, &spec, auth.as_deref(), &conditional));
+        let head = request(client, reqwest::Method::HEAD, spec, auth.as_deref(), &conditional).await;
         if let Ok(resp) = head {
             let status = resp.status().as_u16();
             if status == 200 || status == 304 {
                 if let Some(hit) = matching(&known, &resp, &etags) {
-                    return Ok(revalidated(&spec, hit, &resp));
+                    return Ok(revalidated(spec, hit, &resp));
                 }
             }
         }
@@ -160,18 +212,15 @@ pub(crate) fn resolve(run: &Run, d: Digest) -> Result<ResolvedSource, SolveError
         // hosts) still answer If-Modified-Since.
         conditional.push(("if-modified-since".to_string(), k.last_modified.clone().unwrap_or_default()));
     }
-    let resp = rt
-        .block_on(request(&client, reqwest::Method::GET, &spec, auth.as_deref(), &conditional))
-        .map_err(|e| step.err(e))?;
+    let resp =
+        request(client, reqwest::Method::GET, spec, auth.as_deref(), &conditional).await.map_err(|e| ctx.err(e))?;
     if resp.status().as_u16() == 304 {
         let hit = matching(&known, &resp, &etags)
             .or_else(|| known.iter().find(|k| k.etag.is_none() && k.last_modified.is_some()))
-            .ok_or_else(|| {
-                step.err(format!("{} answered 304 Not Modified for a download it did not send", spec.url))
-            })?;
-        return Ok(revalidated(&spec, hit, &resp));
+            .ok_or_else(|| ctx.err(format!("{} answered 304 Not Modified for a download it did not send", spec.url)))?;
+        return Ok(revalidated(spec, hit, &resp));
     }
-    let saved = save(&step, &spec, resp, &rt)?;
+    let saved = save(&state, ctx, spec, resp).await?;
     if saved.download.etag.is_some() || saved.download.last_modified.is_some() {
         let mut all: Vec<Download> = known
             .into_iter()
@@ -179,9 +228,13 @@ pub(crate) fn resolve(run: &Run, d: Digest) -> Result<ResolvedSource, SolveError
             .collect();
         all.push(saved.download.clone());
         // Remembering is an optimisation: failing costs a download next time, not the build.
-        let _ = meta.put(HTTP_DOWNLOADS, &url_hash, &all);
+        let _ = blocking(move || {
+            let _ = state.worker.meta.put(HTTP_DOWNLOADS, &url_hash, &all);
+            Ok(())
+        })
+        .await;
     }
-    Ok(ResolvedSource { key: saved.key, snapshot: Some(saved.download.snapshot), commit: None })
+    Ok((saved.key, saved.download.snapshot))
 }
 
 /// The earlier download a 200/304 response names by its ETag (a 304 without one answers the only ETag
@@ -195,61 +248,30 @@ fn matching<'k>(known: &'k [Download], resp: &reqwest::Response, etags: &[&str])
     known.iter().find(|k| k.etag.as_deref() == Some(etag.as_str()))
 }
 
-fn revalidated(spec: &Spec<'_>, hit: &Download, resp: &reqwest::Response) -> ResolvedSource {
+fn revalidated(spec: &Spec<'_>, hit: &Download, resp: &reqwest::Response) -> (Digest, String) {
     let filename = file_name(spec.url, spec.filename, header(resp, "content-disposition").as_deref());
     let last_modified = hit.last_modified.as_deref().filter(|l| parse_http_date(l).is_some());
-    let key = spec.cache_key(&filename, &hit.digest, last_modified);
-    ResolvedSource { key, snapshot: Some(hit.snapshot.clone()), commit: None }
-}
-
-/// Runs an http source vertex: the snapshot resolved before keying, or a download checked against the
-/// checksum.
-pub(crate) fn run(step: &Step<'_>) -> Result<Vec<Ref>, SolveError> {
-    let run = step.run;
-    let spec =
-        Spec::of(&run.vertex(&step.digest).op).ok_or_else(|| SolveError::Internal("not an http source".into()))?;
-    let resolved = run.resolved_sources.get(&step.digest);
-    if let Some(s) = resolved.and_then(|r| r.snapshot.as_ref()) {
-        if step.snapshotter().stat(s).is_ok() {
-            return Ok(vec![Ref::Snapshot(Some(s.clone()))]);
-        }
-    }
-    let client = client(step)?;
-    let auth = authorization(step, &spec)?;
-    let rt = tokio::runtime::Handle::current();
-    let resp =
-        rt.block_on(request(&client, reqwest::Method::GET, &spec, auth.as_deref(), &[])).map_err(|e| step.err(e))?;
-    let saved = save(step, &spec, resp, &rt)?;
-    Ok(vec![Ref::Snapshot(Some(saved.download.snapshot))])
-}
-
-fn client(step: &Step<'_>) -> Result<reqwest::Client, SolveError> {
-    // reqwest honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY from the environment by default.
-    reqwest::Client::builder()
-        .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|e| step.err(format!("cannot create an HTTP client: {}", chain(&e))))
+    (spec.cache_key(&filename, &hit.digest, last_modified), hit.snapshot.clone())
 }
 
 /// The Authorization header from the secrets, as BuildKit: the op's `auth_header_secret`, else the
 /// secret `HTTP_AUTH_HEADER_<host>` (the header's value) or `HTTP_AUTH_TOKEN_<host>` (a bearer token).
-fn authorization(step: &Step<'_>, spec: &Spec<'_>) -> Result<Option<String>, SolveError> {
-    let secrets = &step.run.opts.secrets;
-    let text = |v: &Vec<u8>| String::from_utf8_lossy(v).trim_end_matches(['\r', '\n']).to_string();
+async fn authorization(base: &Base, ctx: &OpContext, spec: &Spec<'_>) -> Result<Option<String>, SolveError> {
+    let session = &base.session;
+    let text = |v: Vec<u8>| String::from_utf8_lossy(&v).trim_end_matches(['\r', '\n']).to_string();
     if let Some(id) = spec.auth_secret {
-        return match secrets.get(id) {
+        return match session.secret(ctx.label(), id).await? {
             Some(v) => Ok(Some(text(v))),
-            None => Err(SolveError::MissingSecret { step: step.label.clone(), id: id.to_string() }),
+            None => Err(SolveError::MissingSecret { step: ctx.label().to_string(), id: id.to_string() }),
         };
     }
     let Some(host) = reqwest::Url::parse(spec.url).ok().and_then(|u| u.host_str().map(str::to_string)) else {
         return Ok(None);
     };
-    if let Some(v) = secrets.get(&format!("HTTP_AUTH_HEADER_{host}")) {
+    if let Some(v) = session.secret(ctx.label(), &format!("HTTP_AUTH_HEADER_{host}")).await? {
         return Ok(Some(text(v)));
     }
-    Ok(secrets.get(&format!("HTTP_AUTH_TOKEN_{host}")).map(|v| format!("Bearer {}", text(v))))
+    Ok(session.secret(ctx.label(), &format!("HTTP_AUTH_TOKEN_{host}")).await?.map(|v| format!("Bearer {}", text(v))))
 }
 
 async fn request(
@@ -286,86 +308,92 @@ struct Saved {
     download: Download,
 }
 
-/// Writes the response body into a new snapshot, checks it against the op's checksum, and commits it
-/// under the result's cache key.
-fn save(
-    step: &Step<'_>,
+/// Streams the response body into a file of a new snapshot, checks it against the op's checksum, and
+/// commits it under the result's cache key.
+async fn save(
+    state: &std::sync::Arc<State>,
+    ctx: &OpContext,
     spec: &Spec<'_>,
     mut resp: reqwest::Response,
-    rt: &tokio::runtime::Handle,
 ) -> Result<Saved, SolveError> {
+    use tokio::io::AsyncWriteExt as _;
     let filename = file_name(spec.url, spec.filename, header(&resp, "content-disposition").as_deref());
     let etag = header(&resp, "etag").map(|e| etag_value(&e).to_string());
     let last_modified = header(&resp, "last-modified").filter(|l| parse_http_date(l).is_some());
     let total = resp.content_length();
-    let mut snap = Snap::prepare(step, None, "http")?;
-    let dir = snap.mount(step)?;
-    let path = dir.join(&filename);
-    let io_err = |what: &str, e: std::io::Error| step.err(format!("cannot {what} {filename} from {}: {e}", spec.url));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(spec.perm)
-        .open(&path)
-        .map_err(|e| io_err("write", e))?;
+    let io_err = |what: &str, e: std::io::Error| ctx.err(format!("cannot {what} {filename} from {}: {e}", spec.url));
+    let (snap, file) = {
+        let (state, label, path_name, perm) = (state.clone(), ctx.label().to_string(), filename.clone(), spec.perm);
+        blocking(move || {
+            // The key is not known before the content: the temporary snapshot is renamed at commit.
+            let step = Step { state: &state, label: &label, key: Digest::of(b"") };
+            let mut snap = Snap::prepare(&step, None, "http")?;
+            let dir = snap.mount(&step)?;
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(perm)
+                .open(dir.join(&path_name))
+                .map_err(|e| step.err(format!("cannot write {path_name}: {e}")))?;
+            Ok((snap, file))
+        })
+        .await?
+    };
+    let mut file = tokio::fs::File::from_std(file);
     let mut hash = Sha256::new();
     let (mut current, mut reported) = (0u64, 0u64);
     let status_id = format!("downloading {}", spec.url);
     loop {
-        let chunk = rt.block_on(resp.chunk()).map_err(|e| {
-            step.err(format!("cannot download {}: the transfer failed after {current} bytes: {}", spec.url, chain(&e)))
+        let chunk = resp.chunk().await.map_err(|e| {
+            ctx.err(format!("cannot download {}: the transfer failed after {current} bytes: {}", spec.url, chain(&e)))
         })?;
         let Some(chunk) = chunk else { break };
         hash.update(&chunk);
-        file.write_all(&chunk).map_err(|e| io_err("write", e))?;
+        file.write_all(&chunk).await.map_err(|e| io_err("write", e))?;
         current += chunk.len() as u64;
         if current - reported >= 1 << 20 {
             reported = current;
-            step.run.emit(step.digest, EventKind::Status { id: status_id.clone(), current, total });
+            ctx.status(&status_id, current, total);
         }
+        ctx.check_cancelled()?;
     }
-    step.run.emit(step.digest, EventKind::Status { id: status_id, current, total: Some(current) });
+    ctx.status(&status_id, current, Some(current));
     let digest = sha256_digest(hash);
     if let Some(want) = spec.checksum {
         if *want != digest {
-            return Err(step.err(format!(
+            return Err(ctx.err(format!(
                 "digest mismatch for {}: downloaded {digest}, expected {want}; update ADD --checksum if the file \
                  changed on purpose",
                 spec.url
             )));
         }
     }
-    // Explicit: the umask must not narrow the requested mode.
-    file.set_permissions(std::fs::Permissions::from_mode(spec.perm)).map_err(|e| io_err("chmod", e))?;
-    if spec.uid != 0 || spec.gid != 0 {
-        std::os::unix::fs::fchown(&file, Some(spec.uid), Some(spec.gid)).map_err(|e| io_err("chown", e))?;
-    }
-    let mtime = last_modified.as_deref().and_then(parse_http_date).unwrap_or(SystemTime::UNIX_EPOCH);
-    file.set_times(std::fs::FileTimes::new().set_accessed(mtime).set_modified(mtime))
-        .map_err(|e| io_err("set the time of", e))?;
-    file.sync_all().map_err(|e| io_err("sync", e))?;
-    drop(file);
     let key = match spec.checksum {
         // Keyed before anything was fetched (see `checksum_key`): the checksum and the static name.
-        Some(_) => checksum_key(spec).unwrap_or(step.key),
+        Some(_) => checksum_key(spec).unwrap_or_else(|| spec.cache_key(&filename, &digest, None)),
         None => spec.cache_key(&filename, &digest, last_modified.as_deref()),
     };
-    let name = commit(step, snap, key)?;
+    let file = file.into_std().await;
+    let (perm, uid, gid) = (spec.perm, spec.uid, spec.gid);
+    let mtime = last_modified.as_deref().and_then(parse_http_date).unwrap_or(SystemTime::UNIX_EPOCH);
+    let (state, label, what) = (state.clone(), ctx.label().to_string(), format!("{filename} from {}", spec.url));
+    let name = blocking(move || {
+        let step = Step { state: &state, label: &label, key };
+        let io_err = |op: &str, e: std::io::Error| step.err(format!("cannot {op} {what}: {e}"));
+        // Explicit: the umask must not narrow the requested mode.
+        file.set_permissions(std::fs::Permissions::from_mode(perm)).map_err(|e| io_err("chmod", e))?;
+        if uid != 0 || gid != 0 {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(|e| io_err("chown", e))?;
+        }
+        file.set_times(std::fs::FileTimes::new().set_accessed(mtime).set_modified(mtime))
+            .map_err(|e| io_err("set the time of", e))?;
+        file.sync_all().map_err(|e| io_err("sync", e))?;
+        drop(file);
+        // The same bytes, name, mode and time as an earlier download keep that snapshot.
+        snap.commit_as(&step, &format!("build-{}-0", key.hex()))
+    })
+    .await?;
     Ok(Saved { key, download: Download { etag, last_modified, digest, filename, snapshot: name } })
-}
-
-/// Commits `snap` as the result of `key`, or keeps the equal snapshot another download committed first.
-fn commit(step: &Step<'_>, snap: Snap<'_>, key: Digest) -> Result<String, SolveError> {
-    let keyed = Step { run: step.run, digest: step.digest, key, label: step.label.clone() };
-    let name = format!("build-{}-0", key.hex());
-    let sn = step.snapshotter();
-    if sn.stat(&name).is_ok() {
-        // The same bytes, name, mode and time: the earlier snapshot is this result. Dropping `snap`
-        // removes the new copy.
-        let _ = snapshotter::gc::touch(sn, &name);
-        return Ok(name);
-    }
-    snap.commit(&keyed, "0")
 }
 
 fn header(resp: &reqwest::Response, name: &str) -> Option<String> {

@@ -5,8 +5,18 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
 use snapshotter::diff::Compression;
+
+/// A malformed `--output` value; the message says what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OutputError(pub String);
+
+type Result<T> = std::result::Result<T, OutputError>;
+
+macro_rules! bail {
+    ($($t:tt)*) => { return Err(OutputError(format!($($t)*))) };
+}
 
 /// Where an exporter writes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,9 +6,30 @@ use std::io::{BufReader, Seek, SeekFrom};
 use snapshotter::apply::apply_layer;
 use snapshotter::diff::{write_layer, Compression, DiffOptions};
 
-use super::{snapshot_of, Snap, Step};
+use super::snap::Step;
+use super::{blocking, snapshot_of, Base, Snap, WorkerRef};
 use crate::error::SolveError;
-use crate::scheduler::Ref;
+use crate::op::{BoxFuture, CacheMap, Op, OpContext};
+
+pub(crate) struct MergeOp(pub(crate) Base);
+
+impl Op<WorkerRef> for MergeOp {
+    fn cache_map(&self, ctx: &OpContext, inputs: &[Option<&WorkerRef>]) -> Result<CacheMap, SolveError> {
+        self.0.cache_map(inputs).map_err(|m| ctx.err(m))
+    }
+
+    fn exec<'a>(
+        &'a self,
+        ctx: &'a OpContext,
+        inputs: Vec<WorkerRef>,
+    ) -> BoxFuture<'a, Result<Vec<WorkerRef>, SolveError>> {
+        let (state, ctx) = (self.0.state.clone(), ctx.clone());
+        Box::pin(blocking(move || {
+            let key = ctx.key().ok_or_else(|| SolveError::Internal("a merge ran without a key".into()))?;
+            run(&Step { state: &state, label: ctx.label(), key }, &ctx, &inputs)
+        }))
+    }
+}
 
 /// The committed chain ending at `top`, base first.
 fn chain(step: &Step<'_>, top: &str) -> Result<Vec<(String, Option<String>)>, SolveError> {
@@ -24,9 +45,9 @@ fn chain(step: &Step<'_>, top: &str) -> Result<Vec<(String, Option<String>)>, So
 }
 
 /// Runs a merge op.
-pub(crate) fn run(step: &Step<'_>, inputs: &[Ref]) -> Result<Vec<Ref>, SolveError> {
+fn run(step: &Step<'_>, ctx: &OpContext, inputs: &[WorkerRef]) -> Result<Vec<WorkerRef>, SolveError> {
     let snaps = inputs.iter().map(|r| snapshot_of(step, r)).collect::<Result<Vec<_>, _>>()?;
-    let Some((first, rest)) = snaps.split_first() else { return Ok(vec![Ref::Snapshot(None)]) };
+    let Some((first, rest)) = snaps.split_first() else { return Ok(vec![WorkerRef::Snapshot(None)]) };
     let sn = step.snapshotter();
     let mut top = first.clone();
     let mut n = 0;
@@ -44,6 +65,7 @@ pub(crate) fn run(step: &Step<'_>, inputs: &[Ref]) -> Result<Vec<Ref>, SolveErro
             write_layer(&source, &mut tar, opts).map_err(|e| step.err(format!("cannot diff layer {layer}: {e}")))?;
             tar.seek(SeekFrom::Start(0)).map_err(|e| step.err(format!("cannot read back layer {layer}: {e}")))?;
             let snap = Snap::prepare(step, top.as_deref(), "merge")?;
+            ctx.check_cancelled()?;
             let target = sn.apply_target(&snap.key).map_err(|e| step.err(e))?;
             apply_layer(&target, BufReader::new(tar))
                 .map_err(|e| step.err(format!("cannot apply layer {layer} onto the merge: {e}")))?;
@@ -51,5 +73,5 @@ pub(crate) fn run(step: &Step<'_>, inputs: &[Ref]) -> Result<Vec<Ref>, SolveErro
             n += 1;
         }
     }
-    Ok(vec![Ref::Snapshot(top)])
+    Ok(vec![WorkerRef::Snapshot(top)])
 }

@@ -13,13 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use llb::{Digest, Op, SourceOp};
+use llb::{Digest, Op as LlbOp, SourceOp};
 use sha2::{Digest as _, Sha256};
 
-use super::{scoped, ResolvedSource, Snap, Step};
+use super::snap::Step;
+use super::{blocking, scoped, Base, Snap, WorkerRef};
 use crate::error::SolveError;
 use crate::fileop::{self, SourceDir};
-use crate::scheduler::{Ref, Run};
+use crate::op::{BoxFuture, CacheMap, Op, OpContext, Prepared};
 
 const KEY_VERSION: &[u8] = b"rbuild.git.v1\n";
 
@@ -38,8 +39,8 @@ pub(crate) struct Spec<'a> {
 
 impl<'a> Spec<'a> {
     /// The git source of `op`, if it is one.
-    pub(crate) fn of(op: &'a Op) -> Option<Spec<'a>> {
-        let Op::Source(SourceOp::Git { remote, reference, subdir, keep_git_dir, checksum, .. }) = op else {
+    pub(crate) fn of(op: &'a LlbOp) -> Option<Spec<'a>> {
+        let LlbOp::Source(SourceOp::Git { remote, reference, subdir, keep_git_dir, checksum, .. }) = op else {
             return None;
         };
         Some(Spec {
@@ -80,11 +81,54 @@ fn is_commit(r: &str) -> bool {
     (r.len() == 40 || r.len() == 64) && r.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Resolves the reference of git source `d` to a commit and keys it.
-pub(crate) fn resolve(run: &Run, d: Digest) -> Result<ResolvedSource, SolveError> {
-    let label = run.label(&d);
-    let err = |message: String| SolveError::Step { step: label.clone(), message };
-    let spec = Spec::of(&run.vertex(&d).op).ok_or_else(|| SolveError::Internal(format!("{d} is not git")))?;
+pub(crate) struct GitOp {
+    base: Base,
+    /// The commit the reference resolved to while preparing.
+    commit: Mutex<Option<String>>,
+}
+
+impl GitOp {
+    pub(crate) fn new(base: Base) -> GitOp {
+        GitOp { base, commit: Mutex::new(None) }
+    }
+}
+
+impl Op<WorkerRef> for GitOp {
+    /// Resolves the reference to a commit (`git ls-remote`) and keys the checkout by it.
+    fn prepare<'a>(&'a self, ctx: &'a OpContext) -> BoxFuture<'a, Result<Prepared<WorkerRef>, SolveError>> {
+        let (op, label) = (self.base.vertex.op.clone(), ctx.label().to_string());
+        Box::pin(async move {
+            let (key, commit) = blocking(move || resolve(&op, &label)).await?;
+            *self.commit.lock().unwrap_or_else(|e| e.into_inner()) = Some(commit);
+            Ok(Prepared { content_key: Some(key), ..Prepared::default() })
+        })
+    }
+
+    fn cache_map(&self, _ctx: &OpContext, _inputs: &[Option<&WorkerRef>]) -> Result<CacheMap, SolveError> {
+        Ok(CacheMap { digest: self.base.identity(), content: Vec::new() })
+    }
+
+    fn exec<'a>(
+        &'a self,
+        ctx: &'a OpContext,
+        _inputs: Vec<WorkerRef>,
+    ) -> BoxFuture<'a, Result<Vec<WorkerRef>, SolveError>> {
+        let commit = self.commit.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (state, op, ctx) = (self.base.state.clone(), self.base.vertex.op.clone(), ctx.clone());
+        Box::pin(blocking(move || {
+            let key = ctx.key().ok_or_else(|| SolveError::Internal("a git source ran without a key".into()))?;
+            let spec = Spec::of(&op).ok_or_else(|| SolveError::Internal("not a git source".into()))?;
+            let commit =
+                commit.ok_or_else(|| SolveError::Internal(format!("git source {} was not resolved", spec.what())))?;
+            run(&Step { state: &state, label: ctx.label(), key }, &ctx, &spec, &commit)
+        }))
+    }
+}
+
+/// Resolves the reference of a git source to a commit; returns its key and the commit.
+fn resolve(op: &llb::Op, label: &str) -> Result<(Digest, String), SolveError> {
+    let err = |message: String| SolveError::Step { step: label.to_string(), message };
+    let spec = Spec::of(op).ok_or_else(|| SolveError::Internal("not a git source".into()))?;
     let commit = match spec.reference {
         Some(r) if is_commit(r) => r.to_ascii_lowercase(),
         r => ls_remote(spec.remote, r.unwrap_or("HEAD")).map_err(err)?,
@@ -98,7 +142,7 @@ pub(crate) fn resolve(run: &Run, d: Digest) -> Result<ResolvedSource, SolveError
             )));
         }
     }
-    Ok(ResolvedSource { key: spec.cache_key(&commit), snapshot: None, commit: Some(commit) })
+    Ok((spec.cache_key(&commit), commit))
 }
 
 /// The commit `reference` names in `remote`: an exact ref (`HEAD`, `refs/...`), else a branch, else a tag
@@ -123,16 +167,9 @@ fn ls_remote(remote: &str, reference: &str) -> Result<String, String> {
     ))
 }
 
-/// Runs a git source vertex: fetch the resolved commit and copy its tree into a snapshot.
-pub(crate) fn run(step: &Step<'_>) -> Result<Vec<Ref>, SolveError> {
-    let run = step.run;
-    let spec = Spec::of(&run.vertex(&step.digest).op).ok_or_else(|| SolveError::Internal("not a git source".into()))?;
-    let commit = run
-        .resolved_sources
-        .get(&step.digest)
-        .and_then(|r| r.commit.clone())
-        .ok_or_else(|| SolveError::Internal(format!("git source {} was not resolved", spec.what())))?;
-    let state = run.inner.worker.state_dir.clone();
+/// Fetches `commit` and copies its tree into a snapshot.
+fn run(step: &Step<'_>, ctx: &OpContext, spec: &Spec<'_>, commit: &str) -> Result<Vec<WorkerRef>, SolveError> {
+    let state = step.state.worker.state_dir.clone();
     let scratch = tempfile::Builder::new()
         .prefix("checkout-")
         .tempdir_in(mkdirs(step, &state.join("git-tmp"))?)
@@ -140,8 +177,8 @@ pub(crate) fn run(step: &Step<'_>) -> Result<Vec<Ref>, SolveError> {
     let tree = scratch.path().join("tree");
     {
         let _one = GIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let bare = mirror(step, &state.join("git"), &spec, &commit)?;
-        checkout(&bare, &spec, &commit, scratch.path(), &tree)
+        let bare = mirror(step, &state.join("git"), spec, commit)?;
+        checkout(&bare, spec, commit, scratch.path(), &tree)
             .map_err(|e| step.err(format!("cannot check out {} at {commit}: {e}", spec.what())))?;
     }
     let src = match spec.subdir {
@@ -160,7 +197,8 @@ pub(crate) fn run(step: &Step<'_>) -> Result<Vec<Ref>, SolveError> {
     let dest = snap.mount(step)?;
     fileop::copy_dir(&SourceDir::plain(&src), &dest)
         .map_err(|e| step.err(format!("cannot copy the checkout of {}: {e}", spec.what())))?;
-    Ok(vec![Ref::Snapshot(Some(snap.commit(step, "0")?))])
+    ctx.check_cancelled()?;
+    Ok(vec![WorkerRef::Snapshot(Some(snap.commit(step, "0")?))])
 }
 
 fn mkdirs(step: &Step<'_>, dir: &Path) -> Result<PathBuf, SolveError> {
@@ -174,7 +212,7 @@ fn mirror(step: &Step<'_>, root: &Path, spec: &Spec<'_>, commit: &str) -> Result
     let fail = |e: String| step.err(format!("cannot fetch {}: {e}", spec.what()));
     if !bare.join("HEAD").exists() {
         mkdirs(step, root)?;
-        let tmp = root.join(format!("init-{}", step.run.inner.temp_name("git")));
+        let tmp = root.join(format!("init-{}", step.state.temp_name("git")));
         git(None, &["init", "-q", "--bare", path_str(&tmp)?]).map_err(fail)?;
         // Lets the checkout fetch the commit by id from this mirror.
         git(Some(&tmp), &["config", "uploadpack.allowAnySHA1InWant", "true"]).map_err(fail)?;

@@ -1,4 +1,5 @@
-//! The cache store: links from cache keys to committed snapshots, in the metadata database.
+//! The local cache store: links from cache keys to committed snapshots, in the metadata database. One
+//! implementation of [`CacheStore`]; an imported remote cache can be another.
 
 use std::sync::Arc;
 
@@ -8,7 +9,9 @@ use snapshotter::meta::MetaDb;
 use snapshotter::redb::TableDefinition;
 use snapshotter::snapshot::{SnapshotError, Snapshotter};
 
+use super::{blocking, State, WorkerRef};
 use crate::error::SolveError;
+use crate::op::{BoxFuture, CacheStore};
 
 /// Cache key (`sha256:...`) -> [`Link`] as JSON.
 pub const CACHE_LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("solver_cache_links");
@@ -22,11 +25,12 @@ pub struct Link {
 /// Reads and writes links.
 pub(crate) struct Links {
     meta: Arc<MetaDb>,
+    snapshotter: Arc<dyn Snapshotter>,
 }
 
 impl Links {
-    pub(crate) fn new(meta: Arc<MetaDb>) -> Links {
-        Links { meta }
+    pub(crate) fn new(meta: Arc<MetaDb>, snapshotter: Arc<dyn Snapshotter>) -> Links {
+        Links { meta, snapshotter }
     }
 
     /// Creates the links table if needed (a read of a missing redb table fails).
@@ -39,7 +43,8 @@ impl Links {
     }
 
     /// The result linked to `key` if every snapshot it names still exists; a stale link is dropped.
-    pub(crate) fn lookup(&self, key: &Digest, snapshotter: &dyn Snapshotter) -> Result<Option<Link>, SolveError> {
+    pub(crate) fn lookup(&self, key: &Digest) -> Result<Option<Link>, SolveError> {
+        let snapshotter = &*self.snapshotter;
         let cache_err = |e: snapshotter::meta::MetaError| SolveError::Cache(e.to_string());
         let Some(link) = self.meta.get::<Link>(CACHE_LINKS, &key.to_string()).map_err(cache_err)? else {
             return Ok(None);
@@ -60,5 +65,42 @@ impl Links {
 
     pub(crate) fn store(&self, key: &Digest, link: &Link) -> Result<(), SolveError> {
         self.meta.put(CACHE_LINKS, &key.to_string(), link).map_err(|e| SolveError::Cache(e.to_string()))
+    }
+}
+
+/// The worker's links as the scheduler's cache store.
+pub(crate) struct LocalCache(pub(crate) Arc<State>);
+
+impl CacheStore<WorkerRef> for LocalCache {
+    fn load<'a>(&'a self, key: &'a Digest) -> BoxFuture<'a, Result<Option<Vec<WorkerRef>>, SolveError>> {
+        let (state, key) = (self.0.clone(), *key);
+        Box::pin(blocking(move || {
+            let Some(link) = state.links.lookup(&key)? else { return Ok(None) };
+            for s in link.outputs.iter().flatten() {
+                // Best effort: a missing label only makes GC's order less exact.
+                let _ = snapshotter::gc::touch(&*state.worker.snapshotter, s);
+            }
+            Ok(Some(link.outputs.into_iter().map(WorkerRef::Snapshot).collect()))
+        }))
+    }
+
+    fn contains<'a>(&'a self, key: &'a Digest) -> BoxFuture<'a, Result<bool, SolveError>> {
+        let (state, key) = (self.0.clone(), *key);
+        Box::pin(blocking(move || Ok(state.links.lookup(&key)?.is_some())))
+    }
+
+    fn save<'a>(&'a self, key: &'a Digest, results: &'a [WorkerRef]) -> BoxFuture<'a, Result<(), SolveError>> {
+        let outputs: Option<Vec<Option<String>>> = results
+            .iter()
+            .map(|r| match r {
+                WorkerRef::Snapshot(s) => Some(s.clone()),
+                WorkerRef::Local(_) => None,
+            })
+            .collect();
+        let (state, key) = (self.0.clone(), *key);
+        Box::pin(async move {
+            let Some(outputs) = outputs else { return Ok(()) };
+            blocking(move || state.links.store(&key, &Link { outputs })).await
+        })
     }
 }

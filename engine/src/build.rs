@@ -1,0 +1,183 @@
+//! One build, start to end: check the request, convert the Dockerfile (resolving base images), solve,
+//! export, and collect the metadata.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use frontend::convert::{ConvertOptions, Converted};
+use llb::Platform;
+use solver::{LocalSource, SolveOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::BuildError;
+use crate::export::{exporter, ExportContext, OutputKind};
+use crate::images::RegistryResolver;
+use crate::progress::{Event, EventSink};
+use crate::request::{BuildRequest, Entitlement, NamedContext};
+use crate::result::{BuildResult, ExportedImage};
+use crate::Engine;
+
+/// The local source name of the build context (the frontend's name for it).
+const CONTEXT: &str = "context";
+
+pub(crate) async fn run(
+    engine: Arc<Engine>,
+    req: BuildRequest,
+    events: EventSink,
+    cancel: CancellationToken,
+) -> Result<BuildResult, BuildError> {
+    check(&req)?;
+    let converted = tokio::select! {
+        c = convert(&engine, &req) => c?,
+        _ = cancel.cancelled() => return Err(BuildError::Cancelled),
+    };
+    for w in &converted.warnings {
+        let _ = events.send(Event::Warning(w.clone()));
+    }
+    let solved = solve(&engine, &req, &converted, &events, &cancel).await?;
+
+    let cx = ExportContext::new(
+        engine.clone(),
+        solved.root.clone(),
+        converted.image.clone(),
+        converted.base_history.clone(),
+        req.source_date_epoch,
+        req.tags.clone(),
+        events.clone(),
+    );
+    for spec in &req.outputs {
+        if cancel.is_cancelled() {
+            return Err(BuildError::Cancelled);
+        }
+        let e = exporter(spec);
+        e.export(&cx).await.map_err(|source| BuildError::Export { output: e.describe(), source })?;
+    }
+
+    let mut metadata = serde_json::Map::new();
+    let names = cx.names();
+    if !names.is_empty() {
+        metadata.insert("image.name".into(), serde_json::json!(names.join(",")));
+    }
+    let image = cx.first_image().map(|a| ExportedImage { manifest: a.manifest, config: a.config });
+    if let Some(img) = &image {
+        metadata.insert("containerimage.config.digest".into(), serde_json::json!(img.config.digest().to_string()));
+        metadata.insert("containerimage.digest".into(), serde_json::json!(img.manifest.digest().to_string()));
+        metadata.insert(
+            "containerimage.descriptor".into(),
+            serde_json::json!({
+                "mediaType": img.manifest.media_type().to_string(),
+                "digest": img.manifest.digest().to_string(),
+                "size": img.manifest.size(),
+            }),
+        );
+    }
+    Ok(BuildResult { image, metadata, steps: solved.steps, root: solved.root })
+}
+
+/// What the request asks that cannot work, before anything runs.
+fn check(req: &BuildRequest) -> Result<(), BuildError> {
+    let pushes_unnamed =
+        req.outputs.iter().any(|o| matches!(&o.kind, OutputKind::Image { push: true, names } if names.is_empty()));
+    if pushes_unnamed && req.tags.is_empty() {
+        return Err(BuildError::Request("--push needs an image name: add -t registry.example.com/app:tag".into()));
+    }
+    if req.named_contexts.contains_key(CONTEXT) {
+        return Err(BuildError::Request(
+            "--build-context context=...: `context` is the name of the build context itself; choose another name"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses and converts the Dockerfile. Base images are resolved while converting (the frontend asks for
+/// their configs), so conversion runs on a blocking thread.
+async fn convert(engine: &Arc<Engine>, req: &BuildRequest) -> Result<Converted, BuildError> {
+    let excludes = match &req.dockerignore {
+        Some(text) => solver::context::parse_dockerignore(text),
+        None => Vec::new(),
+    };
+    let named_contexts = req
+        .named_contexts
+        .iter()
+        .map(|(name, c)| {
+            let c = match c {
+                NamedContext::Local(_) => frontend::convert::NamedContext::Local,
+                NamedContext::Image(r) => frontend::convert::NamedContext::Image(r.clone()),
+            };
+            (name.clone(), c)
+        })
+        .collect();
+    let no_cache: BTreeSet<String> = req.cache.no_cache_filter.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let opts = ConvertOptions {
+        filename: req.dockerfile_name.clone(),
+        target: req.target.clone(),
+        build_args: req.build_args.clone(),
+        target_platform: req.platform.clone(),
+        build_platform: Platform::host(),
+        labels: req.labels.clone(),
+        excludes,
+        named_contexts,
+        source_date_epoch: req.source_date_epoch,
+        no_cache,
+        extra_hosts: req.add_hosts.clone(),
+    };
+    let resolver = RegistryResolver {
+        handle: tokio::runtime::Handle::current(),
+        client: engine.client.clone(),
+        store: engine.images.clone(),
+        pull: req.cache.pull,
+    };
+    let (dockerfile, filename) = (req.dockerfile.clone(), req.dockerfile_name.clone());
+    tokio::task::spawn_blocking(move || frontend::convert::convert(&dockerfile, &opts, &resolver))
+        .await
+        .map_err(|e| BuildError::Internal(format!("converting the Dockerfile failed: {e}")))?
+        .map_err(|diagnostic| BuildError::Dockerfile { filename, diagnostic })
+}
+
+/// Solves the definition, forwarding the solver's progress as [`Event::Step`]s.
+async fn solve(
+    engine: &Arc<Engine>,
+    req: &BuildRequest,
+    converted: &Converted,
+    events: &EventSink,
+    cancel: &CancellationToken,
+) -> Result<solver::Solved, BuildError> {
+    let mut locals: BTreeMap<String, Arc<dyn LocalSource>> = BTreeMap::new();
+    locals.insert(CONTEXT.into(), req.context.clone());
+    for (name, c) in &req.named_contexts {
+        if let NamedContext::Local(source) = c {
+            locals.insert(name.clone(), source.clone());
+        }
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let opts = SolveOptions {
+        locals,
+        secrets: req.secrets.clone(),
+        ssh: req.ssh.clone(),
+        no_cache: req.cache.no_cache,
+        pull: req.cache.pull,
+        max_parallelism: req
+            .max_parallelism
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+            .max(1),
+        network: req.network,
+        allow_network_host: req.entitlements.contains(&Entitlement::NetworkHost),
+        progress: tx,
+        cancel: cancel.clone(),
+    };
+    let solve = engine.solver.solve(&converted.definition, opts);
+    tokio::pin!(solve);
+    let result = loop {
+        tokio::select! {
+            r = &mut solve => break r,
+            Some(e) = rx.recv() => { let _ = events.send(Event::Step(e)); }
+        }
+    };
+    // What was queued before the solve returned; a step another build still runs may send more, which
+    // this build no longer shows.
+    while let Ok(e) = rx.try_recv() {
+        let _ = events.send(Event::Step(e));
+    }
+    Ok(result?)
+}

@@ -1,0 +1,351 @@
+//! Exporters: where a build's result goes, one [`Exporter`] per `--output` type (buildx's names):
+//! `image`/`registry` (the local image store, maybe pushed), `oci` and `docker` (archives or a layout
+//! directory, or `docker load`), `local` (the filesystem as a directory) and `tar`.
+//!
+//! Exporters that need the image share one [`ExportContext`], which assembles it once per compression and
+//! media type. File outputs are written to a temporary name and renamed, so a failed or cancelled export
+//! leaves nothing half-written.
+
+mod spec;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use llb::image::{History, Image};
+use registry::assemble::{AssembleOptions, Assembled};
+use registry::export::ArchiveFormat;
+use registry::Reference;
+use snapshotter::diff::Compression;
+use solver::op::BoxFuture;
+
+pub use spec::{parse_output, Dest, OutputError, OutputKind, OutputSpec};
+
+use crate::error::ExportError;
+use crate::progress::{Event, EventSink, ExportEvent};
+use crate::Engine;
+
+/// Writes a build's result somewhere.
+pub trait Exporter: Send + Sync {
+    /// What progress and errors call it, e.g. `exporting to oci image format`.
+    fn describe(&self) -> String;
+
+    /// Exports; an exporter that made an image records it with [`ExportContext::record_image`].
+    fn export<'a>(&'a self, cx: &'a ExportContext) -> BoxFuture<'a, Result<(), ExportError>>;
+}
+
+/// The exporter for one `--output`.
+pub fn exporter(spec: &OutputSpec) -> Box<dyn Exporter> {
+    let compression = spec.compression.unwrap_or(Compression::Gzip);
+    let oci = spec.oci();
+    match &spec.kind {
+        OutputKind::Image { names, push } => {
+            Box::new(ImageExporter { names: names.clone(), push: *push, compression, oci })
+        }
+        OutputKind::Oci { dest, tar, names } => Box::new(ArchiveExporter {
+            dest: Some(dest.clone()),
+            dir: !*tar,
+            names: names.clone(),
+            compression,
+            oci,
+            docker: false,
+        }),
+        OutputKind::Docker { dest, names } => Box::new(ArchiveExporter {
+            dest: dest.clone(),
+            dir: false,
+            names: names.clone(),
+            compression,
+            oci,
+            docker: true,
+        }),
+        OutputKind::Local { dest } => Box::new(LocalExporter { dest: dest.clone() }),
+        OutputKind::Tar { dest } => Box::new(TarExporter { dest: dest.clone() }),
+    }
+}
+
+/// What every exporter of one build shares: the result, the image config, the names, the engine.
+pub struct ExportContext {
+    pub(crate) engine: Arc<Engine>,
+    /// The committed snapshot of the result (`None`: an empty filesystem).
+    pub(crate) root: Option<String>,
+    pub(crate) config: Image,
+    pub(crate) base_history: Vec<History>,
+    pub(crate) source_date_epoch: Option<i64>,
+    /// `-t` names, for outputs without names of their own.
+    pub(crate) tags: Vec<String>,
+    pub(crate) events: EventSink,
+    assembled: Mutex<Vec<((Compression, bool), Assembled)>>,
+    first: Mutex<Option<Assembled>>,
+    names: Mutex<Vec<String>>,
+}
+
+impl ExportContext {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        root: Option<String>,
+        config: Image,
+        base_history: Vec<History>,
+        source_date_epoch: Option<i64>,
+        tags: Vec<String>,
+        events: EventSink,
+    ) -> ExportContext {
+        ExportContext {
+            engine,
+            root,
+            config,
+            base_history,
+            source_date_epoch,
+            tags,
+            events,
+            assembled: Mutex::new(Vec::new()),
+            first: Mutex::new(None),
+            names: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The image (config, layers, manifest in the content store), assembled once per compression and
+    /// media types; the first one assembled is the build's image.
+    pub async fn image(&self, compression: Compression, oci: bool) -> Result<Assembled, ExportError> {
+        if let Some((_, a)) = lock(&self.assembled).iter().find(|(k, _)| *k == (compression, oci)) {
+            return Ok(a.clone());
+        }
+        let e = self.engine.clone();
+        let (root, config) = (self.root.clone(), self.config.clone());
+        let opts = AssembleOptions {
+            compression,
+            source_date_epoch: self.source_date_epoch,
+            oci,
+            base_history: self.base_history.clone(),
+        };
+        let img = blocking(move || {
+            registry::assemble::assemble_image(
+                &e.images,
+                &*e.store.snapshotter,
+                &e.store.meta,
+                root.as_deref(),
+                &config,
+                &opts,
+            )
+            .map_err(ExportError::registry("assembling the image"))
+        })
+        .await?;
+        lock(&self.assembled).push(((compression, oci), img.clone()));
+        lock(&self.first).get_or_insert_with(|| img.clone());
+        Ok(img)
+    }
+
+    /// The first image assembled, if any.
+    pub(crate) fn first_image(&self) -> Option<Assembled> {
+        lock(&self.first).clone()
+    }
+
+    /// Names given to the image in the local store (`image.name` in the metadata).
+    pub(crate) fn names(&self) -> Vec<String> {
+        lock(&self.names).clone()
+    }
+
+    fn emit(&self, e: ExportEvent) {
+        let _ = self.events.send(Event::Export(e));
+    }
+
+    /// `names`, else the `-t` names, parsed; no name at all is one unnamed entry.
+    fn references(
+        &self,
+        names: &[String],
+        img: &Assembled,
+    ) -> Result<Vec<(Option<Reference>, Descriptor)>, ExportError> {
+        let names = if names.is_empty() { &self.tags } else { names };
+        if names.is_empty() {
+            return Ok(vec![(None, img.manifest.clone())]);
+        }
+        names.iter().map(|n| Ok((Some(parse_name(n)?), img.manifest.clone()))).collect()
+    }
+}
+
+type Descriptor = oci_spec::image::Descriptor;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn parse_name(n: &str) -> Result<Reference, ExportError> {
+    Reference::parse(n).map_err(|e| ExportError::Other(format!("invalid image name {n}: {e}")))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ExportError> + Send + 'static,
+) -> Result<T, ExportError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ExportError::Other(format!("an export task failed: {e}")))?
+}
+
+/// `-t` / `type=image` / `type=registry`: the image in the local store under its names, pushed when asked.
+struct ImageExporter {
+    names: Vec<String>,
+    push: bool,
+    compression: Compression,
+    oci: bool,
+}
+
+impl Exporter for ImageExporter {
+    fn describe(&self) -> String {
+        "exporting to image".into()
+    }
+
+    fn export<'a>(&'a self, cx: &'a ExportContext) -> BoxFuture<'a, Result<(), ExportError>> {
+        Box::pin(async move {
+            let img = cx.image(self.compression, self.oci).await?;
+            let names: Vec<String> = if self.names.is_empty() { cx.tags.clone() } else { self.names.clone() };
+            for n in &names {
+                let r = parse_name(n)?;
+                let (e, r2, manifest) = (cx.engine.clone(), r.clone(), img.manifest.clone());
+                blocking(move || e.images.tag(&r2, &manifest).map_err(ExportError::registry(format!("naming {r2}"))))
+                    .await?;
+                cx.emit(ExportEvent::Named { reference: r.to_string() });
+                if self.push {
+                    let report = cx
+                        .engine
+                        .client
+                        .push(&cx.engine.images, &img.manifest, &r)
+                        .await
+                        .map_err(ExportError::registry(format!("pushing {r}")))?;
+                    cx.emit(ExportEvent::Pushed {
+                        reference: r.to_string(),
+                        uploaded: report.uploaded.len(),
+                        mounted: report.mounted.len(),
+                        existed: report.existed.len(),
+                    });
+                }
+            }
+            lock(&cx.names).extend(names);
+            Ok(())
+        })
+    }
+}
+
+/// `type=oci` and `type=docker`: an archive (or an OCI layout directory with `tar=false`) at `dest`, on
+/// standard output, or (docker without a dest) piped into `docker load`.
+struct ArchiveExporter {
+    dest: Option<Dest>,
+    dir: bool,
+    names: Vec<String>,
+    compression: Compression,
+    oci: bool,
+    docker: bool,
+}
+
+impl Exporter for ArchiveExporter {
+    fn describe(&self) -> String {
+        if self.docker { "exporting to docker image format" } else { "exporting to oci image format" }.into()
+    }
+
+    fn export<'a>(&'a self, cx: &'a ExportContext) -> BoxFuture<'a, Result<(), ExportError>> {
+        Box::pin(async move {
+            let img = cx.image(self.compression, self.oci).await?;
+            let refs = cx.references(&self.names, &img)?;
+            let images = cx.engine.images.clone();
+            let format = if self.docker { ArchiveFormat::Docker } else { ArchiveFormat::Oci };
+            let (dest, dir) = (self.dest.clone(), self.dir);
+            blocking(move || {
+                let save = |w: &mut dyn Write| {
+                    registry::export::save(&images, &refs, format, w)
+                        .map_err(ExportError::registry("writing the archive"))
+                };
+                match (dest, dir) {
+                    (Some(Dest::Path(p)), true) => registry::export::write_oci_dir(&images, &refs, &p)
+                        .map_err(ExportError::registry(format!("writing OCI layout {}", p.display()))),
+                    (Some(d), _) => write_dest(&d, save),
+                    (None, _) => docker_load(save),
+                }
+            })
+            .await
+        })
+    }
+}
+
+/// `type=local`: the result's filesystem as a directory.
+struct LocalExporter {
+    dest: PathBuf,
+}
+
+impl Exporter for LocalExporter {
+    fn describe(&self) -> String {
+        "exporting to client directory".into()
+    }
+
+    fn export<'a>(&'a self, cx: &'a ExportContext) -> BoxFuture<'a, Result<(), ExportError>> {
+        let (e, root, dest) = (cx.engine.clone(), cx.root.clone(), self.dest.clone());
+        Box::pin(blocking(move || match &root {
+            Some(key) => snapshotter::export::export_dir(&*e.store.snapshotter, key, &dest)
+                .map_err(ExportError::snapshot(format!("exporting the filesystem to {}", dest.display()))),
+            None => std::fs::create_dir_all(&dest).map_err(ExportError::io(format!("creating {}", dest.display()))),
+        }))
+    }
+}
+
+/// `type=tar`: the result's filesystem as a tar.
+struct TarExporter {
+    dest: Dest,
+}
+
+impl Exporter for TarExporter {
+    fn describe(&self) -> String {
+        "exporting to client tarball".into()
+    }
+
+    fn export<'a>(&'a self, cx: &'a ExportContext) -> BoxFuture<'a, Result<(), ExportError>> {
+        let (e, root, dest) = (cx.engine.clone(), cx.root.clone(), self.dest.clone());
+        let epoch = cx.source_date_epoch.map(|e| e.max(0) as u64);
+        Box::pin(blocking(move || {
+            let scratch = e.store.root.tmp_dir();
+            write_dest(&dest, |w| match &root {
+                Some(key) => snapshotter::export::export_tar(&*e.store.snapshotter, key, &scratch, w, epoch)
+                    .map(drop)
+                    .map_err(ExportError::snapshot("writing the filesystem tar")),
+                None => tar::Builder::new(w).finish().map_err(ExportError::io("writing an empty tar")),
+            })
+        }))
+    }
+}
+
+/// Writes to a file atomically (temp file + rename), or to standard output.
+fn write_dest(dest: &Dest, write: impl FnOnce(&mut dyn Write) -> Result<(), ExportError>) -> Result<(), ExportError> {
+    match dest {
+        Dest::Stdout => {
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            write(&mut lock)?;
+            lock.flush().map_err(ExportError::io("writing to standard output"))
+        }
+        Dest::Path(p) => {
+            let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)
+                .map_err(ExportError::io(format!("cannot write in {}", dir.display())))?;
+            write(tmp.as_file_mut())?;
+            tmp.as_file().sync_all().map_err(ExportError::io(format!("cannot write {}", p.display())))?;
+            tmp.persist(p)
+                .map_err(|e| ExportError::Io { what: format!("cannot write {}", p.display()), cause: e.error })?;
+            Ok(())
+        }
+    }
+}
+
+/// Pipes a docker archive into `docker load`.
+fn docker_load(save: impl FnOnce(&mut dyn Write) -> Result<(), ExportError>) -> Result<(), ExportError> {
+    let mut child = std::process::Command::new("docker")
+        .arg("load")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(ExportError::io(
+        "--load needs the docker CLI and a running daemon; install docker or use --output type=docker,dest=image.tar",
+    ))?;
+    let mut stdin = child.stdin.take().ok_or_else(|| ExportError::Other("docker load has no stdin".into()))?;
+    let res = save(&mut stdin);
+    drop(stdin);
+    let status = child.wait().map_err(ExportError::io("waiting for docker load"))?;
+    res?;
+    if !status.success() {
+        return Err(ExportError::Other(format!("docker load failed ({status})")));
+    }
+    Ok(())
+}

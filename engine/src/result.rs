@@ -1,0 +1,32 @@
+//! What a build produced: a [`BuildResult`].
+
+use oci_spec::image::Descriptor;
+use solver::StepRecord;
+
+/// The image a build exported (the first one, when outputs differ in compression or media types).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportedImage {
+    pub manifest: Descriptor,
+    pub config: Descriptor,
+}
+
+/// A finished build.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    /// The image, when an output made one.
+    pub image: Option<ExportedImage>,
+    /// buildx's metadata keys (`containerimage.digest`, `containerimage.config.digest`,
+    /// `containerimage.descriptor`, `image.name`), as `--metadata-file` writes them.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Every step: name, cache key, cached or run, start and end, what went into its key.
+    pub steps: Vec<StepRecord>,
+    /// The committed snapshot of the result's filesystem (`None`: empty).
+    pub root: Option<String>,
+}
+
+impl BuildResult {
+    /// The image ID (`sha256:` of the config), as `docker build` prints and `--iidfile` writes.
+    pub fn image_id(&self) -> Option<String> {
+        self.image.as_ref().map(|i| i.config.digest().to_string())
+    }
+}

@@ -1,0 +1,126 @@
+//! Scheduling, generic over what ops produce: a vertex runs once its inputs are ready, independent
+//! vertices in parallel (bounded by `max_parallelism`), and identical work (the same cache key) once per
+//! scheduler, even across concurrent solves.
+//!
+//! A solve has two phases. Keying: every vertex's op is made by the solve's [`OpResolver`], prepared
+//! (network lookups whose answer is part of the key, concurrently) and keyed from its [`CacheMap`] and its
+//! inputs' keys, inputs first, before anything executes. Evaluation is lazy from the root: a vertex first
+//! looks its key up in the [`CacheStore`]; only a miss builds its inputs, so nothing below a cache hit runs
+//! (an image under a hit is never pulled). The steps skipped below a hit are still reported, as cached
+//! where the store has them, so a fully cached build lists every step as BuildKit does.
+//!
+//! The scheduler knows the [`Op`] trait and the definition's shape only; it never reads an op's payload.
+
+mod flight;
+mod run;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use llb::Definition;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::SolveError;
+use crate::op::{CacheStore, OpResolver};
+use crate::progress::{ProgressSink, StepRecord};
+use flight::Flights;
+use run::Run;
+
+/// Runs definitions. Clones share the executions in flight, so two solves that reach the same key run
+/// it once; one scheduler per process (or per daemon).
+pub struct Scheduler<R: Clone + Send + Sync + 'static> {
+    flights: Arc<Flights<R>>,
+    next_solve: Arc<AtomicU64>,
+}
+
+impl<R: Clone + Send + Sync + 'static> Clone for Scheduler<R> {
+    fn clone(&self) -> Self {
+        Scheduler { flights: self.flights.clone(), next_solve: self.next_solve.clone() }
+    }
+}
+
+impl<R: Clone + Send + Sync + 'static> Default for Scheduler<R> {
+    fn default() -> Self {
+        Scheduler { flights: Arc::new(Flights::new()), next_solve: Arc::new(AtomicU64::new(1)) }
+    }
+}
+
+/// One solve's definition and what it runs against.
+pub struct SolveRequest<R> {
+    pub definition: Definition,
+    /// Makes each vertex's op (and holds what the solve provides: contexts, secrets).
+    pub resolver: Arc<dyn OpResolver<R>>,
+    /// Where cache hits come from and results are linked.
+    pub cache: Arc<dyn CacheStore<R>>,
+    /// How many vertices of this solve execute at once (at least one).
+    pub max_parallelism: usize,
+    /// Ignore every cache hit (`--no-cache`); per-vertex `ignore_cache` metadata is honoured too.
+    pub no_cache: bool,
+    pub progress: ProgressSink,
+    /// Cancels the solve: running steps that no other solve needs are stopped and cleaned up before
+    /// [`Scheduler::solve`] returns [`SolveError::Cancelled`].
+    pub cancel: CancellationToken,
+}
+
+/// Counts of one solve.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Vertices whose result this solve took from the cache.
+    pub cached: usize,
+    /// Vertices this solve executed.
+    pub executed: usize,
+    /// Vertices another concurrent solve executed (or found) for this one.
+    pub shared: usize,
+}
+
+/// What a solve produced.
+#[derive(Debug, Clone)]
+pub struct Solution<R> {
+    /// The root's selected output; `None` when the definition has no root.
+    pub root: Option<R>,
+    /// Every step reported, inputs before consumers.
+    pub steps: Vec<StepRecord>,
+    pub counts: Counts,
+}
+
+impl<R: Clone + Send + Sync + 'static> Scheduler<R> {
+    pub fn new() -> Scheduler<R> {
+        Scheduler::default()
+    }
+
+    /// Keys and evaluates `req.definition`'s root.
+    pub async fn solve(&self, req: SolveRequest<R>) -> Result<Solution<R>, SolveError> {
+        let id = self.next_solve.fetch_add(1, Ordering::Relaxed);
+        let cancel = req.cancel.clone();
+        let root = req.definition.root;
+        let flights = self.flights.clone();
+        let work = async move {
+            let run = Run::prepare(flights, id, req).await?;
+            let root = match root {
+                Some(root) => {
+                    let outputs = run.build(root.digest).await?;
+                    let out = outputs.get(root.index).cloned().ok_or_else(|| {
+                        SolveError::Internal(format!("the root {} has no output {}", root.digest, root.index))
+                    })?;
+                    Some(out)
+                }
+                None => None,
+            };
+            Ok(Solution { root, steps: run.records(), counts: run.counts() })
+        };
+        // Cancelling drops the evaluation: its interests in flights go, and what no other solve needs stops.
+        let result = tokio::select! {
+            r = work => r,
+            _ = cancel.cancelled() => Err(SolveError::Cancelled),
+        };
+        if cancel.is_cancelled() || result.is_err() {
+            // Whatever only this solve wanted is being stopped (it was cancelled, or a step failed and
+            // its siblings were dropped): wait until that has cleaned up.
+            self.flights.settle().await;
+        }
+        if cancel.is_cancelled() {
+            return Err(SolveError::Cancelled);
+        }
+        result
+    }
+}

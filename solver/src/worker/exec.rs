@@ -1,0 +1,316 @@
+//! Exec ops (RUN): an active snapshot on the rootfs input, every llb mount mapped to a sandbox mount,
+//! the process run by the worker's executor, then the writable outputs committed.
+//!
+//! Secrets and ssh agents are fetched from the session first (async); the rest runs on the blocking pool.
+//! Cancellation kills the process (and its whole pid namespace) through the sandbox's `Cancel`; the
+//! snapshot guards then unmount and remove what the step prepared, so nothing is committed.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use llb::{CacheSharing, ExecOp as LlbExec, MountKind, Op as LlbOp, SecurityMode};
+use sandbox::cache::Sharing;
+use sandbox::executor::{OutputLine, OutputSink, Stream};
+use sandbox::{ProcessSpec, RunMount, RunMountKind};
+
+use super::snap::Step;
+use super::{blocking, scoped, snapshot_of, Base, Snap, State, WorkerRef};
+use crate::error::{RunFailure, SolveError};
+use crate::op::{BoxFuture, CacheMap, Op, OpContext};
+use crate::progress::LogStream;
+
+/// How many output lines a failed RUN's error shows.
+const TAIL_LINES: usize = 20;
+
+pub(crate) struct ExecOp(pub(crate) Base);
+
+/// Sends output lines as progress events and keeps the last few for the error of a failed run.
+struct LogSink<'a> {
+    ctx: &'a OpContext,
+    tail: Mutex<VecDeque<String>>,
+}
+
+impl OutputSink for LogSink<'_> {
+    fn line(&self, line: OutputLine) {
+        let mut tail = self.tail.lock().unwrap_or_else(|e| e.into_inner());
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(String::from_utf8_lossy(&line.line).into_owned());
+        let stream = match line.stream {
+            Stream::Stdout => LogStream::Stdout,
+            Stream::Stderr => LogStream::Stderr,
+        };
+        self.ctx.log(stream, line.line);
+    }
+}
+
+fn sharing(s: CacheSharing) -> Sharing {
+    match s {
+        CacheSharing::Shared => Sharing::Shared,
+        CacheSharing::Private => Sharing::Private,
+        CacheSharing::Locked => Sharing::Locked,
+    }
+}
+
+/// What the session provided for one run: secrets and agent sockets by id (a missing optional one is
+/// absent).
+#[derive(Default)]
+struct Provided {
+    secrets: BTreeMap<String, Vec<u8>>,
+    ssh: BTreeMap<String, PathBuf>,
+}
+
+impl ExecOp {
+    fn op(&self) -> Result<&LlbExec, SolveError> {
+        match &self.0.vertex.op {
+            LlbOp::Exec(e) => Ok(e),
+            _ => Err(SolveError::Internal("not an exec op".into())),
+        }
+    }
+
+    /// What RUN asks for that rbuild refuses or cannot do, before anything is prepared.
+    fn check(&self, ctx: &OpContext, e: &LlbExec) -> Result<(), SolveError> {
+        let step = || ctx.label().to_string();
+        if e.security == SecurityMode::Insecure {
+            return Err(SolveError::Insecure { step: step() });
+        }
+        if e.network == llb::NetworkMode::Host && !self.0.session.allow_network_host {
+            return Err(SolveError::Entitlement {
+                step: step(),
+                what: "RUN --network=host".into(),
+                entitlement: "network.host".into(),
+            });
+        }
+        if !e.cdi_devices.is_empty() {
+            return Err(SolveError::Unsupported { step: step(), what: "RUN --device (CDI devices)".into() });
+        }
+        // The sandbox's ProcessSpec has no rlimits yet: fail loudly rather than run without what the build
+        // asked for.
+        if !e.meta.ulimits.is_empty() {
+            let limits: Vec<String> =
+                e.meta.ulimits.iter().map(|u| format!("{}={}:{}", u.name, u.soft, u.hard)).collect();
+            return Err(SolveError::Unsupported {
+                step: step(),
+                what: format!("--ulimit ({}); build without it", limits.join(", ")),
+            });
+        }
+        Ok(())
+    }
+
+    /// Fetches the secrets and agents the run mounts; a missing required one is an error.
+    async fn provided(&self, ctx: &OpContext, e: &LlbExec) -> Result<Provided, SolveError> {
+        let session = &self.0.session;
+        let mut p = Provided::default();
+        let mut wanted: Vec<(&str, bool)> = e.secret_env.iter().map(|s| (s.id.as_str(), s.optional)).collect();
+        for m in &e.mounts {
+            if let MountKind::Secret(opt) = &m.kind {
+                wanted.push((&opt.id, opt.optional));
+            }
+        }
+        for (id, optional) in wanted {
+            match session.secret(ctx.label(), id).await? {
+                Some(v) => {
+                    p.secrets.insert(id.to_string(), v);
+                }
+                None if optional => {}
+                None => return Err(SolveError::MissingSecret { step: ctx.label().to_string(), id: id.to_string() }),
+            }
+        }
+        for m in &e.mounts {
+            let MountKind::Ssh(opt) = &m.kind else { continue };
+            let agent =
+                session.ssh.agent(&opt.id).await.map_err(|err| ctx.err(format!("ssh agent {:?}: {err}", opt.id)))?;
+            match agent {
+                Some(socket) => {
+                    p.ssh.insert(opt.id.clone(), socket);
+                }
+                None if opt.optional => {}
+                None => return Err(SolveError::MissingSsh { step: ctx.label().to_string(), id: opt.id.clone() }),
+            }
+        }
+        Ok(p)
+    }
+}
+
+impl Op<WorkerRef> for ExecOp {
+    fn cache_map(&self, ctx: &OpContext, inputs: &[Option<&WorkerRef>]) -> Result<CacheMap, SolveError> {
+        self.0.cache_map(inputs).map_err(|m| ctx.err(m))
+    }
+
+    fn exec<'a>(
+        &'a self,
+        ctx: &'a OpContext,
+        inputs: Vec<WorkerRef>,
+    ) -> BoxFuture<'a, Result<Vec<WorkerRef>, SolveError>> {
+        Box::pin(async move {
+            let e = self.op()?;
+            self.check(ctx, e)?;
+            let provided = self.provided(ctx, e).await?;
+            let cancel = sandbox::Cancel::default();
+            let job = {
+                let (state, session, e) = (self.0.state.clone(), self.0.session.clone(), e.clone());
+                let (ctx, cancel, meta) = (ctx.clone(), cancel.clone(), self.0.meta.clone());
+                blocking(move || run(&state, session.network, &ctx, &e, &inputs, provided, &cancel, meta))
+            };
+            tokio::pin!(job);
+            tokio::select! {
+                r = &mut job => r,
+                _ = ctx.cancelled() => {
+                    // Kill the process; the job then cleans up its snapshots and mounts before it returns.
+                    cancel.cancel();
+                    let _ = job.await;
+                    Err(SolveError::Cancelled)
+                }
+            }
+        })
+    }
+}
+
+/// Runs an exec op (blocking).
+#[allow(clippy::too_many_arguments)]
+fn run(
+    state: &Arc<State>,
+    network: sandbox::NetworkMode,
+    ctx: &OpContext,
+    e: &LlbExec,
+    inputs: &[WorkerRef],
+    provided: Provided,
+    cancel: &sandbox::Cancel,
+    meta_of_vertex: Option<llb::Metadata>,
+) -> Result<Vec<WorkerRef>, SolveError> {
+    let key = ctx.key().ok_or_else(|| SolveError::Internal("an exec ran without a key".into()))?;
+    let step = Step { state, label: ctx.label(), key };
+    let step = &step;
+    let snap_of = |i: Option<usize>| match i {
+        None => Ok(None),
+        Some(i) => snapshot_of(step, &inputs[i]),
+    };
+    let Some((root_mount, extra)) = e.mounts.split_first() else {
+        return Err(step.err("exec has no root filesystem mount"));
+    };
+    let root_parent = snap_of(root_mount.input)?;
+    let root = Snap::prepare(step, root_parent.as_deref(), "rootfs")?;
+
+    let meta = &e.meta;
+    let mut spec = ProcessSpec::new(meta.args.clone());
+    spec.env = meta.env.clone();
+    if !meta.cwd.is_empty() {
+        spec.cwd = meta.cwd.clone();
+    }
+    spec.user = meta.user.clone();
+    spec.extra_hosts = meta.extra_hosts.iter().map(|h| (h.host.clone(), h.ip.clone())).collect();
+    if let Some(h) = &meta.hostname {
+        spec.hostname = h.clone();
+    }
+    spec.network = match e.network {
+        llb::NetworkMode::Sandbox => network,
+        llb::NetworkMode::Host => sandbox::NetworkMode::Host,
+        llb::NetworkMode::None => sandbox::NetworkMode::None,
+    };
+    for se in &e.secret_env {
+        // Into the environment only: never into the definition, a key or a log.
+        if let Some(v) = provided.secrets.get(&se.id) {
+            spec.env.push(format!("{}={}", se.name, String::from_utf8_lossy(v)));
+        }
+    }
+
+    // Writable binds with an output, committed after the run: (output index, snapshot).
+    let mut outputs_rw: Vec<(usize, Snap)> = Vec::new();
+    // Views and throw-away binds, removed after the run.
+    let mut scratch: Vec<Snap> = Vec::new();
+    let mut leases = Vec::new();
+    for m in extra {
+        let kind = match &m.kind {
+            MountKind::Bind => {
+                let parent = snap_of(m.input)?;
+                let mut snap = if m.readonly {
+                    Snap::view(step, parent.as_deref(), "bind")?
+                } else {
+                    Snap::prepare(step, parent.as_deref(), "bind")?
+                };
+                let source = scoped(&snap.mount(step)?, &m.selector);
+                match m.output {
+                    Some(o) if !m.readonly => outputs_rw.push((o, snap)),
+                    _ => scratch.push(snap),
+                }
+                RunMountKind::Bind { source, readonly: m.readonly }
+            }
+            MountKind::Cache { id, sharing: mode } => {
+                let seed = match m.input {
+                    Some(_) => {
+                        let mut view = Snap::view(step, snap_of(m.input)?.as_deref(), "cache-seed")?;
+                        let path = scoped(&view.mount(step)?, &m.selector);
+                        scratch.push(view);
+                        Some(path)
+                    }
+                    None => None,
+                };
+                let lease = state
+                    .cache_mounts
+                    .acquire(id, sharing(*mode), 0o755, 0, 0, seed.as_deref())
+                    .map_err(|err| step.err(format!("cannot take cache mount {id:?} for {}: {err}", m.dest)))?;
+                let source = lease.path.clone();
+                leases.push(lease);
+                RunMountKind::Bind { source, readonly: m.readonly }
+            }
+            MountKind::Tmpfs { size } => RunMountKind::Tmpfs { size: *size },
+            MountKind::Secret(opt) => match provided.secrets.get(&opt.id) {
+                Some(contents) => {
+                    RunMountKind::Secret { contents: contents.clone(), uid: opt.uid, gid: opt.gid, mode: opt.mode }
+                }
+                None => continue,
+            },
+            MountKind::Ssh(opt) => match provided.ssh.get(&opt.id) {
+                Some(socket) => {
+                    RunMountKind::Ssh { socket: socket.clone(), uid: opt.uid, gid: opt.gid, mode: opt.mode }
+                }
+                None => continue,
+            },
+        };
+        spec.mounts.push(RunMount { destination: m.dest.clone(), kind });
+    }
+
+    let sink = LogSink { ctx, tail: Mutex::new(VecDeque::new()) };
+    let outcome = match state.worker.executor.run(&root.mounts, &spec, &sink, cancel) {
+        Ok(o) => o,
+        Err(sandbox::ExecError::Cancelled) => return Err(SolveError::Cancelled),
+        Err(err) => return Err(step.err(format!("cannot run {:?}: {err}", meta.args.join(" ")))),
+    };
+    drop(leases);
+    let code = outcome.status.code();
+    let ok = match (&outcome.status, meta.valid_exit_codes.is_empty()) {
+        (_, true) => outcome.status.success(),
+        (sandbox::ExitStatus::Exited(c), false) => meta.valid_exit_codes.contains(c),
+        (sandbox::ExitStatus::Signaled(_), false) => false,
+    };
+    if !ok {
+        if ctx.is_cancelled() {
+            return Err(SolveError::Cancelled);
+        }
+        let status = match outcome.status {
+            sandbox::ExitStatus::Exited(c) => format!("exit code: {c}"),
+            sandbox::ExitStatus::Signaled(s) => format!("killed by signal {s}"),
+        };
+        return Err(SolveError::Run(Box::new(RunFailure {
+            vertex: ctx.name().to_string(),
+            locations: meta_of_vertex.map(|m| m.locations).unwrap_or_default(),
+            command: meta.args.join(" "),
+            exit_code: code,
+            status,
+            tail: sink.tail.into_inner().unwrap_or_else(|e| e.into_inner()).into(),
+        })));
+    }
+    drop(scratch);
+    // Nothing is committed for a step that was cancelled: the guards remove the snapshots.
+    ctx.check_cancelled()?;
+    let mut outputs = vec![WorkerRef::Snapshot(None); e.num_outputs()];
+    if let (Some(o), false) = (root_mount.output, root_mount.readonly) {
+        outputs[o] = WorkerRef::Snapshot(Some(root.commit(step, &o.to_string())?));
+    }
+    for (o, snap) in outputs_rw {
+        outputs[o] = WorkerRef::Snapshot(Some(snap.commit(step, &o.to_string())?));
+    }
+    Ok(outputs)
+}

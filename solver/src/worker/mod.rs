@@ -1,0 +1,229 @@
+//! The worker: the real ops over the snapshotter, the sandbox and an image provider, and the local cache
+//! links. [`Resolver`] makes the [`Op`](crate::op::Op) of each vertex; only the modules here read op
+//! payloads. Results are [`WorkerRef`]s: committed snapshots, or local directories that steps read in place.
+//!
+//! Blocking work (snapshots, mounts, file copies, the sandbox, git) runs on tokio's blocking pool; network
+//! work (image pulls through the provider, http downloads) is async, with one HTTP client per process.
+
+mod content;
+mod exec;
+mod file;
+mod git;
+mod http;
+pub(crate) mod links;
+mod merge;
+mod snap;
+mod source;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use llb::{Digest, Metadata, Op as LlbOp, Platform, SourceOp, Vertex};
+use sandbox::cache::CacheMounts;
+use sandbox::Executor;
+use snapshotter::meta::MetaDb;
+use snapshotter::snapshot::Snapshotter;
+
+use crate::context::ChecksumCache;
+use crate::error::SolveError;
+use crate::fileop::SourceDir;
+use crate::op::{BoxFuture, CacheMap, Op, OpResolver};
+use crate::session::{LocalSource, SecretSource, SshSource};
+pub(crate) use snap::{scoped, snapshot_of, Snap, Step};
+
+/// One output of a vertex run by the worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerRef {
+    /// A committed snapshot; `None` is the empty filesystem.
+    Snapshot(Option<String>),
+    /// A local directory with its filters, materialised into a snapshot only when a step needs one.
+    Local(SourceDir),
+}
+
+/// An image provider failed.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ImageError(pub Box<dyn std::error::Error + Send + Sync>);
+
+/// Makes images available as snapshots. The engine backs it with the registry client and content store.
+pub trait ImageProvider: Send + Sync {
+    /// Makes `reference` (normalised, usually pinned `name@sha256:...`) for `platform` available as a chain
+    /// of committed snapshots, one per layer, and returns the top one's name (`None` for an image without
+    /// layers). Pulls only missing blobs (`pull` re-resolves a tag against the registry first), unpacks each
+    /// layer once, and labels each snapshot with [`snapshotter::LAYER_LABEL`]. `status(current, total)`
+    /// reports bytes fetched.
+    fn unpack<'a>(
+        &'a self,
+        reference: &'a str,
+        platform: &'a Platform,
+        pull: bool,
+        status: &'a (dyn Fn(u64, Option<u64>) + Send + Sync),
+    ) -> BoxFuture<'a, Result<Option<String>, ImageError>>;
+}
+
+/// The concrete parts the worker runs ops against.
+#[derive(Clone)]
+pub struct Worker {
+    pub snapshotter: Arc<dyn Snapshotter>,
+    pub meta: Arc<MetaDb>,
+    pub executor: Arc<dyn Executor>,
+    pub images: Arc<dyn ImageProvider>,
+    /// Scratch space owned by the solver: mount points, cache mounts (`state_dir/cache-mounts`), git
+    /// mirrors.
+    pub state_dir: PathBuf,
+}
+
+/// What lives as long as the worker: its parts, the stat cache of contexts, the cache links, cache
+/// mounts and the HTTP client.
+pub(crate) struct State {
+    pub(crate) worker: Worker,
+    pub(crate) checksums: ChecksumCache,
+    pub(crate) links: links::Links,
+    pub(crate) cache_mounts: CacheMounts,
+    pub(crate) http: reqwest::Client,
+    seq: AtomicU64,
+}
+
+impl State {
+    pub(crate) fn new(worker: Worker) -> Result<State, SolveError> {
+        // reqwest honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY from the environment by default.
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| SolveError::Internal(format!("cannot create an HTTP client: {e}")))?;
+        Ok(State {
+            checksums: ChecksumCache::new(worker.meta.clone()),
+            links: links::Links::new(worker.meta.clone(), worker.snapshotter.clone()),
+            cache_mounts: CacheMounts::new(worker.state_dir.join("cache-mounts")),
+            http,
+            worker,
+            seq: AtomicU64::new(0),
+        })
+    }
+
+    /// Once per process, before the first solve: creates the tables and removes the temporary snapshots an
+    /// earlier process left when it died mid-step (the state root's lock makes this process the only
+    /// user). Blocking.
+    pub(crate) fn start(&self) -> Result<(), SolveError> {
+        self.links.ensure_table()?;
+        http::ensure_table(&self.worker.meta)?;
+        let sn = &*self.worker.snapshotter;
+        let ours = format!("solver-{}-", std::process::id());
+        let infos = sn.walk().map_err(|e| SolveError::Cache(e.to_string()))?;
+        for info in infos {
+            let temporary = info.name.starts_with("solver-") && !info.name.starts_with(&ours);
+            if temporary && info.kind != snapshotter::snapshot::Kind::Committed {
+                // Best effort: what cannot be removed now is tried again next time.
+                let _ = sn.remove(&info.name);
+            }
+        }
+        Ok(())
+    }
+
+    /// A process-unique name for a temporary snapshot.
+    pub(crate) fn temp_name(&self, what: &str) -> String {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        format!("solver-{}-{n}-{what}", std::process::id())
+    }
+
+    /// Where temporary mounts go (`state_dir/mnt`).
+    pub(crate) fn mount_dir(&self) -> std::io::Result<PathBuf> {
+        let dir = self.worker.state_dir.join("mnt");
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+}
+
+/// What one solve provides to its ops.
+pub(crate) struct Session {
+    pub(crate) locals: BTreeMap<String, Arc<dyn LocalSource>>,
+    pub(crate) secrets: Arc<dyn SecretSource>,
+    pub(crate) ssh: Arc<dyn SshSource>,
+    /// The network of RUN steps that ask for the default.
+    pub(crate) network: sandbox::NetworkMode,
+    /// `RUN --network=host` is allowed (the `network.host` entitlement).
+    pub(crate) allow_network_host: bool,
+    /// Re-resolve image sources against their registries.
+    pub(crate) pull: bool,
+}
+
+impl Session {
+    /// A secret the step needs; a missing one is an error unless `optional`.
+    pub(crate) async fn secret(&self, step: &str, id: &str) -> Result<Option<Vec<u8>>, SolveError> {
+        self.secrets
+            .secret(id)
+            .await
+            .map_err(|e| SolveError::Step { step: step.to_string(), message: format!("secret {id:?}: {e}") })
+    }
+}
+
+/// What every op of the worker holds: the worker, the solve's session and its own vertex.
+#[derive(Clone)]
+pub(crate) struct Base {
+    pub(crate) state: Arc<State>,
+    pub(crate) session: Arc<Session>,
+    pub(crate) vertex: Vertex,
+    pub(crate) meta: Option<Metadata>,
+}
+
+impl Base {
+    /// The op's identity for its cache map: the definition with non-identity fields blanked, without its
+    /// inputs (the scheduler adds their keys).
+    pub(crate) fn identity(&self) -> Digest {
+        let mut id = self.vertex.cache_identity();
+        id.inputs.clear();
+        id.digest()
+    }
+
+    /// The cache map of an op keyed by its definition and by the content of the local inputs it reads.
+    pub(crate) fn cache_map(&self, inputs: &[Option<&WorkerRef>]) -> Result<CacheMap, String> {
+        let content = content::parts(&self.vertex, inputs, &self.state.checksums)?;
+        Ok(CacheMap { digest: self.identity(), content })
+    }
+}
+
+/// Runs blocking work on the blocking pool; a panic becomes an internal error.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SolveError> + Send + 'static,
+) -> Result<T, SolveError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| SolveError::Internal(format!("a blocking task failed: {e}")))?
+}
+
+/// Makes the worker's op of each vertex for one solve.
+pub(crate) struct Resolver {
+    pub(crate) state: Arc<State>,
+    pub(crate) session: Arc<Session>,
+}
+
+impl OpResolver<WorkerRef> for Resolver {
+    fn resolve(
+        &self,
+        _digest: Digest,
+        vertex: &Vertex,
+        meta: Option<&Metadata>,
+    ) -> Result<Arc<dyn Op<WorkerRef>>, SolveError> {
+        let base = Base {
+            state: self.state.clone(),
+            session: self.session.clone(),
+            vertex: vertex.clone(),
+            meta: meta.cloned(),
+        };
+        let label = || crate::graph::vertex_label(vertex, meta);
+        Ok(match &vertex.op {
+            LlbOp::Source(SourceOp::Image { .. }) => Arc::new(source::ImageOp(base)),
+            LlbOp::Source(SourceOp::Local { .. }) => Arc::new(source::LocalOp(base)),
+            LlbOp::Source(SourceOp::Http { .. }) => Arc::new(http::HttpOp(base)),
+            LlbOp::Source(SourceOp::Git { .. }) => Arc::new(git::GitOp::new(base)),
+            LlbOp::Exec(_) => Arc::new(exec::ExecOp(base)),
+            LlbOp::File(_) => Arc::new(file::FileOp(base)),
+            LlbOp::Merge(_) => Arc::new(merge::MergeOp(base)),
+            LlbOp::Diff(_) => {
+                return Err(SolveError::Unsupported { step: label(), what: "a diff op (BuildKit DiffOp)".into() })
+            }
+        })
+    }
+}
