@@ -70,7 +70,7 @@ fn parse_filters(filters: &[String]) -> Result<Option<Duration>> {
     for f in filters {
         match f.split_once('=') {
             Some(("until", d)) => {
-                let ns = frontend::instructions::parse_go_duration(d).map_err(anyhow::Error::msg)?;
+                let ns = frontend::instructions::parse_go_duration(d)?;
                 if ns < 0 {
                     bail!("--filter until={d}: the duration must not be negative");
                 }

@@ -413,9 +413,14 @@ fn healthcheck(node: &Node) -> Result<Instruction, String> {
     }))
 }
 
+/// A value that does not parse (a size, a duration); the message shows the value and the expected form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
 /// Go's `time.ParseDuration`, in nanoseconds.
-pub fn parse_go_duration(s: &str) -> Result<i64, String> {
-    let err = || format!("invalid duration \"{s}\" (examples: 30s, 1m30s, 500ms)");
+pub fn parse_go_duration(s: &str) -> Result<i64, InvalidValue> {
+    let err = || InvalidValue(format!("invalid duration \"{s}\" (examples: 30s, 1m30s, 500ms)"));
     let (neg, mut rest) = match s.strip_prefix('-') {
         Some(r) => (true, r),
         None => (false, s.strip_prefix('+').unwrap_or(s)),

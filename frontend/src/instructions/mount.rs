@@ -176,7 +176,7 @@ pub fn parse_mount(value: &str, expand: &mut dyn FnMut(&str) -> Result<String, S
                 if m.kind != MountType::Tmpfs {
                     return Err(format!("unexpected key 'size' for mount type '{}'", m.kind));
                 }
-                m.size = Some(parse_size(&value)?);
+                m.size = Some(parse_size(&value).map_err(|e| e.0)?);
             }
             "env" => {
                 if m.kind != MountType::Secret {
@@ -241,8 +241,10 @@ fn parse_id(key: &str, value: &str) -> Result<u32, String> {
 }
 
 /// Docker's `units.RAMInBytes`: a number with an optional binary unit (b, k, m, g, t, p; `kb`/`kib` too).
-pub fn parse_size(value: &str) -> Result<u64, String> {
-    let err = || format!("invalid size \"{value}\": expected a number with an optional unit such as 64m");
+pub fn parse_size(value: &str) -> Result<u64, super::InvalidValue> {
+    let err = || {
+        super::InvalidValue(format!("invalid size \"{value}\": expected a number with an optional unit such as 64m"))
+    };
     let lower = value.trim().to_ascii_lowercase();
     let split = lower.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(lower.len());
     let (num, unit) = lower.split_at(split);
