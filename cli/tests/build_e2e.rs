@@ -31,7 +31,7 @@ struct Env {
 impl Env {
     fn new() -> Option<Env> {
         if !rustix_is_root() {
-            eprintln!("skipping: end-to-end builds need root (overlay mounts and namespaces)");
+            support::skip("end-to-end builds need root (overlay mounts and namespaces)");
             return None;
         }
         let reg = TestRegistry::seeded()?;
@@ -146,6 +146,8 @@ fn hello_builds_runs_and_passes_umoci_and_skopeo() {
         assert!(o.status.success(), "skopeo: {}", String::from_utf8_lossy(&o.stderr));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert!(v["Layers"].as_array().unwrap().len() >= 2, "{v}");
+    } else {
+        support::skip("skopeo check: skopeo is not installed (scripts/install-test-deps)");
     }
     if tool("umoci") {
         let layout = t.path().join("layout");
@@ -181,6 +183,8 @@ fn hello_builds_runs_and_passes_umoci_and_skopeo() {
         let o = env.rbuild(&["debug", "run", "--rootfs", rootfs.to_str().unwrap(), "--", "cat", "/hello.txt"], None);
         assert!(o.status.success());
         assert_eq!(String::from_utf8_lossy(&o.stdout), "Hello from rbuild\n");
+    } else {
+        support::skip("umoci check: umoci is not installed (scripts/install-test-deps)");
     }
 }
 
@@ -308,6 +312,8 @@ fn outputs_load_in_skopeo_and_docker_formats() {
             let o = Command::new("skopeo").arg("inspect").arg(&src).output().unwrap();
             assert!(o.status.success(), "skopeo inspect {src}: {}", String::from_utf8_lossy(&o.stderr));
         }
+    } else {
+        support::skip("skopeo checks: skopeo is not installed (scripts/install-test-deps)");
     }
     let dockerd = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/start-dockerd");
     if dockerd.exists() && Command::new(&dockerd).status().map(|s| s.success()).unwrap_or(false) {
@@ -317,7 +323,7 @@ fn outputs_load_in_skopeo_and_docker_formats() {
         assert!(o.status.success(), "docker run: {}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(String::from_utf8_lossy(&o.stdout), "Hello from rbuild\n");
     } else {
-        eprintln!("skipping docker load: dockerd is not available (scripts/start-dockerd)");
+        support::skip("docker load: dockerd is not available (scripts/start-dockerd)");
     }
 }
 
@@ -341,6 +347,8 @@ fn default_command_push_and_failures() {
                 .output()
                 .unwrap();
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        } else {
+            support::skip("the skopeo check of the push: skopeo is not installed (scripts/install-test-deps)");
         }
     }
 
@@ -379,7 +387,7 @@ fn debian_apt_get_over_the_default_network() {
         None,
     );
     if !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("debian:bookworm-slim") {
-        eprintln!("skipping: the seeded registry has no debian:bookworm-slim (scripts/seed-images)");
+        support::skip("the seeded registry has no debian:bookworm-slim (scripts/seed-images)");
         return;
     }
     assert!(out.status.success());
@@ -394,7 +402,7 @@ fn runc_builds_and_debug_run_on_an_image() {
     if tool("runc") {
         env.build_ok(&["--oci-runtime", "runc", "-t", "viarunc:1", c]);
     } else {
-        eprintln!("skipping the runc build: runc is not installed (scripts/install-test-deps)");
+        support::skip("the runc build: runc is not installed (scripts/install-test-deps)");
         env.build_ok(&["-t", "viarunc:1", c]);
     }
     // The image's command runs on the image, with its config as the defaults.

@@ -24,7 +24,7 @@ fn login(user: &str, password: &str) -> Credentials {
 fn basic_auth_over_tls() {
     let Some(bin) = registry_binary() else { return };
     if !has_tool("htpasswd") || !has_tool("openssl") {
-        eprintln!("SKIP: htpasswd or openssl missing; run scripts/registry-test-env");
+        testkit::skip("htpasswd or openssl missing; run scripts/registry-test-env");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -78,7 +78,7 @@ fn basic_auth_over_tls() {
 fn token_auth_push_mount_and_refresh_token() {
     let Some(bin) = registry_binary() else { return };
     if !has_tool("openssl") {
-        eprintln!("SKIP: openssl missing; run scripts/registry-test-env");
+        testkit::skip("openssl missing; run scripts/registry-test-env");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -24,7 +24,7 @@ fn save_load_round_trip_and_skopeo_reads_archives() {
         assert_eq!(img.manifest.layers().len(), 2);
     }
     if !has_tool("skopeo") {
-        eprintln!("SKIP (tool checks): skopeo missing; run scripts/registry-test-env");
+        testkit::skip("tool checks: skopeo missing; run scripts/registry-test-env");
         return;
     }
     let out = sh("skopeo inspect --raw docker-archive:docker.tar", dir.path());
@@ -43,7 +43,7 @@ fn save_load_round_trip_and_skopeo_reads_archives() {
 #[test]
 fn oci_layout_directory_passes_umoci() {
     if !has_tool("umoci") {
-        eprintln!("SKIP: umoci missing; run scripts/registry-test-env");
+        testkit::skip("umoci missing; run scripts/registry-test-env");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@ use sandbox::cache::{key_for_id, CacheMounts, Sharing};
 #[test]
 fn another_process_holding_the_cache_is_waited_for_or_avoided() {
     if Command::new("flock").arg("--version").output().is_err() {
-        eprintln!("skipping: util-linux flock is not installed");
+        testkit::skip("util-linux flock is not installed");
         return;
     }
     let root = tempfile::tempdir().unwrap();

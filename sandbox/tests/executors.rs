@@ -14,7 +14,7 @@ const PROBE: &str = "hostname; id; \
 
 fn probe(kind: Kind, user: &str, network: NetworkMode) -> Option<String> {
     if let Some(reason) = common::skip_reason().or_else(|| common::kind_skip_reason(kind)) {
-        eprintln!("skipping: {reason}");
+        testkit::skip(&reason);
         return None;
     }
     let f = Fixture::with(kind);

@@ -206,7 +206,7 @@ mod tests {
     #[test]
     fn startup_detaches_leftover_mounts_instead_of_deleting_through_them() {
         if !rustix::process::geteuid().is_root() {
-            println!("skipping startup_detaches_leftover_mounts: needs root to mount");
+            testkit::skip("startup_detaches_leftover_mounts: needs root to mount");
             return;
         }
         let dir = tempfile::tempdir().unwrap();

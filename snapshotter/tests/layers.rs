@@ -194,7 +194,7 @@ fn reproducible_with_source_date_epoch() {
 /// Writes an OCI layout with the given layers and unpacks it with umoci.
 fn umoci_unpack(content: &LocalStore, layers: &[Layer], dir: &Path) -> Option<std::path::PathBuf> {
     if Command::new("umoci").arg("--version").output().is_err() {
-        println!("skipping umoci comparison: umoci is not installed (apt-get install umoci)");
+        testkit::skip("umoci comparison: umoci is not installed (apt-get install umoci)");
         return None;
     }
     let image = dir.join("image");

@@ -18,7 +18,7 @@ fn is_root() -> bool {
 macro_rules! need_root {
     () => {
         if !is_root() {
-            eprintln!("skipping: file op tests chown and need root");
+            testkit::skip("file op tests chown and need root");
             return;
         }
     };

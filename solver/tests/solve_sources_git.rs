@@ -19,7 +19,7 @@ macro_rules! require_git {
     () => {
         require_root!();
         if !have_git() {
-            eprintln!("skipping: git is not installed (apt-get install git)");
+            testkit::skip("git is not installed (apt-get install git)");
             return;
         }
     };

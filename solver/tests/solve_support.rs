@@ -31,7 +31,7 @@ pub fn skip_reason() -> Option<String> {
 macro_rules! require_root {
     () => {
         if let Some(reason) = support::skip_reason() {
-            eprintln!("skipping: {reason}; the solver's integration tests need root and busybox-static");
+            testkit::skip(&format!("{reason}; the solver's integration tests need root and busybox-static"));
             return;
         }
     };

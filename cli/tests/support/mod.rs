@@ -6,7 +6,7 @@
 //! [`Rbuild`] runs the real binary with `--root <tempdir> --config <that file>`.
 //!
 //! Tests skip (the constructors return `None` and print why) where the seeded storage or
-//! docker-registry is missing; `scripts/test` installs and seeds both.
+//! docker-registry is missing; `scripts/test` installs and seeds both, and in CI a skip fails the test.
 
 #![allow(dead_code)]
 
@@ -32,9 +32,11 @@ pub fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
-/// Prints why a test is skipped (cargo shows it with `--nocapture`, and in the failure output).
+/// Prints why a test is skipped (cargo shows it with `--nocapture`, and in the failure output); a failure
+/// where skips are (`RBUILD_TEST_NO_SKIP`, set in CI: see `testkit::skip`).
+#[track_caller]
 pub fn skip(reason: &str) {
-    eprintln!("SKIP: {reason}");
+    testkit::skip(reason);
 }
 
 fn free_port() -> u16 {

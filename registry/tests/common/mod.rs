@@ -29,7 +29,7 @@ pub fn registry_binary() -> Option<PathBuf> {
             }
         }
     }
-    eprintln!("SKIP: docker-registry is not installed; run scripts/registry-test-env (as root) to install it");
+    testkit::skip("docker-registry is not installed; run scripts/registry-test-env (as root) to install it");
     None
 }
 
@@ -68,7 +68,7 @@ pub fn seeded_storage() -> Option<PathBuf> {
     if s.join("seeded-v1").is_file() {
         Some(s)
     } else {
-        eprintln!("SKIP: no seeded base images in {}: run scripts/seed-images", cache.display());
+        testkit::skip(&format!("no seeded base images in {}: run scripts/seed-images", cache.display()));
         None
     }
 }

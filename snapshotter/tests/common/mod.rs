@@ -10,23 +10,23 @@ use std::sync::Arc;
 use snapshotter::meta::MetaDb;
 use snapshotter::root::StateRoot;
 
-/// True when this process may mount; prints why a test is skipped otherwise.
+/// True when this process may mount; skips (prints why, or fails in CI: `testkit::skip`) otherwise.
 pub fn can_mount(test: &str) -> bool {
     if !rustix::process::geteuid().is_root() {
-        println!("skipping {test}: needs root to mount (run the tests as root, as CI does)");
+        testkit::skip(&format!("{test}: needs root to mount (run the tests as root, as CI does)"));
         return false;
     }
     true
 }
 
-/// True when overlayfs can be mounted here.
+/// True when overlayfs can be mounted here; skips otherwise, as [`can_mount`].
 pub fn can_overlay(test: &str) -> bool {
     if !can_mount(test) {
         return false;
     }
     let fss = fs::read_to_string("/proc/filesystems").unwrap_or_default();
     if !fss.lines().any(|l| l.trim_end().ends_with("overlay")) {
-        println!("skipping {test}: the kernel has no overlayfs (modprobe overlay)");
+        testkit::skip(&format!("{test}: the kernel has no overlayfs (modprobe overlay)"));
         return false;
     }
     true
