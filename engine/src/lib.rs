@@ -39,6 +39,9 @@ pub struct EngineOptions {
     pub client: Arc<Client>,
     /// What runs RUN steps: `namespace`, or an OCI runtime (`runc`, `crun`, a path).
     pub oci_runtime: String,
+    /// Steps running at once across every build of this engine (a daemon's `--max-parallelism`); each build
+    /// has its own bound too.
+    pub max_parallelism: Option<usize>,
 }
 
 /// One state root's build machinery. Holds the root's lock while it lives; builds share its cache and run
@@ -81,7 +84,10 @@ impl Engine {
             }),
             state_dir: store.root.path().to_path_buf(),
         };
-        let solver = solver::Solver::new(worker)?;
+        let solver = match opts.max_parallelism {
+            Some(max) => solver::Solver::with_max_parallelism(worker, max)?,
+            None => solver::Solver::new(worker)?,
+        };
         Ok(Arc::new(Engine { store, images, client: opts.client, solver }))
     }
 

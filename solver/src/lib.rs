@@ -116,6 +116,12 @@ impl Solver {
         Ok(Solver { state: Arc::new(State::new(worker)?), scheduler: Scheduler::new(), started: Arc::default() })
     }
 
+    /// A solver over `worker` that runs at most `max` steps at once across all of its solves.
+    pub fn with_max_parallelism(worker: Worker, max: usize) -> Result<Solver, SolveError> {
+        let scheduler = Scheduler::with_limit(max);
+        Ok(Solver { state: Arc::new(State::new(worker)?), scheduler, started: Arc::default() })
+    }
+
     /// The worker this solver runs on.
     pub fn worker(&self) -> &Worker {
         &self.state.worker

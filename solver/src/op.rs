@@ -99,6 +99,9 @@ pub trait CacheStore<R>: Send + Sync {
 #[derive(Default)]
 pub(crate) struct Watchers {
     sinks: Mutex<Vec<Watcher>>,
+    /// Announce the step (`Started`) before its first event: set while an op is prepared, before the
+    /// scheduler has started the step (a context transfer, a pull for `--pull`).
+    announce: Option<std::sync::atomic::AtomicBool>,
 }
 
 pub(crate) struct Watcher {
@@ -121,9 +124,24 @@ impl Watchers {
         Some(sinks.remove(i))
     }
 
+    /// Watchers that announce the step before its first event.
+    pub(crate) fn announcing() -> Watchers {
+        Watchers { sinks: Mutex::default(), announce: Some(std::sync::atomic::AtomicBool::new(false)) }
+    }
+
+    /// Whether the step was announced.
+    pub(crate) fn announced(&self) -> bool {
+        self.announce.as_ref().is_some_and(|a| a.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
     fn emit(&self, kind: EventKind) {
         let time = SystemTime::now();
+        let first = self.announce.as_ref().is_some_and(|a| !a.swap(true, std::sync::atomic::Ordering::SeqCst));
         for w in lock(&self.sinks).iter() {
+            if first {
+                let _ =
+                    w.sink.send(Event { vertex: w.vertex, time, kind: EventKind::Started { name: w.name.clone() } });
+            }
             // A closed receiver means nobody watches; the build goes on.
             let _ = w.sink.send(Event { vertex: w.vertex, time, kind: kind.clone() });
         }
@@ -204,6 +222,11 @@ impl OpContext {
     /// Progress of a sub-task (bytes of a layer pulled, of a context transferred).
     pub fn status(&self, id: &str, current: u64, total: Option<u64>) {
         self.inner.watchers.emit(EventKind::Status { id: id.to_string(), current, total });
+    }
+
+    /// Whether the step was announced (`Started`) by an event sent while it was prepared.
+    pub(crate) fn announced(&self) -> bool {
+        self.inner.watchers.announced()
     }
 
     pub fn is_cancelled(&self) -> bool {

@@ -25,13 +25,14 @@ impl SessionError {
 /// A build context (the main one or a named one): files the solver reads as a directory on this host.
 pub trait LocalSource: Send + Sync {
     /// A directory on this host holding at least the files the filters select (`include` empty: all;
-    /// `exclude`: .dockerignore patterns). `status(current, total)` reports bytes transferred, if any.
-    /// The path never enters a cache key: keys cover the files' contents only.
+    /// `exclude`: .dockerignore patterns). `status(what, current, total)` reports a transfer, if there is
+    /// one (`what`: e.g. `transferring context: 12 files`). The path never enters a cache key: keys cover
+    /// the files' contents only.
     fn directory<'a>(
         &'a self,
         include: &'a [String],
         exclude: &'a [String],
-        status: &'a (dyn Fn(u64, Option<u64>) + Send + Sync),
+        status: &'a (dyn Fn(&str, u64, Option<u64>) + Send + Sync),
     ) -> BoxFuture<'a, Result<PathBuf, SessionError>>;
 }
 
@@ -44,7 +45,7 @@ impl LocalSource for LocalDir {
         &'a self,
         _include: &'a [String],
         _exclude: &'a [String],
-        _status: &'a (dyn Fn(u64, Option<u64>) + Send + Sync),
+        _status: &'a (dyn Fn(&str, u64, Option<u64>) + Send + Sync),
     ) -> BoxFuture<'a, Result<PathBuf, SessionError>> {
         Box::pin(async move {
             if !self.0.is_dir() {

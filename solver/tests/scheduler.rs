@@ -5,7 +5,8 @@
 //! Toy vertices are llb vertices read by a toy resolver:
 //! - `local:const:N` is a source worth N; `local:ready:N` is worth N and known before execution;
 //! - a merge sums its inputs;
-//! - an exec's args say what it does: `sleep MS` (then its input + 1), `fail`, `block` (until cancelled).
+//! - an exec's args say what it does: `sleep MS` (then its input + 1), `fail` (after 100 ms), `block` (until
+//!   cancelled).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -89,7 +90,11 @@ impl Op<i64> for Toy {
                         _ = ctx.cancelled() => Err(SolveError::Cancelled),
                     }
                 }
-                Kind::Fail => Err(ctx.err("the toy failed")),
+                Kind::Fail => {
+                    // Late enough for a sibling to be running when it fails.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Err(ctx.err("the toy failed"))
+                }
                 Kind::Block => {
                     ctx.cancelled().await;
                     // Cleaning up takes a while, and the solve must wait for it.
@@ -472,4 +477,23 @@ async fn keys_follow_inputs_and_ignore_descriptions() {
     let k3 = key_of_root(&build(2, "one")).await;
     assert_eq!(k1, k2, "a description is not part of a key");
     assert_ne!(k1, k3, "an input's key is");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scheduler_wide_limit_bounds_every_solve_together() {
+    let env = Env { scheduler: Scheduler::with_limit(2), log: Arc::default(), cache: Arc::default() };
+    let def = |tag: &str| {
+        let mut d = Def::new();
+        let base = d.source(&format!("const:{}", tag.len()), "base");
+        let branches: Vec<Output> =
+            (0..3).map(|i| d.exec(&["sleep", &format!("{}", 60 + i)], Some(base), &format!("{tag} {i}"))).collect();
+        let sum = d.sum(&branches, "sum");
+        d.finish(sum)
+    };
+    let (one, two) = (def("a"), def("bb"));
+    let (r1, _rx1, _) = env.request(&one, 8);
+    let (r2, _rx2, _) = env.request(&two, 8);
+    let (a, b) = tokio::join!(env.scheduler.solve(r1), env.scheduler.solve(r2));
+    assert_eq!((a.unwrap().root, b.unwrap().root), (Some(3 + 3), Some(2 * 3 + 3)));
+    assert_eq!(env.log.max_running.load(Ordering::SeqCst), 2, "{:?}", env.log.order());
 }

@@ -142,7 +142,7 @@ pub fn run(a: BuildArgs, g: &Globals) -> Result<ExitCode> {
     let root = g.root.clone().unwrap_or_else(snapshotter::root::StateRoot::default_path);
     let client = crate::images::registry_client(g)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let opts = EngineOptions { root, client, oci_runtime: a.oci_runtime.clone() };
+    let opts = EngineOptions { root, client, oci_runtime: a.oci_runtime.clone(), max_parallelism: None };
     let engine = Engine::open(opts, &mut |w| eprintln!("{w}"))?;
 
     let (result, stopped) = rt.block_on(async {

@@ -19,7 +19,7 @@ use registry::Reference;
 use snapshotter::diff::Compression;
 use solver::op::BoxFuture;
 
-pub use spec::{parse_output, Dest, OutputError, OutputKind, OutputSpec};
+pub use spec::{parse_output, Dest, OutputError, OutputKind, OutputSpec, SharedWriter};
 
 use crate::error::ExportError;
 use crate::progress::{Event, EventSink, ExportEvent};
@@ -316,6 +316,11 @@ fn write_dest(dest: &Dest, write: impl FnOnce(&mut dyn Write) -> Result<(), Expo
             let mut lock = stdout.lock();
             write(&mut lock)?;
             lock.flush().map_err(ExportError::io("writing to standard output"))
+        }
+        Dest::Writer(w) => {
+            let mut w = w.0.lock().unwrap_or_else(|e| e.into_inner());
+            write(&mut *w)?;
+            w.flush().map_err(ExportError::io("writing the output stream"))
         }
         Dest::Path(p) => {
             let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -23,7 +23,33 @@ macro_rules! bail {
 pub enum Dest {
     Stdout,
     Path(PathBuf),
+    /// A stream the caller reads (a daemon forwards it to a remote client).
+    Writer(SharedWriter),
 }
+
+/// A writer shared with the caller; exporters write to it from a blocking thread.
+#[derive(Clone)]
+pub struct SharedWriter(pub std::sync::Arc<std::sync::Mutex<Box<dyn std::io::Write + Send>>>);
+
+impl SharedWriter {
+    pub fn new(w: impl std::io::Write + Send + 'static) -> SharedWriter {
+        SharedWriter(std::sync::Arc::new(std::sync::Mutex::new(Box::new(w))))
+    }
+}
+
+impl std::fmt::Debug for SharedWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedWriter")
+    }
+}
+
+impl PartialEq for SharedWriter {
+    fn eq(&self, other: &SharedWriter) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SharedWriter {}
 
 /// What an output produces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,7 +178,7 @@ pub fn parse_output(s: &str) -> Result<OutputSpec> {
         "docker" => OutputKind::Docker { dest: dest.as_deref().map(dest_of), names },
         "local" => match need_dest("local")? {
             Dest::Path(p) => OutputKind::Local { dest: p },
-            Dest::Stdout => OutputKind::Tar { dest: Dest::Stdout },
+            d => OutputKind::Tar { dest: d },
         },
         "tar" => OutputKind::Tar { dest: need_dest("tar")? },
         other => bail!("unknown output type {other:?}: use image, registry, oci, docker, local or tar"),

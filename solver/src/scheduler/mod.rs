@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use llb::Definition;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::SolveError;
@@ -31,17 +32,19 @@ use run::Run;
 pub struct Scheduler<R: Clone + Send + Sync + 'static> {
     flights: Arc<Flights<R>>,
     next_solve: Arc<AtomicU64>,
+    /// Executions at once across every solve (a daemon's `--max-parallelism`), if bounded.
+    limit: Option<Arc<Semaphore>>,
 }
 
 impl<R: Clone + Send + Sync + 'static> Clone for Scheduler<R> {
     fn clone(&self) -> Self {
-        Scheduler { flights: self.flights.clone(), next_solve: self.next_solve.clone() }
+        Scheduler { flights: self.flights.clone(), next_solve: self.next_solve.clone(), limit: self.limit.clone() }
     }
 }
 
 impl<R: Clone + Send + Sync + 'static> Default for Scheduler<R> {
     fn default() -> Self {
-        Scheduler { flights: Arc::new(Flights::new()), next_solve: Arc::new(AtomicU64::new(1)) }
+        Scheduler { flights: Arc::new(Flights::new()), next_solve: Arc::new(AtomicU64::new(1)), limit: None }
     }
 }
 
@@ -88,14 +91,19 @@ impl<R: Clone + Send + Sync + 'static> Scheduler<R> {
         Scheduler::default()
     }
 
+    /// A scheduler that runs at most `max` executions at once across all of its solves.
+    pub fn with_limit(max: usize) -> Scheduler<R> {
+        Scheduler { limit: Some(Arc::new(Semaphore::new(max.max(1)))), ..Scheduler::default() }
+    }
+
     /// Keys and evaluates `req.definition`'s root.
     pub async fn solve(&self, req: SolveRequest<R>) -> Result<Solution<R>, SolveError> {
         let id = self.next_solve.fetch_add(1, Ordering::Relaxed);
         let cancel = req.cancel.clone();
         let root = req.definition.root;
-        let flights = self.flights.clone();
+        let (flights, limit) = (self.flights.clone(), self.limit.clone());
         let work = async move {
-            let run = Run::prepare(flights, id, req).await?;
+            let run = Run::prepare(flights, id, req, limit).await?;
             let root = match root {
                 Some(root) => {
                     let outputs = run.build(root.digest).await?;

@@ -34,10 +34,14 @@ pub(crate) struct Run<R: Clone + Send + Sync + 'static> {
     keys: HashMap<Digest, Digest>,
     ingredients: HashMap<Digest, KeyIngredients>,
     ready: HashMap<Digest, Arc<Vec<R>>>,
+    /// Steps whose `Started` went out while they were prepared.
+    announced: HashSet<Digest>,
     cache: Arc<dyn CacheStore<R>>,
     no_cache: bool,
     sink: ProgressSink,
     sem: Semaphore,
+    /// The scheduler-wide bound, if any.
+    limit: Option<Arc<Semaphore>>,
     memo: Mutex<HashMap<Digest, Arc<OnceCell<Memo<R>>>>>,
     /// Vertices whose events were sent (a step is shown once even when reached twice).
     shown: Mutex<HashSet<Digest>>,
@@ -65,8 +69,9 @@ fn derive_key(op: &Digest, inputs: &[(Digest, usize)], content: &[(String, Strin
     Digest::of(&buf)
 }
 
+/// The watchers of a step being prepared: this solve only, announcing the step on its first event.
 fn single_watcher(solve: u64, sink: &ProgressSink, vertex: Digest, name: &str) -> Arc<Watchers> {
-    let w = Arc::new(Watchers::default());
+    let w = Arc::new(Watchers::announcing());
     w.with(|v| v.push(Watcher { solve, sink: sink.clone(), vertex, name: name.to_string() }));
     w
 }
@@ -83,6 +88,7 @@ impl<R: Clone + Send + Sync + 'static> Run<R> {
         flights: Arc<Flights<R>>,
         id: u64,
         req: SolveRequest<R>,
+        limit: Option<Arc<Semaphore>>,
     ) -> Result<Arc<Run<R>>, SolveError> {
         let def = req.definition.pruned();
         let order = Graph::load(&def)?.order().to_vec();
@@ -96,10 +102,11 @@ impl<R: Clone + Send + Sync + 'static> Run<R> {
             let watchers = single_watcher(id, &req.progress, *d, &name);
             OpContext::new(*d, None, name, vertex_label(v, m), watchers, cancel.clone())
         };
+        let contexts: HashMap<Digest, OpContext> = order.iter().map(|d| (*d, ctx(d, &req.cancel))).collect();
         let mut pending: FuturesUnordered<_> = order
             .iter()
             .map(|d| {
-                let (op, ctx, d) = (ops[d].clone(), ctx(d, &req.cancel), *d);
+                let (op, ctx, d) = (ops[d].clone(), contexts[d].clone(), *d);
                 async move { (d, op.prepare(&ctx).await) }
             })
             .collect();
@@ -108,7 +115,7 @@ impl<R: Clone + Send + Sync + 'static> Run<R> {
             prepared.insert(d, p?);
         }
         drop(pending);
-        let contexts: HashMap<Digest, OpContext> = order.iter().map(|d| (*d, ctx(d, &req.cancel))).collect();
+        let announced: HashSet<Digest> = contexts.iter().filter(|(_, c)| c.announced()).map(|(d, _)| *d).collect();
         let (def, order, ops, keyed) = {
             let job = move || -> Result<_, SolveError> {
                 let keyed = key_all(&def, &order, &ops, &contexts, prepared)?;
@@ -128,10 +135,12 @@ impl<R: Clone + Send + Sync + 'static> Run<R> {
             keys: keyed.keys,
             ingredients: keyed.ingredients,
             ready: keyed.ready,
+            announced,
             cache: req.cache,
             no_cache: req.no_cache,
             sink: req.progress,
             sem: Semaphore::new(max),
+            limit,
             memo: Mutex::new(HashMap::new()),
             shown: Mutex::new(HashSet::new()),
             records: Mutex::new(HashMap::new()),
@@ -154,6 +163,13 @@ impl<R: Clone + Send + Sync + 'static> Run<R> {
 
     fn emit(&self, d: Digest, kind: EventKind) {
         let _ = self.sink.send(Event { vertex: d, time: SystemTime::now(), kind });
+    }
+
+    /// `Started`, unless it went out while the step was prepared.
+    fn start(&self, d: Digest) {
+        if !self.announced.contains(&d) {
+            self.emit(d, EventKind::Started { name: self.name(&d) });
+        }
     }
 
     /// Claims the right to show `d`'s events: true the first time only.
@@ -187,7 +203,7 @@ impl<R: Clone + Send + Sync + 'static> Run<R> {
     async fn evaluate(self: Arc<Self>, d: Digest) -> Memo<R> {
         if let Some(ready) = self.ready.get(&d) {
             if self.show(d) {
-                self.emit(d, EventKind::Started { name: self.name(&d) });
+                self.start(d);
                 self.emit(d, EventKind::Completed { duration: Duration::ZERO });
             }
             self.record(d, StepStatus::Ready, Some(SystemTime::now()), None);
@@ -225,7 +241,7 @@ impl<R: Clone + Send + Sync + 'static> Run<R> {
             Ok((outputs, Origin::Cache)) => {
                 self.report_below(d).await;
                 if self.show(d) {
-                    self.emit(d, EventKind::Started { name: self.name(&d) });
+                    self.start(d);
                     self.emit(d, EventKind::Cached);
                     self.emit(d, EventKind::Completed { duration: Duration::ZERO });
                 }
@@ -289,12 +305,13 @@ impl<R: Clone + Send + Sync + 'static> Run<R> {
                 }
             }
             let inputs = self.build_inputs(d).await.map_err(|error| Failure { error, own: false, ran: false })?;
-            let permit = self
-                .sem
-                .acquire()
-                .await
-                .map_err(|_| own(SolveError::Internal("the scheduler's semaphore closed".into()), false))?;
-            Ok(Ok((inputs, permit)))
+            let closed = || own(SolveError::Internal("the scheduler's semaphore closed".into()), false);
+            let permit = self.sem.acquire().await.map_err(|_| closed())?;
+            let global = match &self.limit {
+                Some(l) => Some(l.clone().acquire_owned().await.map_err(|_| closed())?),
+                None => None,
+            };
+            Ok(Ok((inputs, (permit, global))))
         };
         let ready = tokio::select! {
             r = before => r?,
@@ -367,7 +384,7 @@ impl<R: Clone + Send + Sync + 'static> Run<R> {
             if !self.show(*v) {
                 continue;
             }
-            self.emit(*v, EventKind::Started { name: self.name(v) });
+            self.start(*v);
             if status == StepStatus::Cached {
                 self.emit(*v, EventKind::Cached);
             }

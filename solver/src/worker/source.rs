@@ -130,7 +130,7 @@ impl Op<WorkerRef> for LocalOp {
                 .locals
                 .get(name)
                 .ok_or_else(|| SolveError::MissingLocal { step: ctx.label().to_string(), name: name.clone() })?;
-            let status = |current: u64, total: Option<u64>| ctx.status("transferring context", current, total);
+            let status = |what: &str, current: u64, total: Option<u64>| ctx.status(what, current, total);
             let path = source
                 .directory(include_patterns, exclude_patterns, &status)
                 .await

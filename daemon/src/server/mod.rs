@@ -1,0 +1,311 @@
+//! `rbuild serve`: the gRPC service on unix sockets and mutual-TLS TCP, running every client's builds on one
+//! engine (one state root, one cache, identical steps run once).
+
+mod session;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use engine::export::{Dest, OutputKind, OutputSpec, SharedWriter};
+use engine::{BuildRequest, CacheOptions, Engine, Entitlement, NamedContext};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert::{compression_of, error_to_proto, event_to_proto};
+use crate::mirror::Mirrors;
+use crate::proto::builder_server::{Builder, BuilderServer};
+use crate::proto::{self, client_message, output, server_message, BuildStart, ClientMessage, ServerMessage};
+use crate::{Address, DaemonError, TlsFiles};
+use session::{OutputWriter, RemoteContext, RemoteSecrets, RemoteSsh, Session};
+
+/// How to serve.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub addrs: Vec<Address>,
+    /// Required for TCP unless `insecure_tcp`.
+    pub tls: Option<TlsFiles>,
+    pub insecure_tcp: bool,
+    /// Entitlements builds may ask for (`--allow network.host`).
+    pub allow: BTreeSet<Entitlement>,
+}
+
+/// The daemon's counters (the `Info` call reports them).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub builds_running: AtomicU64,
+    pub builds_total: AtomicU64,
+    /// Context bytes received from clients: stat and hash records and compressed file data.
+    pub context_bytes: AtomicU64,
+    /// Context files whose content was sent.
+    pub context_files: AtomicU64,
+}
+
+/// The service.
+#[derive(Clone)]
+pub struct Daemon {
+    engine: Arc<Engine>,
+    mirrors: Arc<Mirrors>,
+    allow: BTreeSet<Entitlement>,
+    counters: Arc<Counters>,
+}
+
+impl Daemon {
+    /// A daemon over `engine`; client contexts are mirrored under the state root (`contexts/`).
+    pub fn new(engine: Arc<Engine>, allow: BTreeSet<Entitlement>) -> Daemon {
+        let mirrors = Arc::new(Mirrors::new(engine.store().root.path().join("contexts")));
+        Daemon { engine, mirrors, allow, counters: Arc::default() }
+    }
+
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+}
+
+/// Validates `opts` before anything listens: a TCP address needs TLS unless `--insecure-tcp`.
+pub fn check(opts: &ServeOptions) -> Result<(), DaemonError> {
+    for a in &opts.addrs {
+        if matches!(a, Address::Tcp(_)) && opts.tls.is_none() && !opts.insecure_tcp {
+            return Err(DaemonError::InsecureTcp { addr: a.to_string() });
+        }
+    }
+    Ok(())
+}
+
+/// Serves `daemon` on every address until `shutdown` resolves, then lets running calls finish.
+pub async fn serve(
+    daemon: Daemon,
+    opts: &ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
+    check(opts)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = Vec::new();
+    for a in &opts.addrs {
+        let svc = BuilderServer::new(daemon.clone()).max_decoding_message_size(16 << 20);
+        let mut stop = stop_rx.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        match a {
+            Address::Unix(path) => {
+                let listener = bind_unix(path)?;
+                let incoming = UnixListenerStream::new(listener);
+                let server = tonic::transport::Server::builder().add_service(svc);
+                servers.push(tokio::spawn(async move { server.serve_with_incoming_shutdown(incoming, stopped).await }));
+            }
+            Address::Tcp(hp) => {
+                let sock = tokio::net::lookup_host(hp)
+                    .await
+                    .map_err(DaemonError::io(format!("resolving {hp}")))?
+                    .next()
+                    .ok_or_else(|| DaemonError::Address(a.to_string()))?;
+                let listener =
+                    tokio::net::TcpListener::bind(sock).await.map_err(DaemonError::io(format!("listening on {a}")))?;
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let mut builder = tonic::transport::Server::builder();
+                if let Some(tls) = &opts.tls {
+                    builder = builder.tls_config(tls.server_config()?).map_err(|e| DaemonError::Tls(e.to_string()))?;
+                }
+                let server = builder.add_service(svc);
+                servers.push(tokio::spawn(async move { server.serve_with_incoming_shutdown(incoming, stopped).await }));
+            }
+        }
+    }
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for s in servers {
+        match s.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(DaemonError::Protocol(format!("the server failed: {e}"))),
+            Err(e) => return Err(DaemonError::Protocol(format!("a server task failed: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+/// Binds the socket (replacing a stale one) with mode 0660.
+fn bind_unix(path: &PathBuf) -> Result<tokio::net::UnixListener, DaemonError> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(DaemonError::io(format!("creating {}", dir.display())))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(DaemonError::Io {
+                what: format!("listening on {}", path.display()),
+                source: std::io::Error::new(std::io::ErrorKind::AddrInUse, "another daemon answers there"),
+            });
+        }
+        // Left by a daemon that died: nobody answers it.
+        std::fs::remove_file(path).map_err(DaemonError::io(format!("removing the stale socket {}", path.display())))?;
+    }
+    let l =
+        tokio::net::UnixListener::bind(path).map_err(DaemonError::io(format!("listening on {}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(DaemonError::io(format!("chmod {}", path.display())))?;
+    Ok(l)
+}
+
+type BuildStream = Pin<Box<dyn Stream<Item = Result<ServerMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Builder for Daemon {
+    type BuildStream = BuildStream;
+
+    async fn build(&self, req: Request<Streaming<ClientMessage>>) -> Result<Response<BuildStream>, Status> {
+        let mut inbound = req.into_inner();
+        let first = inbound.message().await?.ok_or_else(|| Status::invalid_argument("an empty build stream"))?;
+        let Some(client_message::Msg::Start(start)) = first.msg else {
+            return Err(Status::invalid_argument("a build stream starts with `start`"));
+        };
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(self.clone().run(start, inbound, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn info(&self, _req: Request<proto::InfoRequest>) -> Result<Response<proto::InfoResponse>, Status> {
+        let c = &self.counters;
+        Ok(Response::new(proto::InfoResponse {
+            version: env!("CARGO_PKG_VERSION").into(),
+            root: self.engine.store().root.path().display().to_string(),
+            builds_running: c.builds_running.load(Ordering::Relaxed),
+            builds_total: c.builds_total.load(Ordering::Relaxed),
+            context_bytes: c.context_bytes.load(Ordering::Relaxed),
+            context_files_sent: c.context_files.load(Ordering::Relaxed),
+            entitlements: self.allow.iter().map(|e| e.to_string()).collect(),
+        }))
+    }
+}
+
+/// Which outputs stream to the client (their indexes), to end them when the build is over.
+type Streamed = Vec<u32>;
+
+impl Daemon {
+    async fn run(self, start: BuildStart, inbound: Streaming<ClientMessage>, tx: session::Outbound) {
+        let c = self.counters.clone();
+        c.builds_running.fetch_add(1, Ordering::Relaxed);
+        c.builds_total.fetch_add(1, Ordering::Relaxed);
+        let session = Session::new(tx.clone());
+        let outcome = match self.request(&start, &session) {
+            Err(message) => {
+                Err(proto::BuildError { kind: proto::build_error::Kind::Request as i32, message, ..Default::default() })
+            }
+            Ok((req, streamed)) => {
+                let mut handle = self.engine.build(req);
+                let reader = tokio::spawn(session.clone().read(inbound, handle.canceller()));
+                if let Some(mut events) = handle.events() {
+                    while let Some(e) = events.recv().await {
+                        let _ = session.send(server_message::Msg::Event(event_to_proto(&e))).await;
+                    }
+                }
+                let result = handle.wait().await;
+                reader.abort();
+                for index in streamed {
+                    let end = proto::OutputData { index, data: Vec::new(), eof: true };
+                    let _ = session.send(server_message::Msg::Output(end)).await;
+                }
+                match result {
+                    Ok(r) => Ok(proto::BuildResult {
+                        image_id: r.image_id(),
+                        metadata_json: serde_json::Value::Object(r.metadata.clone()).to_string(),
+                        steps_json: serde_json::to_string(&r.steps).unwrap_or_default(),
+                    }),
+                    Err(e) => Err(error_to_proto(&e)),
+                }
+            }
+        };
+        let last = match outcome {
+            Ok(r) => server_message::Msg::Result(r),
+            Err(e) => server_message::Msg::Error(e),
+        };
+        let _ = session.send(last).await;
+        c.builds_running.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The engine request `start` describes, with the client's contexts, secrets and agents as providers.
+    fn request(&self, start: &BuildStart, session: &Arc<Session>) -> Result<(BuildRequest, Streamed), String> {
+        let context = |key: &str| -> Arc<dyn engine::LocalSource> {
+            Arc::new(RemoteContext {
+                session: session.clone(),
+                mirrors: self.mirrors.clone(),
+                client: start.client_id.clone(),
+                key: key.to_string(),
+                counters: self.counters.clone(),
+                held: Mutex::default(),
+            })
+        };
+        let mut req = BuildRequest::new(start.dockerfile.clone(), context(&start.context_key));
+        req.dockerfile_name =
+            if start.dockerfile_name.is_empty() { "Dockerfile".into() } else { start.dockerfile_name.clone() };
+        req.dockerignore = start.dockerignore.clone();
+        for (name, c) in &start.named_contexts {
+            let nc = match &c.source {
+                Some(proto::named_context::Source::LocalKey(k)) => NamedContext::Local(context(k)),
+                Some(proto::named_context::Source::Image(r)) => NamedContext::Image(r.clone()),
+                None => return Err(format!("--build-context {name}: no source")),
+            };
+            req.named_contexts.insert(name.clone(), nc);
+        }
+        req.build_args = start.build_args.clone().into_iter().collect::<BTreeMap<_, _>>();
+        req.target = start.target.clone();
+        req.platform = start.platform.as_deref().map(str::parse).transpose().map_err(|e| format!("--platform: {e}"))?;
+        req.labels = start.labels.clone().into_iter().collect();
+        req.tags = start.tags.clone();
+        let mut streamed = Vec::new();
+        for (i, o) in start.outputs.iter().enumerate() {
+            let mut writer = || {
+                streamed.push(i as u32);
+                Dest::Writer(SharedWriter::new(OutputWriter {
+                    index: i as u32,
+                    out: session.outbound(),
+                    buf: Vec::new(),
+                }))
+            };
+            let kind = match output::Kind::try_from(o.kind).map_err(|_| format!("unknown output kind {}", o.kind))? {
+                output::Kind::Image => OutputKind::Image { names: o.names.clone(), push: o.push },
+                output::Kind::Oci => OutputKind::Oci { dest: writer(), tar: true, names: o.names.clone() },
+                output::Kind::Docker => OutputKind::Docker { dest: Some(writer()), names: o.names.clone() },
+                output::Kind::Local | output::Kind::Tar => OutputKind::Tar { dest: writer() },
+            };
+            let compression = compression_of(&o.compression)?;
+            req.outputs.push(OutputSpec { kind, compression, oci_mediatypes: o.oci_mediatypes });
+        }
+        req.secrets =
+            Arc::new(RemoteSecrets { session: session.clone(), ids: start.secret_ids.iter().cloned().collect() });
+        let dir = tempfile::Builder::new()
+            .prefix("ssh-")
+            .tempdir_in(self.engine.store().root.tmp_dir())
+            .map_err(|e| format!("cannot make a directory for ssh agent sockets: {e}"))?;
+        req.ssh = Arc::new(RemoteSsh {
+            session: session.clone(),
+            ids: start.ssh_ids.iter().cloned().collect(),
+            dir,
+            conns: Arc::default(),
+            tasks: Mutex::default(),
+        });
+        req.cache =
+            CacheOptions { no_cache: start.no_cache, no_cache_filter: start.no_cache_filter.clone(), pull: start.pull };
+        req.network = start.network.parse().map_err(|e| format!("--network: {e}"))?;
+        for e in &start.entitlements {
+            let e: Entitlement = e.parse().map_err(|e| format!("{e}"))?;
+            if !self.allow.contains(&e) {
+                return Err(format!(
+                    "the build asks for the {e} entitlement, which this daemon does not grant; start it with \
+                     `rbuild serve --allow {e}`"
+                ));
+            }
+            req.entitlements.insert(e);
+        }
+        req.add_hosts =
+            start.add_hosts.iter().map(|h| llb::HostIp { host: h.host.clone(), ip: h.ip.clone() }).collect();
+        req.source_date_epoch = start.source_date_epoch;
+        req.max_parallelism = start.max_parallelism.map(|n| n as usize);
+        Ok((req, streamed))
+    }
+}

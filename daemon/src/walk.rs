@@ -1,0 +1,152 @@
+//! The client's side of context sync: list a context with the build's filters, hash files, read them. A
+//! daemon may ask only for paths this client listed for that context, and symlinks are never followed, so
+//! a daemon cannot read anything outside what the build's context holds.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+use solver::fileop::select::{Filter, Visit};
+
+use crate::proto::FileStat;
+
+/// A file type the sync carries.
+pub(crate) fn kind(mode: u32) -> Option<char> {
+    match mode & 0o170000 {
+        0o040000 => Some('d'),
+        0o100000 => Some('f'),
+        0o120000 => Some('l'),
+        _ => None,
+    }
+}
+
+/// Every path under `root` the filters select, parents before children, sorted: directories, regular files
+/// and symlinks (sockets, devices and fifos are not part of a build context). Blocking.
+pub(crate) fn list(root: &Path, include: &[String], exclude: &[String]) -> Result<Vec<FileStat>, String> {
+    let filter = Filter::new(include, exclude).map_err(|e| format!("invalid context filter: {e}"))?;
+    let mut out = Vec::new();
+    walk(root, "", &filter, &mut out)?;
+    Ok(out)
+}
+
+fn walk(root: &Path, rel: &str, filter: &Filter, out: &mut Vec<FileStat>) -> Result<(), String> {
+    let dir = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    names.sort();
+    for name in names {
+        let Some(name) = name.to_str().map(str::to_string) else {
+            return Err(format!("{}: a file name that is not UTF-8 cannot be sent", dir.join(&name).display()));
+        };
+        let path = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+        let md = std::fs::symlink_metadata(root.join(&path)).map_err(|e| format!("cannot stat {path}: {e}"))?;
+        let Some(k) = kind(md.mode()) else { continue };
+        let visit = filter.check(&path, k == 'd').map_err(|e| format!("invalid context filter: {e}"))?;
+        if visit == Visit::Skip {
+            continue;
+        }
+        let link_target = if k == 'l' {
+            let t = std::fs::read_link(root.join(&path)).map_err(|e| format!("cannot read link {path}: {e}"))?;
+            t.to_str().ok_or_else(|| format!("{path}: a link target that is not UTF-8 cannot be sent"))?.to_string()
+        } else {
+            String::new()
+        };
+        out.push(FileStat {
+            path: path.clone(),
+            mode: md.mode(),
+            uid: md.uid(),
+            gid: md.gid(),
+            size: if k == 'f' { md.size() } else { 0 },
+            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            link_target,
+        });
+        if k == 'd' {
+            walk(root, &path, filter, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// A relative, slash-separated path with only normal components, as the protocol carries them.
+pub(crate) fn is_clean(rel: &str) -> bool {
+    !rel.is_empty()
+        && !rel.contains('\0')
+        && Path::new(rel).components().all(|c| matches!(c, Component::Normal(_)))
+        && !rel.ends_with('/')
+}
+
+/// What one context offered: its root and the regular files it listed.
+pub(crate) struct Offered {
+    pub(crate) root: PathBuf,
+    pub(crate) files: BTreeSet<String>,
+}
+
+impl Offered {
+    /// Opens a file the context listed, without following a symlink.
+    pub(crate) fn open(&self, rel: &str) -> Result<File, String> {
+        if !is_clean(rel) || !self.files.contains(rel) {
+            return Err(format!("the daemon asked for {rel:?}, which this context did not offer"));
+        }
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(self.root.join(rel))
+            .map_err(|e| format!("cannot read {rel}: {e}"))
+    }
+
+    /// The sha256 of a listed file. Blocking.
+    pub(crate) fn hash(&self, rel: &str) -> Result<Vec<u8>, String> {
+        let mut f = self.open(rel)?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = f.read(&mut buf).map_err(|e| format!("cannot read {rel}: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(h.finalize().to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_follows_the_filters_and_never_a_symlink() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        std::fs::create_dir_all(r.join("src/sub")).unwrap();
+        std::fs::create_dir_all(r.join("node_modules/x")).unwrap();
+        std::fs::write(r.join("src/a.rs"), "a").unwrap();
+        std::fs::write(r.join("src/sub/b.rs"), "bb").unwrap();
+        std::fs::write(r.join("node_modules/x/i.js"), "i").unwrap();
+        std::os::unix::fs::symlink("/etc", r.join("etc")).unwrap();
+        let all = list(r, &[], &["node_modules".into()]).unwrap();
+        let paths: Vec<&str> = all.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["etc", "src", "src/a.rs", "src/sub", "src/sub/b.rs"]);
+        assert_eq!(all[0].link_target, "/etc");
+        assert_eq!(all[4].size, 2);
+        let offered = Offered { root: r.to_path_buf(), files: ["src/a.rs".to_string()].into() };
+        assert_eq!(offered.hash("src/a.rs").unwrap(), Sha256::digest(b"a").to_vec());
+        for bad in ["etc/passwd", "../x", "/etc/passwd", "src/sub/b.rs", "node_modules/x/i.js"] {
+            assert!(offered.open(bad).is_err(), "{bad} was served");
+        }
+    }
+
+    #[test]
+    fn only_clean_relative_paths_pass() {
+        assert!(is_clean("a/b.txt"));
+        for bad in ["", "/a", "a/../b", "./a", "a/", "a\0b", ".."] {
+            assert!(!is_clean(bad), "{bad:?}");
+        }
+    }
+}
