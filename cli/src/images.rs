@@ -21,6 +21,11 @@ use snapshotter::root::StateRoot;
 pub struct Globals {
     pub config: Option<PathBuf>,
     pub root: Option<PathBuf>,
+    /// `--host`: the daemon to talk to.
+    pub host: Option<String>,
+    pub tlscacert: Option<PathBuf>,
+    pub tlscert: Option<PathBuf>,
+    pub tlskey: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -4,6 +4,9 @@ mod build;
 mod debug;
 mod debug_run;
 mod images;
+mod info;
+mod remote;
+mod serve;
 mod storage;
 
 use std::path::PathBuf;
@@ -22,6 +25,19 @@ struct Cli {
     /// State root (default: $RBUILD_ROOT, else /var/lib/rbuild).
     #[arg(long, global = true, value_name = "DIR")]
     root: Option<PathBuf>,
+    /// The daemon to build with: `unix:///run/rbuild/rbuild.sock` or `tcp://HOST:PORT` (default: none, or the
+    /// daemon on the default socket when one holds the default state root).
+    #[arg(long, global = true, env = "RBUILD_HOST", value_name = "ADDRESS")]
+    host: Option<String>,
+    /// CA certificate that signed the other side's certificate (TCP with mutual TLS).
+    #[arg(long, global = true, env = "RBUILD_TLS_CACERT", value_name = "FILE")]
+    tlscacert: Option<PathBuf>,
+    /// This side's TLS certificate.
+    #[arg(long, global = true, env = "RBUILD_TLS_CERT", value_name = "FILE")]
+    tlscert: Option<PathBuf>,
+    /// This side's TLS key.
+    #[arg(long, global = true, env = "RBUILD_TLS_KEY", value_name = "FILE")]
+    tlskey: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,19 +55,32 @@ enum Command {
     Du(storage::DuArgs),
     /// Remove unreferenced build data, least recently used first.
     Prune(storage::PruneArgs),
+    /// Run the build daemon: builds for local and remote clients on one state root.
+    Serve(serve::ServeArgs),
+    /// Show what builds run on (the daemon's version, root and counters, or this machine's root), as JSON.
+    Info,
 }
 
 fn main() -> ExitCode {
     // A re-executed sandbox helper takes over here, before anything else runs.
     sandbox::init::maybe_run();
     let cli = Cli::parse_from(with_default_command(std::env::args_os().collect()));
-    let globals = images::Globals { config: cli.config.clone(), root: cli.root.clone() };
+    let globals = images::Globals {
+        config: cli.config.clone(),
+        root: cli.root.clone(),
+        host: cli.host.clone(),
+        tlscacert: cli.tlscacert.clone(),
+        tlscert: cli.tlscert.clone(),
+        tlskey: cli.tlskey.clone(),
+    };
     let result = match cli.command {
         Command::Build(args) => build::run(*args, &globals),
         Command::Image(cmd) => images::run(cmd, &globals),
         Command::Debug(cmd) => debug::run(cmd, &globals),
         Command::Du(args) => storage::du(&args, cli.root.as_deref()),
         Command::Prune(args) => storage::prune(&args, cli.root.as_deref()),
+        Command::Serve(args) => serve::run(args, &globals),
+        Command::Info => info::run(&globals),
     };
     match result {
         Ok(code) => code,
@@ -70,9 +99,10 @@ fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
     let mut i = 1;
     while i < args.len() {
         let a = args[i].to_string_lossy();
-        if a == "--config" || a == "--root" {
+        let with_value = ["--config", "--root", "--host", "--tlscacert", "--tlscert", "--tlskey"];
+        if with_value.contains(&a.as_ref()) {
             i += 2;
-        } else if a.starts_with("--config=") || a.starts_with("--root=") {
+        } else if with_value.iter().any(|f| a.starts_with(&format!("{f}="))) {
             i += 1;
         } else {
             break;

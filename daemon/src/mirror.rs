@@ -213,6 +213,11 @@ impl Mirror {
         let mut record = self.load();
         let d = diff(&record, &listing);
         let (sent, bytes) = self.apply(peer, key, &mut record, d).await?;
+        // The client's times, so an export of the build is the same as a build from the client's files:
+        // COPY keeps modification times. Directories last, after their entries changed.
+        for s in listing.iter().rev() {
+            set_mtime(&self.tree().join(&s.path), s.mtime_ns)?;
+        }
         report.files_sent = sent;
         report.bytes += bytes;
         let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
@@ -372,6 +377,14 @@ fn copy_verified(src: &Path, tmp: &Path, hex: &str) -> bool {
         }
     }
     hex::encode(h.finalize()) == hex
+}
+
+/// Sets a path's modification (and access) time without following a symlink.
+fn set_mtime(p: &Path, ns: i64) -> Result<(), String> {
+    let t = rustix::fs::Timespec { tv_sec: ns.div_euclid(1_000_000_000), tv_nsec: ns.rem_euclid(1_000_000_000) as _ };
+    let times = rustix::fs::Timestamps { last_access: t, last_modification: t };
+    rustix::fs::utimensat(rustix::fs::CWD, p, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(|e| format!("cannot set the time of {}: {e}", p.display()))
 }
 
 fn entry(s: &FileStat, sha256: String) -> Entry {

@@ -320,6 +320,7 @@ impl Executor for NamespaceExecutor {
         let mut child = Command::new(&self.helper)
             .arg(HELPER_ARG)
             .env_clear()
+            .env(crate::init::PARENT_ENV, std::process::id().to_string())
             .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -84,7 +84,18 @@ pub fn maybe_run() {
     }
 }
 
+/// The environment variable that carries the pid of the process that started the helper.
+pub const PARENT_ENV: &str = "RBUILD_SANDBOX_PARENT";
+
 fn helper_main() -> ! {
+    // The helper dies with the process that started it (a killed daemon or CLI leaves no RUN behind): the
+    // parent-death signal, and a check for a parent that died before it was set. The starting thread waits
+    // for the helper, so it outlives it unless the process dies.
+    let _ = sys::set_parent_death_signal(libc::SIGKILL);
+    let expected = std::env::var(PARENT_ENV).ok().and_then(|p| p.parse::<u32>().ok());
+    if expected.is_some_and(|p| p != std::os::unix::process::parent_id()) {
+        sys::exit_now(123);
+    }
     // The socket on stdin carries the config in and the report out; the command must not see it.
     let Ok(report_fd) = io::stdin().as_fd().try_clone_to_owned() else { sys::exit_now(120) };
     let mut report = std::fs::File::from(report_fd);

@@ -1,8 +1,11 @@
-//! `rbuild build` (and `rbuild -t app .`): flags, the mapping from flags to an engine request
-//! ([`request`]), progress rendering ([`progress`]), Ctrl-C, and what is printed or written at the end
-//! (errors against the Dockerfile, `--iidfile`, `--metadata-file`). The build itself is the engine's.
+//! `rbuild build` (and `rbuild -t app .`): flags, the mapping from flags to a build ([`request`]), run by
+//! the engine in this process ([`local`]) or by a daemon ([`remote`]), progress rendering ([`progress`]),
+//! Ctrl-C, and what is printed or written at the end (errors against the Dockerfile, `--iidfile`,
+//! `--metadata-file`). The build itself is the engine's.
 
+mod local;
 mod progress;
+mod remote;
 mod request;
 
 use std::path::PathBuf;
@@ -10,7 +13,8 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use engine::{BuildError, Engine, EngineOptions};
+use frontend::diag::Diagnostic;
+use solver::RunFailure;
 
 pub use self::progress::ProgressMode;
 use self::progress::Renderer;
@@ -91,6 +95,10 @@ pub struct BuildArgs {
     /// An /etc/hosts entry for RUN steps: `HOST:IP`; repeatable.
     #[arg(long = "add-host", value_name = "HOST:IP")]
     pub(crate) add_hosts: Vec<String>,
+    /// Ask for an entitlement: `network.host` (RUN --network=host) or `security.insecure`; repeatable. A daemon
+    /// grants only what its own `--allow` flags allow.
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub(crate) allow: Vec<String>,
     /// What runs RUN steps: `namespace` (rbuild's own executor, the default) or an OCI runtime on a bundle of
     /// the same spec: `runc`, `crun`, or a path to one.
     #[arg(long = "oci-runtime", value_name = "RUNTIME", default_value = "namespace")]
@@ -119,9 +127,24 @@ fn show_source(filename: &str, source: &[u8], locations: &[llb::SourceLocation])
 
 /// What ended the build early.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Stop {
+pub(crate) enum Stop {
     Interrupt,
     Terminate,
+}
+
+/// How a build ended, wherever it ran.
+pub(crate) enum Outcome {
+    Done {
+        image_id: Option<String>,
+        metadata: serde_json::Map<String, serde_json::Value>,
+    },
+    Cancelled,
+    Dockerfile(Diagnostic),
+    Run(RunFailure),
+    /// Another failure of a step (the message names it).
+    Solve(String),
+    /// The request, an export or the machinery failed.
+    Other(anyhow::Error),
 }
 
 pub fn run(a: BuildArgs, g: &Globals) -> Result<ExitCode> {
@@ -131,97 +154,107 @@ pub fn run(a: BuildArgs, g: &Globals) -> Result<ExitCode> {
         bail!("build context {} is not a directory", context.display());
     }
     let dockerfile = request::read_dockerfile(a.file.as_deref(), &context)?;
-    let req = request::build_request(&a, &context, &dockerfile)?;
+    let parsed = request::parse(&a, &context, &dockerfile)?;
     let mode = if a.quiet { ProgressMode::Quiet } else { a.progress };
     let log = match &a.log_file {
         Some(p) => Some(std::fs::File::create(p).with_context(|| format!("cannot create log file {}", p.display()))?),
         None => None,
     };
     let source = String::from_utf8_lossy(&dockerfile.bytes).into_owned();
-
-    let root = g.root.clone().unwrap_or_else(snapshotter::root::StateRoot::default_path);
-    let client = crate::images::registry_client(g)?;
+    let renderer = Renderer::new(mode, log, dockerfile.name.clone(), source.clone(), a.quiet);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let opts = EngineOptions { root, client, oci_runtime: a.oci_runtime.clone(), max_parallelism: None };
-    let engine = Engine::open(opts, &mut |w| eprintln!("{w}"))?;
+    let (outcome, stopped) = match crate::remote::daemon_for(g)? {
+        Some(target) => rt.block_on(remote::run(target, parsed, renderer))?,
+        None => {
+            let engine = local::open(g, &a.oci_runtime)?;
+            let r = rt.block_on(local::run(&engine, parsed.local(), renderer))?;
+            drop(engine);
+            r
+        }
+    };
 
-    let (result, stopped) = rt.block_on(async {
-        let mut handle = engine.build(req);
-        let mut events = handle.events().ok_or_else(|| anyhow!("the build's events were taken"))?;
-        let canceller = handle.canceller();
-        let (name, text, quiet) = (dockerfile.name.clone(), source.clone(), a.quiet);
-        let render = tokio::spawn(async move {
-            let mut r = Renderer::new(mode, log, name, text, quiet);
-            let mut tick = tokio::time::interval(std::time::Duration::from_millis(150));
-            loop {
-                tokio::select! {
-                    e = events.recv() => match e {
-                        Some(e) => r.event(&e),
-                        None => break,
-                    },
-                    _ = tick.tick() => r.tick(),
-                }
-            }
-            r.finish();
-        });
-        let signals = tokio::spawn(stop_signal());
-        let wait = handle.wait();
-        tokio::pin!(wait);
-        let mut stopped = None;
-        let result = tokio::select! {
-            r = &mut wait => r,
-            s = signals => {
-                // Stop the build; it kills its RUN processes, removes its mounts and returns.
-                stopped = s.ok().flatten();
-                canceller.cancel();
-                let again = tokio::spawn(stop_signal());
-                tokio::select! {
-                    r = &mut wait => r,
-                    _ = again => std::process::exit(exit_code_of(stopped)),
-                }
-            }
-        };
-        let _ = render.await;
-        Ok::<_, anyhow::Error>((result, stopped))
-    })?;
-    drop(engine);
-
-    let result = match result {
-        Ok(r) => r,
-        Err(BuildError::Cancelled) => {
-            eprintln!("ERROR: the build was cancelled; nothing half-written was kept, and the next build reuses what finished");
+    let (image_id, metadata) = match outcome {
+        Outcome::Done { image_id, metadata } => (image_id, metadata),
+        Outcome::Cancelled => {
+            eprintln!(
+                "ERROR: the build was cancelled; nothing half-written was kept, and the next build reuses what finished"
+            );
             return Ok(ExitCode::from(exit_code_of(stopped.or(Some(Stop::Interrupt))) as u8));
         }
-        Err(BuildError::Dockerfile { diagnostic, .. }) => {
+        Outcome::Dockerfile(diagnostic) => {
             eprintln!("{}", diagnostic.render(&dockerfile.name, &source));
             return Ok(ExitCode::FAILURE);
         }
-        Err(BuildError::Solve(e)) => {
-            eprintln!("{}", render_solve_error(&e, &dockerfile.name, &dockerfile.bytes));
+        Outcome::Run(f) => {
+            eprintln!("{}", render_run_failure(&f, &dockerfile.name, &dockerfile.bytes));
             return Ok(ExitCode::FAILURE);
         }
-        Err(BuildError::Export { source, .. }) => return Err(source.into()),
-        Err(e) => return Err(e.into()),
+        Outcome::Solve(message) => {
+            eprintln!("ERROR: failed to solve: {message}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Outcome::Other(e) => return Err(e),
     };
-    let id = result.image_id();
     if let Some(p) = &a.iidfile {
-        let id = id
+        let id = image_id
             .clone()
             .ok_or_else(|| anyhow!("--iidfile: this build made no image (add -t NAME or an image output)"))?;
         std::fs::write(p, &id).with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &a.metadata_file {
-        let text = serde_json::to_string_pretty(&serde_json::Value::Object(result.metadata.clone()))?;
+        let text = serde_json::to_string_pretty(&serde_json::Value::Object(metadata))?;
         std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?;
     }
     if a.quiet {
-        if let Some(id) = &id {
+        if let Some(id) = &image_id {
             println!("{id}");
         }
-    } else if let Some(id) = &id {
+    } else if let Some(id) = &image_id {
         eprintln!("writing image {id} done");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Renders progress events from `events` until it closes.
+pub(crate) fn render(
+    mut r: Renderer,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<engine::Event>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(150));
+        loop {
+            tokio::select! {
+                e = events.recv() => match e {
+                    Some(e) => r.event(&e),
+                    None => break,
+                },
+                _ = tick.tick() => r.tick(),
+            }
+        }
+        r.finish();
+    })
+}
+
+/// Waits for `wait`; on SIGINT or SIGTERM calls `cancel` and waits again (a second signal exits at once).
+pub(crate) async fn until_done<T>(
+    wait: impl std::future::Future<Output = T>,
+    cancel: impl FnOnce(),
+) -> (T, Option<Stop>) {
+    tokio::pin!(wait);
+    let signals = tokio::spawn(stop_signal());
+    tokio::select! {
+        r = &mut wait => (r, None),
+        s = signals => {
+            // Stop the build; it kills its RUN processes, removes its mounts and returns.
+            let stopped = s.ok().flatten();
+            cancel();
+            let again = tokio::spawn(stop_signal());
+            tokio::select! {
+                r = &mut wait => (r, stopped),
+                _ = again => std::process::exit(exit_code_of(stopped)),
+            }
+        }
+    }
 }
 
 /// 130 for SIGINT, 143 for SIGTERM, as a shell reports a process they killed.
@@ -244,22 +277,17 @@ async fn stop_signal() -> Option<Stop> {
     }
 }
 
-fn render_solve_error(e: &solver::SolveError, filename: &str, dockerfile: &[u8]) -> String {
-    let mut out = String::new();
-    match e {
-        solver::SolveError::Run(f) => {
-            out.push_str(&format!("------\n > {}:\n", f.vertex));
-            for l in &f.tail {
-                out.push_str(&format!("{l}\n"));
-            }
-            out.push_str("------\n");
-            out.push_str(&show_source(filename, dockerfile, &f.locations));
-            out.push_str(&format!(
-                "ERROR: failed to solve: process \"{}\" did not complete successfully: {}",
-                f.command, f.status
-            ));
-        }
-        e => out.push_str(&format!("ERROR: failed to solve: {e}")),
+/// A failed RUN: its last output lines, the Dockerfile lines, the command and status (BuildKit's form).
+fn render_run_failure(f: &RunFailure, filename: &str, dockerfile: &[u8]) -> String {
+    let mut out = format!("------\n > {}:\n", f.vertex);
+    for l in &f.tail {
+        out.push_str(&format!("{l}\n"));
     }
+    out.push_str("------\n");
+    out.push_str(&show_source(filename, dockerfile, &f.locations));
+    out.push_str(&format!(
+        "ERROR: failed to solve: process \"{}\" did not complete successfully: {}",
+        f.command, f.status
+    ));
     out
 }

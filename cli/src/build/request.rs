@@ -1,5 +1,6 @@
-//! `rbuild build` flags -> an [`engine::BuildRequest`]: what the client reads (the Dockerfile, its
-//! .dockerignore, secrets, the environment) and how docker/buildx spell each option.
+//! `rbuild build` flags -> a [`Parsed`] build, then an [`engine::BuildRequest`] or a daemon's request: what
+//! the client reads (the Dockerfile, its .dockerignore, secrets, the environment) and how docker/buildx
+//! spell each option.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -20,32 +21,146 @@ pub struct DockerfileSource {
     pub dockerignore: Option<String>,
 }
 
-/// The request `a` describes, on the canonical context directory `context`.
-pub fn build_request(a: &BuildArgs, context: &Path, dockerfile: &DockerfileSource) -> Result<BuildRequest> {
+/// A `--build-context` value.
+pub enum Named {
+    Dir(PathBuf),
+    Image(String),
+}
+
+/// What `rbuild build`'s flags ask for, read and checked on this machine; run here ([`Parsed::local`]) or
+/// by a daemon ([`Parsed::remote`]).
+pub struct Parsed {
+    dockerfile: Vec<u8>,
+    dockerfile_name: String,
+    dockerignore: Option<String>,
+    context: PathBuf,
+    named: BTreeMap<String, Named>,
+    build_args: BTreeMap<String, String>,
+    target: Option<String>,
+    platform: Option<Platform>,
+    labels: BTreeMap<String, String>,
+    tags: Vec<String>,
+    outputs: Vec<OutputSpec>,
+    secrets: BTreeMap<String, Vec<u8>>,
+    ssh: BTreeMap<String, PathBuf>,
+    cache: CacheOptions,
+    network: sandbox::NetworkMode,
+    allow: BTreeSet<Entitlement>,
+    add_hosts: Vec<llb::HostIp>,
+    source_date_epoch: Option<i64>,
+    max_parallelism: Option<usize>,
+}
+
+/// The build `a` describes, on the canonical context directory `context`.
+pub fn parse(a: &BuildArgs, context: &Path, dockerfile: &DockerfileSource) -> Result<Parsed> {
     let build_args = parse_build_args(&a.build_args);
-    let epoch = source_date_epoch(&build_args)?;
-    let network: sandbox::NetworkMode = a.network.parse().context("--network")?;
-    let platform = a.platform.as_deref().map(str::parse::<Platform>).transpose().context("--platform")?;
-    let mut req = BuildRequest::new(dockerfile.bytes.clone(), Arc::new(LocalDir(context.to_path_buf())));
-    req.dockerfile_name = dockerfile.name.clone();
-    req.dockerignore = dockerfile.dockerignore.clone();
-    req.named_contexts = parse_build_contexts(&a.build_contexts, &std::env::current_dir()?)?;
-    req.build_args = build_args;
-    req.target = a.target.clone();
-    req.platform = platform;
-    req.labels = parse_labels(&a.labels);
-    req.tags = a.tags.clone();
-    req.outputs = outputs(a)?;
-    req.secrets = Arc::new(StaticSecrets(parse_secrets(&a.secrets)?));
-    req.ssh = Arc::new(SshSockets(parse_ssh(&a.ssh)?));
-    req.cache = CacheOptions { no_cache: a.no_cache, no_cache_filter: a.no_cache_filter.clone(), pull: a.pull };
-    req.network = network;
-    // The CLI runs the engine for its own user, who may use the host network (as docker build does).
-    req.entitlements = BTreeSet::from([Entitlement::NetworkHost]);
-    req.add_hosts = parse_add_hosts(&a.add_hosts)?;
-    req.source_date_epoch = epoch;
-    req.max_parallelism = a.max_parallelism;
-    Ok(req)
+    let source_date_epoch = source_date_epoch(&build_args)?;
+    let allow = a.allow.iter().map(|e| e.parse::<Entitlement>()).collect::<Result<_, _>>().context("--allow")?;
+    Ok(Parsed {
+        dockerfile: dockerfile.bytes.clone(),
+        dockerfile_name: dockerfile.name.clone(),
+        dockerignore: dockerfile.dockerignore.clone(),
+        context: context.to_path_buf(),
+        named: parse_build_contexts(&a.build_contexts, &std::env::current_dir()?)?,
+        build_args,
+        target: a.target.clone(),
+        platform: a.platform.as_deref().map(str::parse::<Platform>).transpose().context("--platform")?,
+        labels: parse_labels(&a.labels),
+        tags: a.tags.clone(),
+        outputs: outputs(a)?,
+        secrets: parse_secrets(&a.secrets)?,
+        ssh: parse_ssh(&a.ssh)?,
+        cache: CacheOptions { no_cache: a.no_cache, no_cache_filter: a.no_cache_filter.clone(), pull: a.pull },
+        network: a.network.parse().context("--network")?,
+        allow,
+        add_hosts: parse_add_hosts(&a.add_hosts)?,
+        source_date_epoch,
+        max_parallelism: a.max_parallelism,
+    })
+}
+
+impl Parsed {
+    /// The engine request, for a build in this process.
+    pub fn local(self) -> BuildRequest {
+        let mut req = BuildRequest::new(self.dockerfile, Arc::new(LocalDir(self.context)));
+        req.dockerfile_name = self.dockerfile_name;
+        req.dockerignore = self.dockerignore;
+        req.named_contexts = self
+            .named
+            .into_iter()
+            .map(|(name, n)| {
+                let c = match n {
+                    Named::Dir(d) => NamedContext::Local(Arc::new(LocalDir(d))),
+                    Named::Image(r) => NamedContext::Image(r),
+                };
+                (name, c)
+            })
+            .collect();
+        req.build_args = self.build_args;
+        req.target = self.target;
+        req.platform = self.platform;
+        req.labels = self.labels;
+        req.tags = self.tags;
+        req.outputs = self.outputs;
+        req.secrets = Arc::new(StaticSecrets(self.secrets));
+        req.ssh = Arc::new(SshSockets(self.ssh));
+        req.cache = self.cache;
+        req.network = self.network;
+        // The CLI runs the engine for its own user, who may use the host network (as docker build does).
+        req.entitlements = self.allow;
+        req.entitlements.insert(Entitlement::NetworkHost);
+        req.add_hosts = self.add_hosts;
+        req.source_date_epoch = self.source_date_epoch;
+        req.max_parallelism = self.max_parallelism;
+        req
+    }
+
+    /// The same build for a daemon: contexts, secrets, agents and output destinations stay here.
+    pub fn remote(self) -> daemon::client::RemoteBuild {
+        use daemon::proto;
+        let context_key = daemon::client::context_key(&self.context);
+        let mut contexts = BTreeMap::from([(context_key.clone(), self.context)]);
+        let mut named_contexts = std::collections::HashMap::new();
+        for (name, n) in self.named {
+            let source = match n {
+                Named::Dir(d) => {
+                    let key = daemon::client::context_key(&d);
+                    contexts.insert(key.clone(), d);
+                    proto::named_context::Source::LocalKey(key)
+                }
+                Named::Image(r) => proto::named_context::Source::Image(r),
+            };
+            named_contexts.insert(name, proto::NamedContext { source: Some(source) });
+        }
+        let network = match self.network {
+            sandbox::NetworkMode::None => "none",
+            sandbox::NetworkMode::Host => "host",
+            sandbox::NetworkMode::Default => "default",
+        };
+        let start = proto::BuildStart {
+            client_id: daemon::client::client_id(),
+            dockerfile: self.dockerfile,
+            dockerfile_name: self.dockerfile_name,
+            dockerignore: self.dockerignore,
+            context_key,
+            named_contexts,
+            build_args: self.build_args.into_iter().collect(),
+            target: self.target,
+            platform: self.platform.map(|p| p.to_string()),
+            labels: self.labels.into_iter().collect(),
+            tags: self.tags,
+            no_cache: self.cache.no_cache,
+            no_cache_filter: self.cache.no_cache_filter,
+            pull: self.cache.pull,
+            network: network.into(),
+            entitlements: self.allow.iter().map(|e| e.to_string()).collect(),
+            add_hosts: self.add_hosts.into_iter().map(|h| proto::HostIp { host: h.host, ip: h.ip }).collect(),
+            source_date_epoch: self.source_date_epoch,
+            max_parallelism: self.max_parallelism.map(|n| n as u32),
+            ..Default::default()
+        };
+        daemon::client::RemoteBuild { start, contexts, secrets: self.secrets, ssh: self.ssh, outputs: self.outputs }
+    }
 }
 
 /// `--output`, `--push`, `--load` and `-t` as outputs: `-t` alone means the local image store.
@@ -205,13 +320,13 @@ fn parse_ssh(raw: &[String]) -> Result<BTreeMap<String, PathBuf>> {
 }
 
 /// `--build-context NAME=DIR` (relative to `base`) or `NAME=docker-image://REF`.
-fn parse_build_contexts(raw: &[String], base: &Path) -> Result<BTreeMap<String, NamedContext>> {
+fn parse_build_contexts(raw: &[String], base: &Path) -> Result<BTreeMap<String, Named>> {
     let mut out = BTreeMap::new();
     for c in raw {
         let (name, value) =
             c.split_once('=').ok_or_else(|| anyhow!("invalid --build-context {c:?}: expected NAME=VALUE"))?;
         let ctx = if let Some(r) = value.strip_prefix("docker-image://") {
-            NamedContext::Image(r.to_string())
+            Named::Image(r.to_string())
         } else if value.contains("://") {
             bail!("--build-context {name}: only local directories and docker-image:// are supported, not {value}");
         } else {
@@ -220,7 +335,7 @@ fn parse_build_contexts(raw: &[String], base: &Path) -> Result<BTreeMap<String, 
             if !dir.is_dir() {
                 bail!("--build-context {name}: {} is not a directory", dir.display());
             }
-            NamedContext::Local(Arc::new(LocalDir(dir)))
+            Named::Dir(dir)
         };
         out.insert(name.to_string(), ctx);
     }

@@ -79,15 +79,25 @@ impl TestRegistry {
             ));
             return None;
         };
-        TestRegistry::start(Some(&storage))
+        TestRegistry::start(Some(&storage), None)
+    }
+
+    /// Like [`TestRegistry::seeded`], listening on the loopback of network namespace `netns` (for a daemon
+    /// that runs there).
+    pub fn seeded_in_netns(netns: &str) -> Option<TestRegistry> {
+        let Some(storage) = seeded_storage() else {
+            skip(&format!("no seeded base images in {}: run scripts/seed-images", test_cache().display()));
+            return None;
+        };
+        TestRegistry::start(Some(&storage), Some(netns))
     }
 
     /// A registry with empty storage (also the docker.io mirror, which then has nothing).
     pub fn empty() -> Option<TestRegistry> {
-        TestRegistry::start(None)
+        TestRegistry::start(None, None)
     }
 
-    fn start(seed: Option<&Path>) -> Option<TestRegistry> {
+    fn start(seed: Option<&Path>, netns: Option<&str>) -> Option<TestRegistry> {
         let Some(bin) = which("docker-registry").or_else(|| which("registry")) else {
             skip("docker-registry is not installed: run scripts/install-test-deps (as root)");
             return None;
@@ -109,7 +119,15 @@ impl TestRegistry {
         let cfg = dir.path().join("registry.yml");
         std::fs::write(&cfg, yaml).expect("write registry config");
         let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
-        let child = Command::new(&bin)
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = cmd
             .arg("serve")
             .arg(&cfg)
             .stdin(Stdio::null())
@@ -126,7 +144,14 @@ impl TestRegistry {
         .expect("write rbuild config");
         let mut reg = TestRegistry { addr, child, dir, config };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(addr).is_err() {
+        let listening = |ns: Option<&str>| match ns {
+            None => TcpStream::connect(addr).is_ok(),
+            Some(ns) => Command::new("ip")
+                .args(["netns", "exec", ns, "curl", "-s", "-o", "/dev/null", &format!("http://{addr}/v2/")])
+                .status()
+                .is_ok_and(|s| s.success()),
+        };
+        while !listening(netns) {
             if let Ok(Some(status)) = reg.child.try_wait() {
                 panic!("docker-registry exited with {status}: {}", reg.log());
             }

@@ -159,8 +159,13 @@ fn write(target: Target, rx: mpsc::Receiver<Vec<u8>>) -> Result<(), String> {
             out.flush().map_err(|e| format!("cannot write to standard output: {e}"))
         }
         Target::Unpack(dir) => {
+            // Created when the first bytes arrive: a build that fails leaves no directory.
+            let mut first = [0u8; 1];
+            if chunks.read(&mut first).map_err(|e| format!("reading the output: {e}"))? == 0 {
+                return Ok(());
+            }
             std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            let mut a = tar::Archive::new(&mut chunks);
+            let mut a = tar::Archive::new(std::io::Cursor::new(first).chain(&mut chunks));
             a.set_preserve_permissions(true);
             a.set_preserve_ownerships(true);
             a.set_unpack_xattrs(true);

@@ -77,10 +77,12 @@ pub fn check(opts: &ServeOptions) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Serves `daemon` on every address until `shutdown` resolves, then lets running calls finish.
+/// Serves `daemon` on every address until `shutdown` resolves, then lets running calls finish. `ready` is
+/// called once every address listens.
 pub async fn serve(
     daemon: Daemon,
     opts: &ServeOptions,
+    ready: impl FnOnce(),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     check(opts)?;
@@ -117,6 +119,7 @@ pub async fn serve(
             }
         }
     }
+    ready();
     shutdown.await;
     let _ = stop_tx.send(true);
     for s in servers {

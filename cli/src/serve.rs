@@ -1,0 +1,97 @@
+//! `rbuild serve`: the build daemon on a unix socket (default `/run/rbuild/rbuild.sock`) and/or TCP with
+//! mutual TLS, running every client's builds on one state root.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use daemon::server::{Daemon, ServeOptions};
+use daemon::Address;
+use engine::{Engine, EngineOptions, Entitlement};
+
+use crate::images::Globals;
+
+/// `rbuild serve [OPTIONS]`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Where to listen: `unix:///PATH` or `tcp://HOST:PORT`; repeatable (default:
+    /// unix:///run/rbuild/rbuild.sock). TCP needs --tlscacert, --tlscert and --tlskey.
+    #[arg(long = "addr", value_name = "ADDRESS")]
+    addrs: Vec<String>,
+    /// Serve TCP without TLS: anyone who reaches the port can run builds as root.
+    #[arg(long)]
+    insecure_tcp: bool,
+    /// Let builds use an entitlement they ask for: `network.host` or `security.insecure`; repeatable.
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    allow: Vec<String>,
+    /// Steps running at once across all builds (default: the number of cores).
+    #[arg(long = "max-parallelism", value_name = "N")]
+    max_parallelism: Option<usize>,
+    /// What runs RUN steps: `namespace`, `runc`, `crun` or a path to an OCI runtime.
+    #[arg(long = "oci-runtime", value_name = "RUNTIME", default_value = "namespace")]
+    oci_runtime: String,
+}
+
+pub fn run(a: ServeArgs, g: &Globals) -> Result<ExitCode> {
+    let addrs: Vec<Address> = if a.addrs.is_empty() {
+        vec![Address::default_socket()]
+    } else {
+        a.addrs.iter().map(|s| s.parse()).collect::<Result<_, _>>().context("--addr")?
+    };
+    let allow: BTreeSet<Entitlement> =
+        a.allow.iter().map(|e| e.parse()).collect::<Result<_, _>>().context("--allow")?;
+    let opts =
+        ServeOptions { addrs, tls: crate::remote::tls_of(g)?, insecure_tcp: a.insecure_tcp, allow: allow.clone() };
+    // Refused before anything is opened: a TCP address without TLS.
+    daemon::server::check(&opts)?;
+    for addr in &opts.addrs {
+        if matches!(addr, Address::Tcp(_)) && opts.tls.is_none() {
+            eprintln!("warning: serving {addr} without TLS (--insecure-tcp): anyone who reaches it can build as root");
+        }
+    }
+    let root = g.root.clone().unwrap_or_else(snapshotter::root::StateRoot::default_path);
+    let client = crate::images::registry_client(g)?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let eopts = EngineOptions {
+        root: root.clone(),
+        client,
+        oci_runtime: a.oci_runtime.clone(),
+        max_parallelism: Some(a.max_parallelism.unwrap_or(cores).max(1)),
+    };
+    let engine = Engine::open(eopts, &mut |w| eprintln!("{w}"))?;
+    let daemon = Daemon::new(engine, allow);
+    let listening: Vec<String> = opts.addrs.iter().map(|a| a.to_string()).collect();
+    let ready = || {
+        eprintln!("rbuild daemon {} serving {} on {}", env!("CARGO_PKG_VERSION"), root.display(), listening.join(", "))
+    };
+    rt.block_on(daemon::server::serve(daemon, &opts, ready, stopped()))?;
+    for addr in &opts.addrs {
+        if let Address::Unix(p) = addr {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    eprintln!("rbuild daemon stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The first SIGINT or SIGTERM: stop accepting, let running builds finish. A second one exits at once.
+async fn stopped() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("rbuild daemon stopping: running builds finish first (signal again to exit now)");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        std::process::exit(130);
+    });
+}
