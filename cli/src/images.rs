@@ -10,7 +10,6 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use registry::auth::{Credentials, DockerConfig, StaticCredentials};
-use registry::export::{self, ArchiveFormat};
 use registry::{Client, Config, ImageStore, Progress, ProgressKind, Reference};
 use snapshotter::content::LocalStore;
 use snapshotter::meta::MetaDb;
@@ -175,36 +174,68 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
+/// Where an image command runs: on this machine's store, or on a daemon.
+enum Backend {
+    Local(Env),
+    Remote(daemon::client::Connection, tokio::runtime::Runtime),
+}
+
+fn backend(g: &Globals) -> Result<Backend> {
+    match crate::remote::daemon_for(g)? {
+        Some(target) => {
+            let rt = runtime()?;
+            let conn = rt.block_on(target.connect())?;
+            Ok(Backend::Remote(conn, rt))
+        }
+        None => Ok(Backend::Local(open_store(g)?)),
+    }
+}
+
+/// Prints one blob's progress as docker does.
+fn print_blob(id: &str, kind: &str) {
+    let short = id.strip_prefix("sha256:").unwrap_or(id).chars().take(12).collect::<String>();
+    let what = match kind {
+        "exists" => "Already exists",
+        "mounted" => "Mounted from another repository",
+        _ => "Done",
+    };
+    eprintln!("{short}: {what}");
+}
+
 pub fn run(cmd: ImageCommand, g: &Globals) -> Result<ExitCode> {
     match cmd {
         ImageCommand::Images(a) => images(g, &a)?,
-        ImageCommand::Tag { source, target } => {
-            let env = open_store(g)?;
-            let desc = env.store.get(&source)?;
-            env.store.tag(&Reference::parse(&target)?, &desc)?;
-        }
+        ImageCommand::Tag { source, target } => match backend(g)? {
+            Backend::Local(env) => engine::images::tag(&env.store, &source, &target)?,
+            Backend::Remote(mut c, rt) => rt.block_on(c.tag_image(&source, &target))?,
+        },
         ImageCommand::Pull(a) => pull(g, &a)?,
         ImageCommand::Push { reference } => push(g, &reference)?,
         ImageCommand::Rmi { references } => {
-            let env = open_store(g)?;
-            for r in references {
-                let name = Reference::parse(&r)?;
-                if !env.store.untag(&name)? {
-                    bail!("no such image: {r}");
-                }
-                println!(
-                    "Untagged: {}",
-                    name.familiar_name() + &name.tag().map(|t| format!(":{t}")).unwrap_or_default()
-                );
+            let untagged = match backend(g)? {
+                Backend::Local(env) => engine::images::untag(&env.store, &references)?,
+                Backend::Remote(mut c, rt) => rt.block_on(c.remove_images(&references))?,
+            };
+            for name in untagged {
+                println!("Untagged: {name}");
             }
         }
-        ImageCommand::Inspect { reference, raw } => inspect(g, &reference, raw)?,
+        ImageCommand::Inspect { reference, raw } => {
+            let out = match backend(g)? {
+                Backend::Local(env) => engine::images::inspect(&env.store, &reference, raw)?,
+                Backend::Remote(mut c, rt) => rt.block_on(c.inspect_image(&reference, raw))?,
+            };
+            std::io::stdout().write_all(&out)?;
+        }
         ImageCommand::History { reference, no_trunc } => history(g, &reference, no_trunc)?,
         ImageCommand::Save(a) => save(g, &a)?,
         ImageCommand::Load { input } => {
-            let env = open_store(g)?;
             let file = std::fs::File::open(&input).with_context(|| format!("opening {}", input.display()))?;
-            for (name, _) in export::load(&env.store, file)? {
+            let loaded = match backend(g)? {
+                Backend::Local(env) => engine::images::load(&env.store, file)?,
+                Backend::Remote(mut c, rt) => rt.block_on(c.load(file))?,
+            };
+            for name in loaded {
                 println!("Loaded image: {name}");
             }
         }
@@ -247,18 +278,19 @@ fn short_id(d: &str, no_trunc: bool) -> String {
 }
 
 fn images(g: &Globals, a: &ImagesArgs) -> Result<()> {
-    let env = open_store(g)?;
-    let mut rows = Vec::new();
-    for img in env.store.list()? {
-        let Ok(desc) = env.store.get(&img.name.to_string()) else { continue };
-        let Ok(local) = env.store.image(&desc, None) else { continue };
-        let size: u64 = local.manifest.layers().iter().map(|l| l.size()).sum::<u64>() + local.manifest.config().size();
-        let id = short_id(local.manifest.config().digest().as_ref(), a.no_trunc);
-        let tag = img.name.tag().unwrap_or("<none>").to_string();
-        let created = local.config.created.clone().unwrap_or_default();
-        let created = created.get(..19).unwrap_or(&created).replace('T', " ");
-        rows.push([img.name.familiar_name(), tag, img.record.digest.clone(), id, created, human_size(size)]);
-    }
+    let list = match backend(g)? {
+        Backend::Local(env) => engine::images::list(&env.store)?,
+        Backend::Remote(mut c, rt) => rt.block_on(c.list_images())?,
+    };
+    let rows: Vec<[String; 6]> = list
+        .into_iter()
+        .map(|i| {
+            let created = i.created.unwrap_or_default();
+            let created = created.get(..19).unwrap_or(&created).replace('T', " ");
+            let tag = i.tag.unwrap_or_else(|| "<none>".into());
+            [i.repository, tag, i.digest, short_id(&i.id, a.no_trunc), created, human_size(i.size)]
+        })
+        .collect();
     if a.quiet {
         for r in rows {
             println!("{}", r[3]);
@@ -311,17 +343,20 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
 
 fn pull(g: &Globals, a: &PullArgs) -> Result<()> {
     let r = Reference::parse(&a.reference)?;
-    let platform = match &a.platform {
-        Some(p) => p.parse::<llb::Platform>()?,
-        None => llb::Platform::host(),
-    };
-    let env = open_store(g)?;
-    let client = client(g)?;
+    let platform = a.platform.as_deref().map(str::parse::<llb::Platform>).transpose()?;
     println!("{}: Pulling from {}", r.tag().unwrap_or("latest"), r.familiar_name());
-    let pulled = runtime()?.block_on(client.pull(&r, &platform, &env.store))?;
-    env.store.tag(&r, &pulled.manifest.descriptor())?;
-    println!("Digest: {}", pulled.manifest.digest);
-    let status = if pulled.fetched.is_empty() { "Image is up to date for" } else { "Downloaded newer image for" };
+    let pulled = match backend(g)? {
+        Backend::Local(env) => {
+            let client = client(g)?;
+            runtime()?.block_on(engine::images::pull(&client, &env.store, &a.reference, platform.as_ref()))?
+        }
+        Backend::Remote(mut c, rt) => {
+            let platform = platform.map(|p| p.to_string());
+            rt.block_on(c.pull(&a.reference, platform.as_deref(), &mut |(id, kind)| print_blob(&id, &kind)))?
+        }
+    };
+    println!("Digest: {}", pulled.digest);
+    let status = if pulled.fetched { "Downloaded newer image for" } else { "Image is up to date for" };
     println!("Status: {status} {r}");
     println!("{r}");
     Ok(())
@@ -329,119 +364,56 @@ fn pull(g: &Globals, a: &PullArgs) -> Result<()> {
 
 fn push(g: &Globals, reference: &str) -> Result<()> {
     let r = Reference::parse(reference)?;
-    let env = open_store(g)?;
-    let desc = env.store.get(reference)?;
-    let client = client(g)?;
     println!("The push refers to repository [{}]", r.name());
-    let report = runtime()?.block_on(client.push(&env.store, &desc, &r))?;
-    let digest = report.digest.map(|d| d.to_string()).unwrap_or_default();
+    let p = match backend(g)? {
+        Backend::Local(env) => {
+            let client = client(g)?;
+            runtime()?.block_on(engine::images::push(&client, &env.store, reference))?
+        }
+        Backend::Remote(mut c, rt) => rt.block_on(c.push(reference, &mut |(id, kind)| print_blob(&id, &kind)))?,
+    };
     println!(
-        "{}: digest: {digest} size: {} ({} uploaded, {} mounted, {} already present)",
-        r.tag().unwrap_or("latest"),
-        desc.size(),
-        report.uploaded.len(),
-        report.mounted.len(),
-        report.existed.len()
+        "{}: digest: {} size: {} ({} uploaded, {} mounted, {} already present)",
+        p.tag.as_deref().unwrap_or("latest"),
+        p.digest,
+        p.size,
+        p.uploaded,
+        p.mounted,
+        p.existed
     );
     Ok(())
 }
 
-fn inspect(g: &Globals, reference: &str, raw: bool) -> Result<()> {
-    let env = open_store(g)?;
-    let desc = env.store.get(reference)?;
-    let local = env.store.image(&desc, None)?;
-    if raw {
-        std::io::stdout().write_all(&local.manifest_raw.bytes)?;
-        println!();
-        return Ok(());
-    }
-    let tags: Vec<String> = env
-        .store
-        .list()?
-        .into_iter()
-        .filter(|i| i.record.digest == desc.digest().to_string())
-        .map(|i| i.name.to_string())
-        .collect();
-    let (name, tag) = match Reference::parse(reference) {
-        Ok(r) => (r.name(), r.tag().map(str::to_string)),
-        Err(_) => (String::new(), None),
+fn history(g: &Globals, reference: &str, no_trunc: bool) -> Result<()> {
+    let entries = match backend(g)? {
+        Backend::Local(env) => engine::images::history(&env.store, reference)?,
+        Backend::Remote(mut c, rt) => rt.block_on(c.image_history(reference))?,
     };
-    let layers_data: Vec<serde_json::Value> = local
-        .manifest
-        .layers()
-        .iter()
-        .map(|l| {
-            serde_json::json!({
-                "MIMEType": l.media_type().to_string(),
-                "Digest": l.digest().to_string(),
-                "Size": l.size(),
-                "Annotations": l.annotations(),
-            })
+    let rows: Vec<Vec<String>> = entries
+        .into_iter()
+        .map(|h| {
+            let id = h.id.map(|id| short_id(&id, no_trunc)).unwrap_or_else(|| "<missing>".to_string());
+            let mut by = h.created_by.unwrap_or_default();
+            if !no_trunc && by.chars().count() > 45 {
+                by = by.chars().take(44).collect::<String>() + "…";
+            }
+            vec![id, h.created.unwrap_or_default(), by, human_size(h.size), h.comment.unwrap_or_default()]
         })
         .collect();
-    let c = &local.config;
-    // skopeo inspect's shape, plus the full config and the manifest.
-    let out = serde_json::json!({
-        "Name": name,
-        "Tag": tag,
-        "Digest": desc.digest().to_string(),
-        "RepoTags": tags,
-        "Created": c.created,
-        "DockerVersion": c.extra.get("docker_version"),
-        "Labels": c.config.labels,
-        "Architecture": c.architecture,
-        "Variant": c.variant,
-        "Os": c.os,
-        "Layers": local.manifest.layers().iter().map(|l| l.digest().to_string()).collect::<Vec<_>>(),
-        "LayersData": layers_data,
-        "Env": c.config.env,
-        "Id": local.manifest.config().digest().to_string(),
-        "MediaType": local.manifest_raw.media_type,
-        "ManifestDigest": local.manifest_raw.digest.to_string(),
-        "Config": serde_json::from_slice::<serde_json::Value>(&local.config_bytes)?,
-        "Manifest": serde_json::from_slice::<serde_json::Value>(&local.manifest_raw.bytes)?,
-    });
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
-}
-
-fn history(g: &Globals, reference: &str, no_trunc: bool) -> Result<()> {
-    let env = open_store(g)?;
-    let desc = env.store.get(reference)?;
-    let local = env.store.image(&desc, None)?;
-    let mut layers = local.manifest.layers().iter();
-    let mut rows = Vec::new();
-    for (i, h) in local.config.history.iter().enumerate() {
-        let size = if h.empty_layer { 0 } else { layers.next().map(|l| l.size()).unwrap_or(0) };
-        let id = if i + 1 == local.config.history.len() {
-            short_id(local.manifest.config().digest().as_ref(), no_trunc)
-        } else {
-            "<missing>".to_string()
-        };
-        let mut by = h.created_by.clone().unwrap_or_default();
-        if !no_trunc && by.chars().count() > 45 {
-            by = by.chars().take(44).collect::<String>() + "…";
-        }
-        let created = h.created.clone().unwrap_or_default();
-        rows.push(vec![id, created, by, human_size(size), h.comment.clone().unwrap_or_default()]);
-    }
-    rows.reverse();
     print_table(&["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"], &rows);
     Ok(())
 }
 
 fn save(g: &Globals, a: &SaveArgs) -> Result<()> {
-    let env = open_store(g)?;
-    let mut images = Vec::new();
-    for r in &a.references {
-        let desc = env.store.get(r)?;
-        images.push((Reference::parse(r).ok(), desc));
+    let oci = matches!(a.format, SaveFormat::Oci);
+    match backend(g)? {
+        Backend::Local(env) => {
+            write_atomically(&a.output, |f| Ok(engine::images::save(&env.store, &a.references, oci, f)?))
+        }
+        Backend::Remote(mut c, rt) => {
+            write_atomically(&a.output, |f| Ok(rt.block_on(c.save(&a.references, oci, f))?))
+        }
     }
-    let format = match a.format {
-        SaveFormat::Docker => ArchiveFormat::Docker,
-        SaveFormat::Oci => ArchiveFormat::Oci,
-    };
-    write_atomically(&a.output, |f| Ok(export::save(&env.store, &images, format, f)?))
 }
 
 fn write_atomically(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<()>) -> Result<()> {

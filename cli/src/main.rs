@@ -77,8 +77,8 @@ fn main() -> ExitCode {
         Command::Build(args) => build::run(*args, &globals),
         Command::Image(cmd) => images::run(cmd, &globals),
         Command::Debug(cmd) => debug::run(cmd, &globals),
-        Command::Du(args) => storage::du(&args, cli.root.as_deref()),
-        Command::Prune(args) => storage::prune(&args, cli.root.as_deref()),
+        Command::Du(args) => storage::du(&args, &globals),
+        Command::Prune(args) => storage::prune(&args, &globals),
         Command::Serve(args) => serve::run(args, &globals),
         Command::Info => info::run(&globals),
     };

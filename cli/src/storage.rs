@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use snapshotter::gc::{Item, PruneOptions};
+
+use crate::images::Globals;
+use snapshotter::gc::{Item, PruneOptions, UsageReport};
 use snapshotter::root::StateRoot;
 use snapshotter::store::{SnapshotterKind, Store};
 
@@ -48,9 +50,31 @@ fn human(bytes: u64) -> String {
     }
 }
 
-pub fn du(_args: &DuArgs, root: Option<&Path>) -> Result<ExitCode> {
-    let store = open(root)?;
-    let report = store.collector().usage().context("measuring usage")?;
+/// A daemon to ask, and the runtime to ask it on.
+fn daemon(g: &Globals) -> Result<Option<(daemon::client::Connection, tokio::runtime::Runtime)>> {
+    let Some(target) = crate::remote::daemon_for(g)? else { return Ok(None) };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let conn = rt.block_on(target.connect())?;
+    Ok(Some((conn, rt)))
+}
+
+pub fn du(_args: &DuArgs, g: &Globals) -> Result<ExitCode> {
+    let report = match daemon(g)? {
+        Some((mut c, rt)) => {
+            let r = rt.block_on(c.disk_usage())?;
+            let item = |i: Option<daemon::proto::ItemUsage>| {
+                let i = i.unwrap_or_default();
+                Item { count: i.count, size: i.size, reclaimable: i.reclaimable }
+            };
+            UsageReport {
+                layers: item(r.layers),
+                snapshots: item(r.snapshots),
+                cache_mounts: item(r.cache_mounts),
+                blobs: item(r.blobs),
+            }
+        }
+        None => open(g.root.as_deref())?.collector().usage().context("measuring usage")?,
+    };
     println!("{:<14}{:>8}{:>14}{:>14}", "TYPE", "COUNT", "SIZE", "RECLAIMABLE");
     let rows: [(&str, Item); 4] = [
         ("Layers", report.layers),
@@ -82,21 +106,32 @@ fn parse_filters(filters: &[String]) -> Result<Option<Duration>> {
     Ok(until)
 }
 
-pub fn prune(args: &PruneArgs, root: Option<&Path>) -> Result<ExitCode> {
+pub fn prune(args: &PruneArgs, g: &Globals) -> Result<ExitCode> {
     let keep_storage = args
         .keep_storage
         .as_deref()
         .map(|s| frontend::instructions::parse_size(s).map_err(|e| anyhow::anyhow!("--keep-storage: {e}")))
         .transpose()?;
     let opts = PruneOptions { all: args.all, keep_storage, until: parse_filters(&args.filter)? };
-    let store = open(root)?;
-    let report = store.collector().prune(opts).context("pruning")?;
+    let (snapshots, blobs, freed, remaining) = match daemon(g)? {
+        Some((mut c, rt)) => {
+            let req = daemon::proto::PruneRequest {
+                all: opts.all,
+                keep_storage: opts.keep_storage,
+                until_ns: opts.until.map(|d| d.as_nanos() as u64),
+            };
+            let r = rt.block_on(c.prune(req))?;
+            (r.snapshots as usize, r.blobs as usize, r.freed, r.remaining)
+        }
+        None => {
+            let report = open(g.root.as_deref())?.collector().prune(opts).context("pruning")?;
+            (report.snapshots.len(), report.blobs.len(), report.freed, report.remaining)
+        }
+    };
     println!(
-        "Deleted {} snapshots and {} blobs\nTotal reclaimed space: {}\nRemaining: {}",
-        report.snapshots.len(),
-        report.blobs.len(),
-        human(report.freed),
-        human(report.remaining)
+        "Deleted {snapshots} snapshots and {blobs} blobs\nTotal reclaimed space: {}\nRemaining: {}",
+        human(freed),
+        human(remaining)
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -542,3 +542,46 @@ fn a_client_killed_mid_run_leaves_nothing_and_a_killed_daemon_restarts_on_a_usab
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn the_image_commands_work_through_the_daemon() {
+    let Some(l) = Local::new(&[]) else { return };
+    let ctx = l.tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN echo hi > /hi\nLABEL purpose=remote\n").unwrap();
+    let ok = |args: &[&str]| {
+        let out = l.client().args(args).output().unwrap();
+        assert!(out.status.success(), "rbuild {}: {}", args.join(" "), out_text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&["build", "--progress", "quiet", "-t", "app:1", ctx.to_str().unwrap()]);
+    ok(&["tag", "app:1", "app:2"]);
+    let images = ok(&["images"]);
+    assert!(images.contains("app") && images.contains(" 1 ") && images.contains(" 2 "), "{images}");
+    let inspect: serde_json::Value = serde_json::from_str(&ok(&["inspect", "app:2"])).unwrap();
+    assert_eq!(inspect["Labels"]["purpose"], "remote");
+    let history = ok(&["history", "app:1"]);
+    assert!(history.contains("RUN /bin/sh -c echo hi > /hi"), "{history}");
+
+    let archive = l.tmp.path().join("app.tar");
+    ok(&["save", "-o", archive.to_str().unwrap(), "app:1"]);
+    assert!(std::fs::metadata(&archive).unwrap().len() > 1000);
+    let rmi = ok(&["rmi", "app:1", "app:2"]);
+    assert!(rmi.contains("Untagged: app:1") && rmi.contains("Untagged: app:2"), "{rmi}");
+    assert!(!ok(&["images"]).contains("app"));
+    let loaded = ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.contains("Loaded image: docker.io/library/app:1"), "{loaded}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&ok(&["inspect", "app:1"])).unwrap()["Id"], inspect["Id"]);
+
+    let pulled = ok(&["pull", "busybox"]);
+    assert!(pulled.contains("Status: ") && pulled.contains("docker.io/library/busybox:latest"), "{pulled}");
+    let target = format!("127.0.0.1:{}/team/app:1", l._reg.port());
+    ok(&["tag", "app:1", &target]);
+    let pushed = ok(&["push", &target]);
+    assert!(pushed.contains("digest: sha256:"), "{pushed}");
+    let du = ok(&["du"]);
+    assert!(du.contains("Layers") && du.contains("Total"), "{du}");
+    let missing = l.client().args(["inspect", "nothing:here"]).output().unwrap();
+    assert!(!missing.status.success());
+    assert!(out_text(&missing).contains("nothing"), "{}", out_text(&missing));
+}

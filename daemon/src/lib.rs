@@ -44,10 +44,20 @@ pub enum DaemonError {
     Tls(String),
     #[error("cannot reach the rbuild daemon at {addr}: {message}")]
     Connect { addr: String, message: String },
-    #[error("the daemon at {addr} answered: {status}")]
+    #[error("{}", rpc_message(addr, status))]
     Rpc { addr: String, status: Box<tonic::Status> },
     #[error("{0}")]
     Protocol(String),
+}
+
+/// What a failed call says: the daemon's message, or why it could not be reached.
+fn rpc_message(addr: &str, status: &tonic::Status) -> String {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+            format!("cannot reach the rbuild daemon at {addr}: {}", status.message())
+        }
+        _ => status.message().to_string(),
+    }
 }
 
 impl DaemonError {

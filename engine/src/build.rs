@@ -9,9 +9,9 @@ use llb::Platform;
 use solver::{LocalSource, SolveOptions};
 use tokio_util::sync::CancellationToken;
 
+use crate::bases::RegistryResolver;
 use crate::error::BuildError;
 use crate::export::{exporter, ExportContext, OutputKind};
-use crate::images::RegistryResolver;
 use crate::progress::{Event, EventSink};
 use crate::request::{BuildRequest, Entitlement, NamedContext};
 use crate::result::{BuildResult, ExportedImage};

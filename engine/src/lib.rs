@@ -9,10 +9,11 @@
 //! solver's image provider, the executor, the state root's stores, and the [`export`]ers. It prints
 //! nothing: a caller renders events and errors.
 
+mod bases;
 mod build;
 mod error;
 pub mod export;
-mod images;
+pub mod images;
 mod progress;
 mod request;
 mod result;
@@ -77,7 +78,7 @@ impl Engine {
             snapshotter: store.snapshotter.clone(),
             meta: store.meta.clone(),
             executor: executor(&opts.oci_runtime, &store.root.tmp_dir().join("sandbox"))?,
-            images: Arc::new(images::RegistryImages {
+            images: Arc::new(bases::RegistryImages {
                 client: opts.client.clone(),
                 store: images.clone(),
                 snapshotter: store.snapshotter.clone(),

@@ -3,6 +3,7 @@
 //! listings, hashes and file contents (only for files the listing offered), secrets, ssh agent
 //! connections; and it writes client-side outputs (`-o type=local|tar|oci|docker,dest=...`, `--load`).
 
+mod images;
 mod outputs;
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +25,7 @@ use crate::proto::builder_client::BuilderClient;
 use crate::proto::{self, client_message, server_message, ClientMessage, FileData, HashBatch, StatBatch};
 use crate::walk::{self, Offered};
 use crate::{Address, DaemonError, TlsFiles};
+pub use images::BlobEvent;
 use outputs::OutputSinks;
 
 /// A connection to a daemon.

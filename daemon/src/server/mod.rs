@@ -1,6 +1,7 @@
 //! `rbuild serve`: the gRPC service on unix sockets and mutual-TLS TCP, running every client's builds on one
 //! engine (one state root, one cache, identical steps run once).
 
+mod images;
 mod session;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -170,6 +171,72 @@ impl Builder for Daemon {
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(self.clone().run(start, inbound, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type PullStream = images::TransferStream;
+    type PushStream = images::TransferStream;
+    type SaveStream = images::ChunkStream;
+
+    async fn list_images(
+        &self,
+        _req: Request<proto::ListImagesRequest>,
+    ) -> Result<Response<proto::ListImagesResponse>, Status> {
+        self.list_images().await.map(Response::new)
+    }
+
+    async fn tag_image(
+        &self,
+        req: Request<proto::TagImageRequest>,
+    ) -> Result<Response<proto::TagImageResponse>, Status> {
+        Daemon::tag_image(self, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn remove_images(
+        &self,
+        req: Request<proto::RemoveImagesRequest>,
+    ) -> Result<Response<proto::RemoveImagesResponse>, Status> {
+        Daemon::remove_images(self, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn inspect_image(
+        &self,
+        req: Request<proto::InspectImageRequest>,
+    ) -> Result<Response<proto::InspectImageResponse>, Status> {
+        Daemon::inspect_image(self, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn image_history(
+        &self,
+        req: Request<proto::ImageHistoryRequest>,
+    ) -> Result<Response<proto::ImageHistoryResponse>, Status> {
+        Daemon::image_history(self, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn pull(&self, req: Request<proto::PullRequest>) -> Result<Response<Self::PullStream>, Status> {
+        Daemon::pull(self, req.into_inner())
+    }
+
+    async fn push(&self, req: Request<proto::PushRequest>) -> Result<Response<Self::PushStream>, Status> {
+        Daemon::push(self, req.into_inner())
+    }
+
+    async fn save(&self, req: Request<proto::SaveRequest>) -> Result<Response<Self::SaveStream>, Status> {
+        Daemon::save(self, req.into_inner())
+    }
+
+    async fn load(&self, req: Request<Streaming<proto::Chunk>>) -> Result<Response<proto::LoadResponse>, Status> {
+        Daemon::load(self, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn disk_usage(
+        &self,
+        _req: Request<proto::DiskUsageRequest>,
+    ) -> Result<Response<proto::DiskUsageResponse>, Status> {
+        Daemon::disk_usage(self).await.map(Response::new)
+    }
+
+    async fn prune(&self, req: Request<proto::PruneRequest>) -> Result<Response<proto::PruneResponse>, Status> {
+        Daemon::prune(self, req.into_inner()).await.map(Response::new)
     }
 
     async fn info(&self, _req: Request<proto::InfoRequest>) -> Result<Response<proto::InfoResponse>, Status> {

@@ -90,6 +90,11 @@ impl Authorizer {
         Authorizer { creds, hosts: Mutex::new(HashMap::new()) }
     }
 
+    /// An authorizer with the same credentials and no tokens yet.
+    pub fn fresh(&self) -> Authorizer {
+        Authorizer::new(self.creds.clone())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HostAuth>> {
         self.hosts.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -130,6 +130,18 @@ impl Client {
         &self.config
     }
 
+    /// A client with this one's configuration, credentials and options that reports per-blob progress to
+    /// `f` (a daemon forwards one call's progress to its client).
+    pub fn reporting_to(&self, f: ProgressFn) -> Client {
+        Client {
+            config: self.config.clone(),
+            auth: self.auth.fresh(),
+            http: Mutex::new(HashMap::new()),
+            options: self.options.clone(),
+            progress: Some(f),
+        }
+    }
+
     pub(crate) fn report(&self, p: Progress) {
         if let Some(f) = &self.progress {
             f(&p);
