@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use engine::export::{OutputKind, OutputSpec};
-use engine::{BuildError, Event as EngineEvent, ExportEvent as EngineExport};
+use engine::{BuildError, CacheEvent, Event as EngineEvent, ExportEvent as EngineExport};
 use frontend::diag::{Diagnostic, Span};
 use snapshotter::diff::Compression;
 use solver::progress::LogStream;
@@ -24,7 +24,8 @@ pub(crate) fn event_to_proto(e: &EngineEvent) -> proto::Event {
         EngineEvent::Step(s) => {
             let kind = match &s.kind {
                 EventKind::Started { name } => step_event::Kind::Started(name.clone()),
-                EventKind::Cached => step_event::Kind::Cached(true),
+                EventKind::Cached { source: None } => step_event::Kind::Cached(true),
+                EventKind::Cached { source: Some(from) } => step_event::Kind::CachedFrom(from.clone()),
                 EventKind::Log { stream, line } => {
                     step_event::Kind::Log(proto::LogLine { stderr: *stream == LogStream::Stderr, line: line.clone() })
                 }
@@ -46,6 +47,7 @@ pub(crate) fn event_to_proto(e: &EngineEvent) -> proto::Event {
             span_start: d.span.map(|s| s.start as u64),
             span_end: d.span.map(|s| s.end as u64),
         }),
+        EngineEvent::Cache(c) => event::Kind::Cache(cache_to_proto(c)),
         EngineEvent::Export(EngineExport::Named { reference }) => {
             event::Kind::Export(proto::ExportEvent { reference: reference.clone(), ..Default::default() })
         }
@@ -72,7 +74,8 @@ pub(crate) fn event_from_proto(e: proto::Event) -> Option<EngineEvent> {
         event::Kind::Step(s) => {
             let kind = match s.kind? {
                 step_event::Kind::Started(name) => EventKind::Started { name },
-                step_event::Kind::Cached(_) => EventKind::Cached,
+                step_event::Kind::Cached(_) => EventKind::Cached { source: None },
+                step_event::Kind::CachedFrom(from) => EventKind::Cached { source: Some(from) },
                 step_event::Kind::Log(l) => EventKind::Log {
                     stream: if l.stderr { LogStream::Stderr } else { LogStream::Stdout },
                     line: l.line,
@@ -87,6 +90,7 @@ pub(crate) fn event_from_proto(e: proto::Event) -> Option<EngineEvent> {
         event::Kind::Warning(w) => {
             EngineEvent::Warning(Diagnostic { message: w.message, span: span(w.span_start, w.span_end) })
         }
+        event::Kind::Cache(c) => EngineEvent::Cache(cache_from_proto(c)?),
         event::Kind::Export(x) if x.pushed => EngineEvent::Export(EngineExport::Pushed {
             reference: x.reference,
             uploaded: x.uploaded as usize,
@@ -94,6 +98,58 @@ pub(crate) fn event_from_proto(e: proto::Event) -> Option<EngineEvent> {
             existed: x.existed as usize,
         }),
         event::Kind::Export(x) => EngineEvent::Export(EngineExport::Named { reference: x.reference }),
+    })
+}
+
+fn cache_to_proto(c: &CacheEvent) -> proto::CacheEvent {
+    let mut p = proto::CacheEvent::default();
+    let (kind, reference) = match c {
+        CacheEvent::Importing { from } => ("importing", from),
+        CacheEvent::Imported { from, results } => {
+            p.results = *results as u64;
+            ("imported", from)
+        }
+        CacheEvent::ImportFailed { from, error } => {
+            p.error = error.clone();
+            ("import_failed", from)
+        }
+        CacheEvent::Miss { from, key, error } => {
+            p.key = key.clone();
+            p.error = error.clone();
+            ("miss", from)
+        }
+        CacheEvent::Exporting { to } => ("exporting", to),
+        CacheEvent::Exported { to, results, layers, new, bytes } => {
+            (p.results, p.layers, p.new, p.bytes) = (*results as u64, *layers as u64, *new as u64, *bytes);
+            ("exported", to)
+        }
+        CacheEvent::ExportFailed { to, error } => {
+            p.error = error.clone();
+            ("export_failed", to)
+        }
+    };
+    p.kind = kind.into();
+    p.reference = reference.clone();
+    p
+}
+
+fn cache_from_proto(p: proto::CacheEvent) -> Option<CacheEvent> {
+    let r = p.reference;
+    Some(match p.kind.as_str() {
+        "importing" => CacheEvent::Importing { from: r },
+        "imported" => CacheEvent::Imported { from: r, results: p.results as usize },
+        "import_failed" => CacheEvent::ImportFailed { from: r, error: p.error },
+        "miss" => CacheEvent::Miss { from: r, key: p.key, error: p.error },
+        "exporting" => CacheEvent::Exporting { to: r },
+        "exported" => CacheEvent::Exported {
+            to: r,
+            results: p.results as usize,
+            layers: p.layers as usize,
+            new: p.new as usize,
+            bytes: p.bytes,
+        },
+        "export_failed" => CacheEvent::ExportFailed { to: r, error: p.error },
+        _ => return None,
     })
 }
 

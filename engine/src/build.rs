@@ -10,9 +10,10 @@ use solver::{LocalSource, SolveOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::bases::RegistryResolver;
+use crate::cache;
 use crate::error::BuildError;
 use crate::export::{exporter, ExportContext, OutputKind};
-use crate::progress::{Event, EventSink};
+use crate::progress::{CacheEvent, Event, EventSink};
 use crate::request::{BuildRequest, Entitlement, NamedContext};
 use crate::result::{BuildResult, ExportedImage};
 use crate::Engine;
@@ -34,7 +35,8 @@ pub(crate) async fn run(
     for w in &converted.warnings {
         let _ = events.send(Event::Warning(w.clone()));
     }
-    let solved = solve(&engine, &req, &converted, &events, &cancel).await?;
+    let imports = import_caches(&engine, &req, &events).await;
+    let solved = solve(&engine, &req, &converted, imports, &events, &cancel).await?;
 
     let cx = ExportContext::new(
         engine.clone(),
@@ -51,6 +53,31 @@ pub(crate) async fn run(
         }
         let e = exporter(spec);
         e.export(&cx).await.map_err(|source| BuildError::Export { output: e.describe(), source })?;
+    }
+
+    for to in &req.cache_to {
+        if cancel.is_cancelled() {
+            return Err(BuildError::Cancelled);
+        }
+        let _ = events.send(Event::Cache(CacheEvent::Exporting { to: to.describe() }));
+        match cache::export(&engine, &solved.steps, solved.root.as_deref(), to).await {
+            Ok(r) => {
+                let e = CacheEvent::Exported {
+                    to: to.describe(),
+                    results: r.results,
+                    layers: r.layers,
+                    new: r.new,
+                    bytes: r.bytes,
+                };
+                let _ = events.send(Event::Cache(e));
+            }
+            Err(e) if to.options().ignore_error => {
+                let _ = events.send(Event::Cache(CacheEvent::ExportFailed { to: to.describe(), error: e.to_string() }));
+            }
+            Err(source) => {
+                return Err(BuildError::Export { output: format!("exporting cache to {}", to.describe()), source })
+            }
+        }
     }
 
     let mut metadata = serde_json::Map::new();
@@ -135,11 +162,35 @@ async fn convert(engine: &Arc<Engine>, req: &BuildRequest) -> Result<Converted, 
         .map_err(|diagnostic| BuildError::Dockerfile { filename, diagnostic })
 }
 
+/// Reads every `--cache-from`; one that cannot be read is a warning, never a failure.
+async fn import_caches(
+    engine: &Arc<Engine>,
+    req: &BuildRequest,
+    events: &EventSink,
+) -> Vec<Arc<dyn solver::op::CacheStore<solver::WorkerRef>>> {
+    let mut out: Vec<Arc<dyn solver::op::CacheStore<solver::WorkerRef>>> = Vec::new();
+    for from in &req.cache_from {
+        let name = from.describe();
+        let _ = events.send(Event::Cache(CacheEvent::Importing { from: name.clone() }));
+        match cache::import(engine, from, events.clone()).await {
+            Ok(c) => {
+                let _ = events.send(Event::Cache(CacheEvent::Imported { from: name, results: c.results() }));
+                out.push(Arc::new(c));
+            }
+            Err(error) => {
+                let _ = events.send(Event::Cache(CacheEvent::ImportFailed { from: name, error }));
+            }
+        }
+    }
+    out
+}
+
 /// Solves the definition, forwarding the solver's progress as [`Event::Step`]s.
 async fn solve(
     engine: &Arc<Engine>,
     req: &BuildRequest,
     converted: &Converted,
+    imports: Vec<Arc<dyn solver::op::CacheStore<solver::WorkerRef>>>,
     events: &EventSink,
     cancel: &CancellationToken,
 ) -> Result<solver::Solved, BuildError> {
@@ -163,6 +214,7 @@ async fn solve(
             .max(1),
         network: req.network,
         allow_network_host: req.entitlements.contains(&Entitlement::NetworkHost),
+        imports,
         progress: tx,
         cancel: cancel.clone(),
     };

@@ -11,6 +11,7 @@
 
 mod bases;
 mod build;
+pub mod cache;
 mod error;
 pub mod export;
 pub mod images;
@@ -27,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use error::{BuildError, EngineError, ExportError};
-pub use progress::{Event, EventSink, ExportEvent};
+pub use progress::{CacheEvent, Event, EventSink, ExportEvent};
 pub use request::{BuildRequest, CacheOptions, Entitlement, NamedContext, UnknownEntitlement};
 pub use result::{BuildResult, ExportedImage};
 pub use solver::{LocalDir, LocalSource, SecretSource, SessionError, SshSockets, SshSource, StaticSecrets};

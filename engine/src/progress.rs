@@ -11,6 +11,27 @@ pub enum Event {
     Warning(Diagnostic),
     /// What an exporter did.
     Export(ExportEvent),
+    /// A cache import or export (`--cache-from`, `--cache-to`).
+    Cache(CacheEvent),
+}
+
+/// What a cache import or export did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// Reading a cache's manifest and record.
+    Importing { from: String },
+    /// The cache was read: it holds this many results.
+    Imported { from: String, results: usize },
+    /// The cache could not be read; the build goes on without it.
+    ImportFailed { from: String, error: String },
+    /// An entry of the cache could not be used (a blob gone or corrupted); its step runs.
+    Miss { from: String, key: String, error: String },
+    /// Writing a cache.
+    Exporting { to: String },
+    /// The cache was written: its results and layers, and the blobs and bytes that had to be sent.
+    Exported { to: String, results: usize, layers: usize, new: usize, bytes: u64 },
+    /// The export failed and `ignore-error=true` let the build succeed.
+    ExportFailed { to: String, error: String },
 }
 
 /// What an exporter did.

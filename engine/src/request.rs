@@ -7,6 +7,7 @@ use std::sync::Arc;
 use llb::{HostIp, Platform};
 use solver::{LocalSource, SecretSource, SshSockets, SshSource, StaticSecrets};
 
+use crate::cache::{CacheFrom, CacheTo};
 use crate::export::OutputSpec;
 
 /// A `--build-context NAME=...` value.
@@ -96,6 +97,10 @@ pub struct BuildRequest {
     pub secrets: Arc<dyn SecretSource>,
     pub ssh: Arc<dyn SshSource>,
     pub cache: CacheOptions,
+    /// Caches to import (`--cache-from`), asked after this machine's own, in order.
+    pub cache_from: Vec<CacheFrom>,
+    /// Where to export the build's cache (`--cache-to`).
+    pub cache_to: Vec<CacheTo>,
     /// The network of RUN steps that do not choose one.
     pub network: sandbox::NetworkMode,
     /// What the caller grants (a daemon intersects it with what it allows).
@@ -126,6 +131,8 @@ impl BuildRequest {
             secrets: Arc::new(StaticSecrets::default()),
             ssh: Arc::new(SshSockets::default()),
             cache: CacheOptions::default(),
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
             network: sandbox::NetworkMode::Default,
             entitlements: BTreeSet::new(),
             add_hosts: Vec::new(),

@@ -50,10 +50,37 @@ pub struct Assembled {
     pub layers: Vec<Descriptor>,
 }
 
-/// One layer of the chain with what history needs from its snapshot.
-struct ChainLayer {
-    layer: Layer,
-    created_at: u64,
+/// One layer of a snapshot chain as it is exported: the blob (the one the snapshot was unpacked from, else
+/// diffed once and remembered per compression) and when the snapshot was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainLayer {
+    /// The snapshot.
+    pub snapshot: String,
+    pub layer: Layer,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// The layers of the snapshot chain ending at `top`, base first (empty for `None`).
+pub fn chain_layers(
+    store: &ImageStore,
+    snapshotter: &dyn Snapshotter,
+    meta: &MetaDb,
+    top: Option<&str>,
+    compression: Compression,
+    source_date_epoch: Option<i64>,
+) -> Result<Vec<ChainLayer>, RegistryError> {
+    let differ = Differ { snapshotter, content: store.content(), meta };
+    let diff_opts = DiffOptions { compression, source_date_epoch: source_date_epoch.map(|e| e.max(0) as u64) };
+    let mut chain = Vec::new();
+    for info in chain_of(snapshotter, top)? {
+        let layer = match labelled_layer(store, &info)? {
+            Some(l) => l,
+            None => differ.layer(&info.name, diff_opts)?,
+        };
+        chain.push(ChainLayer { snapshot: info.name.clone(), layer, created_at: info.created_at });
+    }
+    Ok(chain)
 }
 
 /// The snapshots from the base to `top`.
@@ -234,19 +261,7 @@ pub fn assemble_image(
     image: &Image,
     opts: &AssembleOptions,
 ) -> Result<Assembled, RegistryError> {
-    let differ = Differ { snapshotter, content: store.content(), meta };
-    let diff_opts = DiffOptions {
-        compression: opts.compression,
-        source_date_epoch: opts.source_date_epoch.map(|e| e.max(0) as u64),
-    };
-    let mut chain = Vec::new();
-    for info in chain_of(snapshotter, top)? {
-        let layer = match labelled_layer(store, &info)? {
-            Some(l) => l,
-            None => differ.layer(&info.name, diff_opts)?,
-        };
-        chain.push(ChainLayer { layer, created_at: info.created_at });
-    }
+    let chain = chain_layers(store, snapshotter, meta, top, opts.compression, opts.source_date_epoch)?;
     let layer_times: Vec<Option<String>> = chain.iter().map(|c| Some(rfc3339(c.created_at as i64))).collect();
     let history = normalize_history(image.history.clone(), &layer_times);
     let diff_ids = chain

@@ -155,6 +155,14 @@ pub struct PulledImage {
     diff_ids: Vec<Digest>,
 }
 
+impl PulledImage {
+    /// A chain of layers (base first) with their diffIDs, fetched by the caller; `reference` names it in
+    /// errors.
+    pub fn new(reference: impl Into<String>, layers: Vec<Descriptor>, diff_ids: Vec<Digest>) -> PulledImage {
+        PulledImage { reference: reference.into(), layers, diff_ids }
+    }
+}
+
 /// Resolves `reference` for `platform` and fetches the blobs of the layers that are not unpacked yet.
 ///
 /// A pinned reference whose manifest is local needs no request (and with `pull`, a tag is re-resolved

@@ -40,7 +40,8 @@ pub use worker::links::{Link, CACHE_LINKS};
 pub use worker::{ImageError, ImageProvider, Worker, WorkerRef};
 
 use scheduler::{Scheduler, SolveRequest};
-use worker::{blocking, links::LocalCache, Resolver, Session, State};
+use worker::links::{Layered, LocalCache};
+use worker::{blocking, Resolver, Session, State};
 
 /// Per-build inputs that are not part of the definition.
 #[derive(Clone)]
@@ -61,6 +62,8 @@ pub struct SolveOptions {
     pub network: sandbox::NetworkMode,
     /// Whether `RUN --network=host` may run (the `network.host` entitlement).
     pub allow_network_host: bool,
+    /// Caches imported for this build (`--cache-from`), asked after this machine's own cache, in order.
+    pub imports: Vec<Arc<dyn op::CacheStore<WorkerRef>>>,
     /// Where progress events go.
     pub progress: ProgressSink,
     /// Cancels the solve: running steps are stopped and cleaned up before `solve` returns
@@ -80,6 +83,7 @@ impl SolveOptions {
             max_parallelism: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             network: sandbox::NetworkMode::Default,
             allow_network_host: false,
+            imports: Vec::new(),
             progress,
             cancel: CancellationToken::new(),
         }
@@ -142,7 +146,7 @@ impl Solver {
         let req = SolveRequest {
             definition: def.clone(),
             resolver: Arc::new(Resolver { state: self.state.clone(), session: Arc::new(session) }),
-            cache: Arc::new(LocalCache(self.state.clone())),
+            cache: Arc::new(Layered { local: LocalCache(self.state.clone()), imports: opts.imports }),
             max_parallelism: opts.max_parallelism,
             no_cache: opts.no_cache,
             progress: opts.progress,

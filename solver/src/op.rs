@@ -79,12 +79,27 @@ pub trait OpResolver<R>: Send + Sync {
     fn resolve(&self, digest: Digest, vertex: &Vertex, meta: Option<&Metadata>) -> Result<Arc<dyn Op<R>>, SolveError>;
 }
 
+/// A cache hit: the results, and where they came from when not from this machine's own cache (an imported
+/// cache's reference), for progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit<R> {
+    pub outputs: Vec<R>,
+    pub source: Option<String>,
+}
+
+impl<R> Hit<R> {
+    /// A hit from this machine's own cache.
+    pub fn local(outputs: Vec<R>) -> Hit<R> {
+        Hit { outputs, source: None }
+    }
+}
+
 /// Links cache keys to results (BuildKit's cache storage). The worker's links in the metadata database
-/// are one implementation; an imported remote cache can be another.
+/// are one implementation; an imported remote cache is another.
 pub trait CacheStore<R>: Send + Sync {
     /// The results linked to `key`, if every one of them can still be used. A hit counts as a use (for
     /// least-recently-used pruning).
-    fn load<'a>(&'a self, key: &'a Digest) -> BoxFuture<'a, Result<Option<Vec<R>>, SolveError>>;
+    fn load<'a>(&'a self, key: &'a Digest) -> BoxFuture<'a, Result<Option<Hit<R>>, SolveError>>;
 
     /// Whether `key` has a usable result, without counting it as a use.
     fn contains<'a>(&'a self, key: &'a Digest) -> BoxFuture<'a, Result<bool, SolveError>>;

@@ -29,8 +29,8 @@ pub enum EventKind {
     /// The vertex started (or was found in the cache right away); `name` is its description
     /// (`[build 2/4] RUN make`) or a summary of the op.
     Started { name: String },
-    /// The vertex's result came from the cache.
-    Cached,
+    /// The vertex's result came from the cache: this machine's (`source` is `None`) or an imported one.
+    Cached { source: Option<String> },
     /// A line of a RUN step's output (without the newline).
     Log { stream: LogStream, line: Vec<u8> },
     /// Progress of a sub-task, e.g. bytes of a layer pulled.
@@ -89,6 +89,9 @@ pub struct StepRecord {
     #[serde(serialize_with = "rfc3339_opt", skip_serializing_if = "Option::is_none")]
     pub completed: Option<SystemTime>,
     pub ingredients: KeyIngredients,
+    /// For a step whose result came from an imported cache: that cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_source: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use llb::{Definition, DefinitionBuilder, Digest, ExecOp, MergeOp, Metadata, Op as LlbOp, Output, SourceOp, Vertex};
-use solver::op::{BoxFuture, CacheMap, CacheStore, Op, OpContext, OpResolver, Prepared};
+use solver::op::{BoxFuture, CacheMap, CacheStore, Hit, Op, OpContext, OpResolver, Prepared};
 use solver::scheduler::{Scheduler, Solution, SolveRequest};
 use solver::{Event, EventKind, SolveError, StepStatus};
 use tokio_util::sync::CancellationToken;
@@ -140,8 +140,8 @@ impl OpResolver<i64> for Resolver {
 struct MemCache(Mutex<HashMap<Digest, Vec<i64>>>);
 
 impl CacheStore<i64> for MemCache {
-    fn load<'a>(&'a self, key: &'a Digest) -> BoxFuture<'a, Result<Option<Vec<i64>>, SolveError>> {
-        Box::pin(async move { Ok(self.0.lock().unwrap().get(key).cloned()) })
+    fn load<'a>(&'a self, key: &'a Digest) -> BoxFuture<'a, Result<Option<Hit<i64>>, SolveError>> {
+        Box::pin(async move { Ok(self.0.lock().unwrap().get(key).cloned().map(Hit::local)) })
     }
     fn contains<'a>(&'a self, key: &'a Digest) -> BoxFuture<'a, Result<bool, SolveError>> {
         Box::pin(async move { Ok(self.0.lock().unwrap().contains_key(key)) })
@@ -394,7 +394,7 @@ async fn a_cache_hit_skips_its_subtree_and_every_step_is_reported_cached() {
     assert_eq!(env.log.total_runs(), 3, "a step under the hit ran: {:?}", env.log.order());
     assert_eq!(again.counts.cached, 1, "one lookup answered the root: {:?}", again.counts);
     let n = names(&events);
-    let cached = with_kind(&events, &n, |k| *k == EventKind::Cached);
+    let cached = with_kind(&events, &n, |k| *k == EventKind::Cached { source: None });
     assert_eq!(cached, ["[1/3] FROM a", "[2/3] RUN slow", "[3/3] COPY . ."], "{events:#?}");
     let statuses: Vec<(String, StepStatus)> = again.steps.iter().map(|s| (s.name.clone(), s.status)).collect();
     assert_eq!(statuses.len(), 4, "{statuses:?}");

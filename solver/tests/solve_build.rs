@@ -59,7 +59,7 @@ async fn a_second_solve_is_one_cache_hit_and_never_unpacks_the_image() {
     assert_eq!(again.cached, 1, "the root's hit skips everything below it: {again:?}");
     assert_eq!(env.images.unpacks.load(Ordering::SeqCst), 1, "the image under the hit was unpacked again");
     let events = events.drain();
-    assert!(events.iter().any(|e| e.kind == EventKind::Cached));
+    assert!(events.iter().any(|e| e.kind == EventKind::Cached { source: None }));
     assert!(support::executed_names(&again).is_empty(), "{again:#?}");
 
     // --no-cache runs everything again.

@@ -95,6 +95,14 @@ pub struct BuildArgs {
     /// An /etc/hosts entry for RUN steps: `HOST:IP`; repeatable.
     #[arg(long = "add-host", value_name = "HOST:IP")]
     pub(crate) add_hosts: Vec<String>,
+    /// Import build cache: `type=registry,ref=REG/REPO:TAG`, `type=local,src=DIR[,tag=T]`, or a bare
+    /// reference; repeatable. One that cannot be read is a warning.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub(crate) cache_from: Vec<String>,
+    /// Export build cache: `type=registry,ref=REG/REPO:TAG[,mode=min|max]` or `type=local,dest=DIR` (with
+    /// `compression=`, `image-manifest=`, `oci-mediatypes=`, `ignore-error=`); repeatable.
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub(crate) cache_to: Vec<String>,
     /// Ask for an entitlement: `network.host` (RUN --network=host) or `security.insecure`; repeatable. A daemon
     /// grants only what its own `--allow` flags allow.
     #[arg(long = "allow", value_name = "ENTITLEMENT")]

@@ -10,7 +10,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::ValueEnum;
-use engine::ExportEvent;
+use engine::{CacheEvent, ExportEvent};
 use llb::Digest;
 use solver::progress::LogStream;
 use solver::{Event, EventKind};
@@ -101,6 +101,7 @@ impl Renderer {
         match e {
             engine::Event::Step(e) => self.step_event(e),
             engine::Event::Warning(d) => eprintln!("{}", d.render(&self.filename, &self.source)),
+            engine::Event::Cache(c) => self.cache_event(c),
             engine::Event::Export(x) => {
                 // The steps are over: draw them a last time, then the exporters' lines below.
                 self.finish();
@@ -149,6 +150,41 @@ impl Renderer {
         self.steps.get_mut(&v).unwrap_or_else(|| unreachable!("inserted above"))
     }
 
+    /// A cache import or export: imports come before the steps, exports after them.
+    fn cache_event(&mut self, c: &CacheEvent) {
+        let line = match c {
+            CacheEvent::Importing { .. } => return,
+            CacheEvent::Imported { from, results } => {
+                format!("importing cache manifest from {from}: {results} cached results")
+            }
+            CacheEvent::ImportFailed { from, error } => {
+                format!("WARNING: cannot import cache from {from}: {error}; building without it")
+            }
+            CacheEvent::Miss { from, key, error } => {
+                let short = key.strip_prefix("sha256:").unwrap_or(key).chars().take(12).collect::<String>();
+                format!("WARNING: cache {from}: entry {short} cannot be used ({error}); its step runs")
+            }
+            CacheEvent::Exporting { .. } => {
+                self.finish();
+                self.finished = true;
+                return;
+            }
+            CacheEvent::Exported { to, results, layers, new, bytes } => {
+                format!(
+                    "exporting cache to {to}: {results} results, {layers} layers, {new} new, {} sent",
+                    human(*bytes)
+                )
+            }
+            CacheEvent::ExportFailed { to, error } => {
+                format!("WARNING: exporting cache to {to} failed (ignore-error=true): {error}")
+            }
+        };
+        self.log_line(&line);
+        if !self.quiet || line.starts_with("WARNING") {
+            eprintln!("{line}");
+        }
+    }
+
     /// Handles one step event.
     fn step_event(&mut self, e: &Event) {
         let plain = self.plain_text(e);
@@ -176,7 +212,7 @@ impl Renderer {
                 step.name = name.clone();
                 step.started = Instant::now();
             }
-            EventKind::Cached => {
+            EventKind::Cached { .. } => {
                 step.cached = true;
                 step.done.get_or_insert(Duration::ZERO);
             }
@@ -206,7 +242,8 @@ impl Renderer {
         let n = self.step(e.vertex).number;
         let text = match &e.kind {
             EventKind::Started { name } => format!("\n#{n} {name}\n"),
-            EventKind::Cached => format!("#{n} CACHED\n"),
+            EventKind::Cached { source: None } => format!("#{n} CACHED\n"),
+            EventKind::Cached { source: Some(from) } => format!("#{n} CACHED (imported from {from})\n"),
             EventKind::Log { line, .. } => {
                 let started = self.steps.get(&e.vertex).map(|s| s.started.elapsed()).unwrap_or_default();
                 format!("#{n} {:.3} {}\n", started.as_secs_f64(), String::from_utf8_lossy(line))
@@ -332,7 +369,11 @@ fn raw_json(e: &Event) -> serde_json::Value {
             v["name"] = json!(name);
             v
         }
-        EventKind::Cached => base("cached"),
+        EventKind::Cached { source } => {
+            let mut v = base("cached");
+            v["source"] = json!(source);
+            v
+        }
         EventKind::Log { stream, line } => {
             let mut v = base("log");
             v["stream"] = json!(if *stream == LogStream::Stdout { "stdout" } else { "stderr" });
@@ -385,7 +426,7 @@ mod tests {
             r.plain_text(&ev(b, EventKind::Started { name: "[2/2] RUN true".into() })).unwrap(),
             "\n#2 [2/2] RUN true\n"
         );
-        assert_eq!(r.plain_text(&ev(a, EventKind::Cached)).unwrap(), "#1 CACHED\n");
+        assert_eq!(r.plain_text(&ev(a, EventKind::Cached { source: None })).unwrap(), "#1 CACHED\n");
         let done = r.plain_text(&ev(b, EventKind::Completed { duration: Duration::from_millis(1250) })).unwrap();
         assert_eq!(done, "#2 DONE 1.2s\n");
     }

@@ -44,6 +44,8 @@ pub struct Parsed {
     secrets: BTreeMap<String, Vec<u8>>,
     ssh: BTreeMap<String, PathBuf>,
     cache: CacheOptions,
+    cache_from: Vec<String>,
+    cache_to: Vec<String>,
     network: sandbox::NetworkMode,
     allow: BTreeSet<Entitlement>,
     add_hosts: Vec<llb::HostIp>,
@@ -71,12 +73,25 @@ pub fn parse(a: &BuildArgs, context: &Path, dockerfile: &DockerfileSource) -> Re
         secrets: parse_secrets(&a.secrets)?,
         ssh: parse_ssh(&a.ssh)?,
         cache: CacheOptions { no_cache: a.no_cache, no_cache_filter: a.no_cache_filter.clone(), pull: a.pull },
+        cache_from: checked(&a.cache_from, |s| engine::cache::parse_cache_from(s).map(drop))?,
+        cache_to: checked(&a.cache_to, |s| engine::cache::parse_cache_to(s).map(drop))?,
         network: a.network.parse().context("--network")?,
         allow,
         add_hosts: parse_add_hosts(&a.add_hosts)?,
         source_date_epoch,
         max_parallelism: a.max_parallelism,
     })
+}
+
+/// The values, each checked by `check` (the daemon parses them again on its side).
+fn checked(
+    values: &[String],
+    check: impl Fn(&str) -> Result<(), engine::cache::CacheSpecError>,
+) -> Result<Vec<String>> {
+    for v in values {
+        check(v)?;
+    }
+    Ok(values.to_vec())
 }
 
 impl Parsed {
@@ -105,6 +120,9 @@ impl Parsed {
         req.secrets = Arc::new(StaticSecrets(self.secrets));
         req.ssh = Arc::new(SshSockets(self.ssh));
         req.cache = self.cache;
+        // Checked when parsed.
+        req.cache_from = self.cache_from.iter().filter_map(|s| engine::cache::parse_cache_from(s).ok()).collect();
+        req.cache_to = self.cache_to.iter().filter_map(|s| engine::cache::parse_cache_to(s).ok()).collect();
         req.network = self.network;
         // The CLI runs the engine for its own user, who may use the host network (as docker build does).
         req.entitlements = self.allow;
@@ -157,6 +175,8 @@ impl Parsed {
             add_hosts: self.add_hosts.into_iter().map(|h| proto::HostIp { host: h.host, ip: h.ip }).collect(),
             source_date_epoch: self.source_date_epoch,
             max_parallelism: self.max_parallelism.map(|n| n as u32),
+            cache_from: self.cache_from,
+            cache_to: self.cache_to,
             ..Default::default()
         };
         daemon::client::RemoteBuild { start, contexts, secrets: self.secrets, ssh: self.ssh, outputs: self.outputs }

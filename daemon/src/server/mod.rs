@@ -376,6 +376,20 @@ impl Daemon {
             start.add_hosts.iter().map(|h| llb::HostIp { host: h.host.clone(), ip: h.ip.clone() }).collect();
         req.source_date_epoch = start.source_date_epoch;
         req.max_parallelism = start.max_parallelism.map(|n| n as usize);
+        let local_cache =
+            || "a daemon cannot reach the client's directories: use a registry cache (type=registry,ref=...)";
+        for s in &start.cache_from {
+            match engine::cache::parse_cache_from(s).map_err(|e| e.to_string())? {
+                engine::cache::CacheFrom::Local { .. } => return Err(format!("--cache-from {s}: {}", local_cache())),
+                c => req.cache_from.push(c),
+            }
+        }
+        for s in &start.cache_to {
+            match engine::cache::parse_cache_to(s).map_err(|e| e.to_string())? {
+                engine::cache::CacheTo::Local { .. } => return Err(format!("--cache-to {s}: {}", local_cache())),
+                c => req.cache_to.push(c),
+            }
+        }
         Ok((req, streamed))
     }
 }

@@ -20,9 +20,10 @@ use crate::op::{lock, Watchers};
 use crate::progress::{Event, EventKind, ProgressSink};
 
 /// Where a result came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Origin {
-    Cache,
+    /// From a cache; the source when it was an imported one.
+    Cache(Option<String>),
     /// Executed, starting at this time.
     Execution(SystemTime),
 }

@@ -186,6 +186,7 @@ impl<R: Clone + Send + Sync + 'static> Run<R> {
             started,
             completed: Some(SystemTime::now()),
             ingredients: self.ingredients.get(&d).cloned().unwrap_or_default(),
+            cache_source: None,
             error,
         };
         lock(&self.records).entry(d).or_insert(record);
@@ -238,11 +239,11 @@ impl<R: Clone + Send + Sync + 'static> Run<R> {
         // `Started` reached this solve from the flight iff it ran while this solve watched.
         let saw_start = |ran: bool| ran && !joined_done;
         match outcome {
-            Ok((outputs, Origin::Cache)) => {
+            Ok((outputs, Origin::Cache(source))) => {
                 self.report_below(d).await;
                 if self.show(d) {
                     self.start(d);
-                    self.emit(d, EventKind::Cached);
+                    self.emit(d, EventKind::Cached { source: source.clone() });
                     self.emit(d, EventKind::Completed { duration: Duration::ZERO });
                 }
                 let mut counts = lock(&self.counts);
@@ -253,6 +254,9 @@ impl<R: Clone + Send + Sync + 'static> Run<R> {
                 }
                 drop(counts);
                 self.record(d, StepStatus::Cached, Some(SystemTime::now()), None);
+                if let Some(r) = lock(&self.records).get_mut(&d) {
+                    r.cache_source = source;
+                }
                 Ok(outputs)
             }
             Ok((outputs, Origin::Execution(started))) => {
@@ -299,7 +303,7 @@ impl<R: Clone + Send + Sync + 'static> Run<R> {
         let before = async {
             if !ignore {
                 match self.cache.load(&key).await {
-                    Ok(Some(outputs)) => return Ok(Err(outputs)),
+                    Ok(Some(hit)) => return Ok(Err(hit)),
                     Ok(None) => {}
                     Err(e) => return Err(own(e, false)),
                 }
@@ -318,7 +322,7 @@ impl<R: Clone + Send + Sync + 'static> Run<R> {
             _ = flight.cancel.cancelled() => return Err(own(SolveError::Cancelled, false)),
         };
         let (inputs, _permit) = match ready {
-            Err(cached) => return Ok((Arc::new(cached), Origin::Cache)),
+            Err(hit) => return Ok((Arc::new(hit.outputs), Origin::Cache(hit.source))),
             Ok(x) => x,
         };
         let (v, m) = (&self.def.vertices[&d], self.def.metadata_of(&d));
@@ -386,7 +390,7 @@ impl<R: Clone + Send + Sync + 'static> Run<R> {
             }
             self.start(*v);
             if status == StepStatus::Cached {
-                self.emit(*v, EventKind::Cached);
+                self.emit(*v, EventKind::Cached { source: None });
             }
             self.emit(*v, EventKind::Completed { duration: Duration::ZERO });
             self.record(*v, status, Some(SystemTime::now()), None);

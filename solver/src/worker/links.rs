@@ -11,7 +11,7 @@ use snapshotter::snapshot::{SnapshotError, Snapshotter};
 
 use super::{blocking, State, WorkerRef};
 use crate::error::SolveError;
-use crate::op::{BoxFuture, CacheStore};
+use crate::op::{BoxFuture, CacheStore, Hit};
 
 /// Cache key (`sha256:...`) -> [`Link`] as JSON.
 pub const CACHE_LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("solver_cache_links");
@@ -72,7 +72,7 @@ impl Links {
 pub(crate) struct LocalCache(pub(crate) Arc<State>);
 
 impl CacheStore<WorkerRef> for LocalCache {
-    fn load<'a>(&'a self, key: &'a Digest) -> BoxFuture<'a, Result<Option<Vec<WorkerRef>>, SolveError>> {
+    fn load<'a>(&'a self, key: &'a Digest) -> BoxFuture<'a, Result<Option<Hit<WorkerRef>>, SolveError>> {
         let (state, key) = (self.0.clone(), *key);
         Box::pin(blocking(move || {
             let Some(link) = state.links.lookup(&key)? else { return Ok(None) };
@@ -80,7 +80,7 @@ impl CacheStore<WorkerRef> for LocalCache {
                 // Best effort: a missing label only makes GC's order less exact.
                 let _ = snapshotter::gc::touch(&*state.worker.snapshotter, s);
             }
-            Ok(Some(link.outputs.into_iter().map(WorkerRef::Snapshot).collect()))
+            Ok(Some(Hit::local(link.outputs.into_iter().map(WorkerRef::Snapshot).collect())))
         }))
     }
 
@@ -102,5 +102,48 @@ impl CacheStore<WorkerRef> for LocalCache {
             let Some(outputs) = outputs else { return Ok(()) };
             blocking(move || state.links.store(&key, &Link { outputs })).await
         })
+    }
+}
+
+/// This machine's links first, then imported caches in order; a hit of an imported cache is linked here
+/// too, so the next build finds it locally.
+pub(crate) struct Layered {
+    pub(crate) local: LocalCache,
+    pub(crate) imports: Vec<Arc<dyn CacheStore<WorkerRef>>>,
+}
+
+impl CacheStore<WorkerRef> for Layered {
+    fn load<'a>(&'a self, key: &'a Digest) -> BoxFuture<'a, Result<Option<Hit<WorkerRef>>, SolveError>> {
+        Box::pin(async move {
+            if let Some(hit) = self.local.load(key).await? {
+                return Ok(Some(hit));
+            }
+            for import in &self.imports {
+                if let Some(hit) = import.load(key).await? {
+                    // Best effort: a failed link costs an import lookup next time.
+                    let _ = self.local.save(key, &hit.outputs).await;
+                    return Ok(Some(hit));
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    fn contains<'a>(&'a self, key: &'a Digest) -> BoxFuture<'a, Result<bool, SolveError>> {
+        Box::pin(async move {
+            if self.local.contains(key).await? {
+                return Ok(true);
+            }
+            for import in &self.imports {
+                if import.contains(key).await? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+    }
+
+    fn save<'a>(&'a self, key: &'a Digest, results: &'a [WorkerRef]) -> BoxFuture<'a, Result<(), SolveError>> {
+        self.local.save(key, results)
     }
 }

@@ -1,0 +1,202 @@
+//! `--cache-to`: the results of a build's steps as a cache artifact, pushed to a registry (only the blobs
+//! it lacks: one HEAD each, in parallel, or none when an import of the same reference listed them) or
+//! written to an OCI layout directory.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use registry::assemble::{chain_layers, convert_layer_media_type};
+use registry::manifest::media;
+use registry::Reference;
+use serde_json::json;
+use solver::{Link, StepRecord, StepStatus, CACHE_LINKS};
+
+use super::record::{CacheRecord, LayerEntry, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, VERSION};
+use super::{layout, CacheTo, Mode};
+use crate::error::ExportError;
+use crate::Engine;
+
+/// What an export did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportReport {
+    /// Cache entries (steps) exported.
+    pub results: usize,
+    /// Layers the record names.
+    pub layers: usize,
+    /// Blobs sent (uploaded or written), and their bytes.
+    pub new: usize,
+    pub bytes: u64,
+}
+
+/// The artifact written to the local content store, ready to push or copy.
+struct Written {
+    record: CacheRecord,
+    /// The top object (index or manifest) as a descriptor, and every blob it uses with its size.
+    top: oci_spec::image::Descriptor,
+    blobs: Vec<(String, u64)>,
+}
+
+/// Exports the results of `steps` (whose results are linked in the local cache) to `to`. `root` is the
+/// build's result: `mode=min` keeps only the steps whose result is part of it.
+pub async fn export(
+    engine: &Arc<Engine>,
+    steps: &[StepRecord],
+    root: Option<&str>,
+    to: &CacheTo,
+) -> Result<ExportReport, ExportError> {
+    let (e, steps, root, to2) = (engine.clone(), steps.to_vec(), root.map(str::to_string), to.clone());
+    let written = tokio::task::spawn_blocking(move || write(&e, &steps, root.as_deref(), &to2))
+        .await
+        .map_err(|e| ExportError::Other(format!("the cache export failed: {e}")))??;
+    let sizes: HashMap<&str, u64> = written.blobs.iter().map(|(d, s)| (d.as_str(), *s)).collect();
+    let results = written.record.results.len();
+    let layers = written.record.layers.len();
+    match to {
+        CacheTo::Registry { reference, .. } => {
+            let r = Reference::parse(reference)
+                .map_err(|e| ExportError::Other(format!("--cache-to ref={reference}: {e}")))?;
+            let report = engine
+                .client
+                .push(&engine.images, &written.top, &r)
+                .await
+                .map_err(ExportError::registry(format!("exporting cache to {reference}")))?;
+            let bytes = report.uploaded.iter().map(|d| sizes.get(d.as_ref()).copied().unwrap_or(0)).sum();
+            Ok(ExportReport { results, layers, new: report.uploaded.len(), bytes })
+        }
+        CacheTo::Local { dest, tag, .. } => {
+            let (e, dest, tag) = (engine.clone(), dest.clone(), tag.clone());
+            let top = json!({
+                "mediaType": written.top.media_type().to_string(),
+                "digest": written.top.digest().to_string(),
+                "size": written.top.size(),
+            });
+            let digests: Vec<String> = written.blobs.iter().map(|(d, _)| d.clone()).collect();
+            let sizes2: HashMap<String, u64> = written.blobs.iter().cloned().collect();
+            let (new, bytes) = tokio::task::spawn_blocking(move || {
+                let copied = std::sync::Mutex::new(0u64);
+                let copy = |d: &str, p: &std::path::Path| -> Result<(), String> {
+                    let digest: oci_spec::image::Digest = d.parse().map_err(|e| format!("{d}: {e}"))?;
+                    let bytes = e.images.read_blob(&digest).map_err(|e| e.to_string())?;
+                    let tmp = p.with_extension("tmp");
+                    std::fs::write(&tmp, &bytes)
+                        .and_then(|_| std::fs::rename(&tmp, p))
+                        .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+                    *copied.lock().unwrap_or_else(|e| e.into_inner()) += sizes2.get(d).copied().unwrap_or(0);
+                    Ok(())
+                };
+                let n = layout::update(&dest, &tag, top, &digests, &copy)
+                    .map_err(|m| ExportError::Other(format!("exporting cache to {}: {m}", dest.display())))?;
+                let bytes = *copied.lock().unwrap_or_else(|e| e.into_inner());
+                Ok::<_, ExportError>((n, bytes))
+            })
+            .await
+            .map_err(|e| ExportError::Other(format!("the cache export failed: {e}")))??;
+            Ok(ExportReport { results, layers, new, bytes })
+        }
+    }
+}
+
+/// The snapshots of the chain ending at `top`.
+fn chain_names(engine: &Engine, top: Option<&str>) -> Result<HashSet<String>, ExportError> {
+    let sn = &*engine.store.snapshotter;
+    let mut out = HashSet::new();
+    let mut next = top.map(str::to_string);
+    while let Some(name) = next {
+        let info = sn.stat(&name).map_err(|e| ExportError::Other(format!("reading snapshot {name}: {e}")))?;
+        next = info.parent.clone();
+        out.insert(name);
+    }
+    Ok(out)
+}
+
+/// Builds the record and writes config, manifest (and index) into the content store. Blocking.
+fn write(engine: &Engine, steps: &[StepRecord], root: Option<&str>, to: &CacheTo) -> Result<Written, ExportError> {
+    let opts = to.options();
+    let in_result = chain_names(engine, root)?;
+    let meta = &engine.store.meta;
+    let mut record = CacheRecord { version: VERSION, ..Default::default() };
+    let mut seen = BTreeSet::new();
+    for step in steps {
+        if !matches!(step.status, StepStatus::Executed | StepStatus::Cached | StepStatus::Shared) {
+            continue;
+        }
+        let key = step.key.to_string();
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        let Some(link) = meta.get::<Link>(CACHE_LINKS, &key).map_err(|e| ExportError::Other(e.to_string()))? else {
+            continue;
+        };
+        if opts.mode == Mode::Min && !link.outputs.iter().flatten().any(|s| in_result.contains(s)) {
+            continue;
+        }
+        let mut outputs = Vec::new();
+        for out in &link.outputs {
+            let Some(top) = out else {
+                outputs.push(None);
+                continue;
+            };
+            let chain =
+                chain_layers(&engine.images, &*engine.store.snapshotter, meta, Some(top), opts.compression, None)
+                    .map_err(ExportError::registry(format!("computing the layers of {}", step.name)))?;
+            let indexes = chain
+                .into_iter()
+                .map(|c| {
+                    record.layer_index(LayerEntry {
+                        digest: c.layer.digest.to_string(),
+                        diff_id: c.layer.diff_id.to_string(),
+                        size: c.layer.size,
+                        media_type: convert_layer_media_type(&c.layer.media_type, opts.oci_mediatypes),
+                    })
+                })
+                .collect();
+            outputs.push(Some(indexes));
+        }
+        record.results.insert(key, outputs);
+    }
+    let config = serde_json::to_vec(&record).map_err(|e| ExportError::Other(e.to_string()))?;
+    let config_digest = engine
+        .images
+        .write_bytes(&config, CONFIG_MEDIA_TYPE)
+        .map_err(ExportError::registry("writing the cache record"))?;
+    let manifest_type = if opts.oci_mediatypes { media::OCI_MANIFEST } else { media::DOCKER_MANIFEST };
+    let mut manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": manifest_type,
+        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest.to_string(), "size": config.len()},
+        "layers": record.layers.iter().map(|l| json!({"mediaType": l.media_type, "digest": l.digest, "size": l.size})).collect::<Vec<_>>(),
+    });
+    if opts.oci_mediatypes {
+        manifest["artifactType"] = json!(ARTIFACT_TYPE);
+    }
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| ExportError::Other(e.to_string()))?;
+    let manifest_digest = engine
+        .images
+        .write_bytes(&manifest_bytes, manifest_type)
+        .map_err(ExportError::registry("writing the cache manifest"))?;
+    let mut blobs: Vec<(String, u64)> = vec![(config_digest.to_string(), config.len() as u64)];
+    blobs.extend(record.layers.iter().map(|l| (l.digest.clone(), l.size)));
+    blobs.push((manifest_digest.to_string(), manifest_bytes.len() as u64));
+    let descriptor = |mt: &str, d: oci_spec::image::Digest, size: usize| {
+        oci_spec::image::Descriptor::new(oci_spec::image::MediaType::from(mt), size as u64, d)
+    };
+    let top = if opts.image_manifest {
+        descriptor(manifest_type, manifest_digest, manifest_bytes.len())
+    } else {
+        let index_type = if opts.oci_mediatypes { media::OCI_INDEX } else { media::DOCKER_MANIFEST_LIST };
+        let mut entry =
+            json!({"mediaType": manifest_type, "digest": manifest_digest.to_string(), "size": manifest_bytes.len()});
+        if opts.oci_mediatypes {
+            entry["artifactType"] = json!(ARTIFACT_TYPE);
+        }
+        let index = json!({"schemaVersion": 2, "mediaType": index_type, "manifests": [entry]});
+        let index_bytes = serde_json::to_vec_pretty(&index).map_err(|e| ExportError::Other(e.to_string()))?;
+        let index_digest = engine
+            .images
+            .write_bytes(&index_bytes, index_type)
+            .map_err(ExportError::registry("writing the cache index"))?;
+        blobs.push((index_digest.to_string(), index_bytes.len() as u64));
+        descriptor(index_type, index_digest, index_bytes.len())
+    };
+    Ok(Written { record, top, blobs })
+}
