@@ -36,11 +36,13 @@ pub(crate) async fn run(
         let _ = events.send(Event::Warning(w.clone()));
     }
     let imports = import_caches(&engine, &req, &events).await;
-    let solved = solve(&engine, &req, &converted, imports, &events, &cancel).await?;
+    let stores = imports.iter().map(|c| c.clone() as Arc<dyn solver::op::CacheStore<solver::WorkerRef>>).collect();
+    let solved = solve(&engine, &req, &converted, stores, &events, &cancel).await?;
 
     let cx = ExportContext::new(
         engine.clone(),
         solved.root.clone(),
+        solved.lazy_root.clone(),
         converted.image.clone(),
         converted.base_history.clone(),
         req.source_date_epoch,
@@ -60,7 +62,8 @@ pub(crate) async fn run(
             return Err(BuildError::Cancelled);
         }
         let _ = events.send(Event::Cache(CacheEvent::Exporting { to: to.describe() }));
-        match cache::export(&engine, &solved.steps, solved.root.as_deref(), to).await {
+        let epoch = req.source_date_epoch;
+        match cache::export(&engine, &solved.steps, solved.root.as_deref(), to, &imports, epoch).await {
             Ok(r) => {
                 let e = CacheEvent::Exported {
                     to: to.describe(),
@@ -163,12 +166,8 @@ async fn convert(engine: &Arc<Engine>, req: &BuildRequest) -> Result<Converted, 
 }
 
 /// Reads every `--cache-from`; one that cannot be read is a warning, never a failure.
-async fn import_caches(
-    engine: &Arc<Engine>,
-    req: &BuildRequest,
-    events: &EventSink,
-) -> Vec<Arc<dyn solver::op::CacheStore<solver::WorkerRef>>> {
-    let mut out: Vec<Arc<dyn solver::op::CacheStore<solver::WorkerRef>>> = Vec::new();
+async fn import_caches(engine: &Arc<Engine>, req: &BuildRequest, events: &EventSink) -> Vec<Arc<cache::ImportedCache>> {
+    let mut out = Vec::new();
     for from in &req.cache_from {
         let name = from.describe();
         let _ = events.send(Event::Cache(CacheEvent::Importing { from: name.clone() }));

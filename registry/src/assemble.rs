@@ -262,6 +262,17 @@ pub fn assemble_image(
     opts: &AssembleOptions,
 ) -> Result<Assembled, RegistryError> {
     let chain = chain_layers(store, snapshotter, meta, top, opts.compression, opts.source_date_epoch)?;
+    assemble_chain(store, &chain, image, opts)
+}
+
+/// Writes the image of `chain` (layers base first, which need not be in the store: a push mounts them from
+/// where they are) with `image`'s config: config and manifest. Nothing is named.
+pub fn assemble_chain(
+    store: &ImageStore,
+    chain: &[ChainLayer],
+    image: &Image,
+    opts: &AssembleOptions,
+) -> Result<Assembled, RegistryError> {
     let layer_times: Vec<Option<String>> = chain.iter().map(|c| Some(rfc3339(c.created_at as i64))).collect();
     let history = normalize_history(image.history.clone(), &layer_times);
     let diff_ids = chain

@@ -37,7 +37,7 @@ pub use progress::{Event, EventKind, ProgressSink, StepRecord, StepStatus};
 pub use session::{LocalDir, LocalSource, SecretSource, SessionError, SshSockets, SshSource, StaticSecrets};
 pub use snapshotter::LAYER_LABEL;
 pub use worker::links::{Link, CACHE_LINKS};
-pub use worker::{ImageError, ImageProvider, Worker, WorkerRef};
+pub use worker::{ChainUnpacker, ImageError, ImageProvider, LazyChain, LazyLayer, Worker, WorkerRef};
 
 use scheduler::{Scheduler, SolveRequest};
 use worker::links::{Layered, LocalCache};
@@ -103,6 +103,9 @@ pub struct Solved {
     pub shared: usize,
     /// Every step reported, inputs first: name, key, cached or run, times, what went into the key.
     pub steps: Vec<StepRecord>,
+    /// When the result came from an imported cache and no step needed its files: its layers, not unpacked
+    /// (`root` is then `None`); an exporter fetches or unpacks them as it needs.
+    pub lazy_root: Option<LazyChain>,
 }
 
 /// Runs definitions against one worker. One per process (or daemon): clones share the executions in
@@ -157,9 +160,14 @@ impl Solver {
         // The stat cache is an optimisation: failing to save it costs a re-read next time, not the build.
         let _ = blocking(move || state.checksums.flush().map_err(|e| SolveError::Cache(e.to_string()))).await;
         let solution = solution?;
+        let mut lazy_root = None;
         let root = match solution.root {
             None | Some(WorkerRef::Snapshot(None)) => None,
             Some(WorkerRef::Snapshot(s)) => s,
+            Some(WorkerRef::Lazy(chain)) => {
+                lazy_root = Some(chain);
+                None
+            }
             Some(r @ WorkerRef::Local(_)) => {
                 // The build's result is a context itself: commit it so it can be exported.
                 let state = self.state.clone();
@@ -171,6 +179,6 @@ impl Solver {
             }
         };
         let c = solution.counts;
-        Ok(Solved { root, cached: c.cached, executed: c.executed, shared: c.shared, steps: solution.steps })
+        Ok(Solved { root, cached: c.cached, executed: c.executed, shared: c.shared, steps: solution.steps, lazy_root })
     }
 }

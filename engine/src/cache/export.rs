@@ -11,6 +11,7 @@ use registry::Reference;
 use serde_json::json;
 use solver::{Link, StepRecord, StepStatus, CACHE_LINKS};
 
+use super::import::ImportedCache;
 use super::record::{CacheRecord, LayerEntry, ARTIFACT_TYPE, CONFIG_MEDIA_TYPE, VERSION};
 use super::{layout, CacheTo, Mode};
 use crate::error::ExportError;
@@ -31,23 +32,43 @@ pub struct ExportReport {
 /// The artifact written to the local content store, ready to push or copy.
 struct Written {
     record: CacheRecord,
+    /// Layers taken from imported caches (`imports` index, layers) that may not be local.
+    foreign: Vec<(usize, Vec<LayerEntry>)>,
     /// The top object (index or manifest) as a descriptor, and every blob it uses with its size.
     top: oci_spec::image::Descriptor,
     blobs: Vec<(String, u64)>,
 }
 
-/// Exports the results of `steps` (whose results are linked in the local cache) to `to`. `root` is the
-/// build's result: `mode=min` keeps only the steps whose result is part of it.
+/// Exports the results of `steps` to `to` (layers written with SOURCE_DATE_EPOCH `epoch`, as the build's
+/// images): those linked in the local cache, and those an imported cache
+/// answered without unpacking (their entries are carried over; their blobs are mounted or fetched as the
+/// target needs). `root` is the build's result: `mode=min` keeps only the steps whose result is part of it
+/// (for a result that was never unpacked, the steps it came from).
 pub async fn export(
     engine: &Arc<Engine>,
     steps: &[StepRecord],
     root: Option<&str>,
     to: &CacheTo,
+    imports: &[Arc<ImportedCache>],
+    epoch: Option<i64>,
 ) -> Result<ExportReport, ExportError> {
-    let (e, steps, root, to2) = (engine.clone(), steps.to_vec(), root.map(str::to_string), to.clone());
-    let written = tokio::task::spawn_blocking(move || write(&e, &steps, root.as_deref(), &to2))
+    let (e, steps2, root, to2, imports2) =
+        (engine.clone(), steps.to_vec(), root.map(str::to_string), to.clone(), imports.to_vec());
+    let written = tokio::task::spawn_blocking(move || write(&e, &steps2, root.as_deref(), &to2, &imports2, epoch))
         .await
         .map_err(|e| ExportError::Other(format!("the cache export failed: {e}")))??;
+    let target = match to {
+        CacheTo::Registry { reference, .. } => Some(
+            Reference::parse(reference).map_err(|e| ExportError::Other(format!("--cache-to ref={reference}: {e}")))?,
+        ),
+        CacheTo::Local { .. } => None,
+    };
+    for (i, layers) in &written.foreign {
+        imports[*i]
+            .provide(layers, target.as_ref())
+            .await
+            .map_err(|m| ExportError::Other(format!("exporting cache to {}: {m}", to.describe())))?;
+    }
     let sizes: HashMap<&str, u64> = written.blobs.iter().map(|(d, s)| (d.as_str(), *s)).collect();
     let results = written.record.results.len();
     let layers = written.record.layers.len();
@@ -110,12 +131,22 @@ fn chain_names(engine: &Engine, top: Option<&str>) -> Result<HashSet<String>, Ex
 }
 
 /// Builds the record and writes config, manifest (and index) into the content store. Blocking.
-fn write(engine: &Engine, steps: &[StepRecord], root: Option<&str>, to: &CacheTo) -> Result<Written, ExportError> {
+fn write(
+    engine: &Engine,
+    steps: &[StepRecord],
+    root: Option<&str>,
+    to: &CacheTo,
+    imports: &[Arc<ImportedCache>],
+    epoch: Option<i64>,
+) -> Result<Written, ExportError> {
     let opts = to.options();
     let in_result = chain_names(engine, root)?;
     let meta = &engine.store.meta;
     let mut record = CacheRecord { version: VERSION, ..Default::default() };
+    let mut foreign = Vec::new();
     let mut seen = BTreeSet::new();
+    // A result never unpacked has no chain here: mode=min then keeps the root step's entry.
+    let root_key = steps.last().map(|s| s.key.to_string());
     for step in steps {
         if !matches!(step.status, StepStatus::Executed | StepStatus::Cached | StepStatus::Shared) {
             continue;
@@ -124,7 +155,22 @@ fn write(engine: &Engine, steps: &[StepRecord], root: Option<&str>, to: &CacheTo
         if !seen.insert(key.clone()) {
             continue;
         }
-        let Some(link) = meta.get::<Link>(CACHE_LINKS, &key).map_err(|e| ExportError::Other(e.to_string()))? else {
+        let link = meta.get::<Link>(CACHE_LINKS, &key).map_err(|e| ExportError::Other(e.to_string()))?;
+        let Some(link) = link else {
+            // Answered by an imported cache without unpacking: carry its entry over.
+            if opts.mode == Mode::Min && Some(&key) != root_key.as_ref() {
+                continue;
+            }
+            if let Some((i, entry)) = imports.iter().enumerate().find_map(|(i, c)| c.entry(&key).map(|e| (i, e))) {
+                let mut outputs = Vec::new();
+                for out in entry {
+                    outputs.push(out.map(|layers| {
+                        foreign.push((i, layers.clone()));
+                        layers.into_iter().map(|l| record.layer_index(l)).collect()
+                    }));
+                }
+                record.results.insert(key, outputs);
+            }
             continue;
         };
         if opts.mode == Mode::Min && !link.outputs.iter().flatten().any(|s| in_result.contains(s)) {
@@ -137,7 +183,7 @@ fn write(engine: &Engine, steps: &[StepRecord], root: Option<&str>, to: &CacheTo
                 continue;
             };
             let chain =
-                chain_layers(&engine.images, &*engine.store.snapshotter, meta, Some(top), opts.compression, None)
+                chain_layers(&engine.images, &*engine.store.snapshotter, meta, Some(top), opts.compression, epoch)
                     .map_err(ExportError::registry(format!("computing the layers of {}", step.name)))?;
             let indexes = chain
                 .into_iter()
@@ -147,6 +193,8 @@ fn write(engine: &Engine, steps: &[StepRecord], root: Option<&str>, to: &CacheTo
                         diff_id: c.layer.diff_id.to_string(),
                         size: c.layer.size,
                         media_type: convert_layer_media_type(&c.layer.media_type, opts.oci_mediatypes),
+                        created: Some(c.created_at),
+                        epoch,
                     })
                 })
                 .collect();
@@ -198,5 +246,5 @@ fn write(engine: &Engine, steps: &[StepRecord], root: Option<&str>, to: &CacheTo
         blobs.push((index_digest.to_string(), index_bytes.len() as u64));
         descriptor(index_type, index_digest, index_bytes.len())
     };
-    Ok(Written { record, top, blobs })
+    Ok(Written { record, foreign, top, blobs })
 }

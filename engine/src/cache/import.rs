@@ -13,7 +13,7 @@ use registry::unpack::PulledImage;
 use registry::Reference;
 use snapshotter::content::{ContentWriter, Ingester};
 use solver::op::{BoxFuture, CacheStore, Hit};
-use solver::{SolveError, WorkerRef};
+use solver::{ChainUnpacker, ImageError, LazyChain, LazyLayer, SolveError, WorkerRef};
 
 use super::record::{CacheRecord, CONFIG_MEDIA_TYPE};
 use super::{layout, CacheFrom};
@@ -29,11 +29,22 @@ enum Source {
 pub struct ImportedCache {
     name: String,
     record: CacheRecord,
+    unpacker: Arc<Unpacker>,
+    /// The registry and repository that hold the blobs (a push there mounts them).
+    origin: Option<(String, String)>,
+}
+
+/// Gets an imported cache's layers: from its registry or layout directory, verified, into the content
+/// store, and unpacked when asked.
+struct Unpacker {
+    name: String,
     source: Source,
     engine: Arc<Engine>,
     events: EventSink,
     /// One chain at a time: chains share their base layers.
-    unpacking: tokio::sync::Mutex<()>,
+    lock: tokio::sync::Mutex<()>,
+    /// Blobs known to be there (checked, or in the content store).
+    present: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl ImportedCache {
@@ -42,9 +53,56 @@ impl ImportedCache {
         self.record.results.len()
     }
 
-    /// The blobs the record names (an export to the same place need not send them again).
-    pub fn blobs(&self) -> Vec<String> {
-        self.record.layers.iter().map(|l| l.digest.clone()).collect()
+    /// The entry of `key`: per output, its layers (base first).
+    pub(crate) fn entry(&self, key: &str) -> Option<Vec<Option<Vec<super::record::LayerEntry>>>> {
+        let outputs = self.record.results.get(key)?;
+        Some(
+            outputs
+                .iter()
+                .map(|o| o.as_ref().map(|c| c.iter().map(|i| self.record.layers[*i].clone()).collect()))
+                .collect(),
+        )
+    }
+
+    /// Makes `layers` of this cache available to a push to `target`: mounted from the cache's repository
+    /// when `target` is in the same registry (their source is recorded), else fetched into the content store.
+    pub(crate) async fn provide(
+        &self,
+        layers: &[super::record::LayerEntry],
+        target: Option<&Reference>,
+    ) -> Result<(), String> {
+        let e = &self.unpacker.engine;
+        let mut missing = Vec::new();
+        for l in layers {
+            let d = oci_digest(&l.digest)?;
+            if !e.images.has_blob(&d).map_err(|e| e.to_string())? {
+                missing.push((d, l));
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if let (Some(t), Some((registry, repository))) = (target, &self.origin) {
+            if t.registry() == registry {
+                for (d, l) in &missing {
+                    e.images.add_source(d, l.size, registry, repository).map_err(|e| e.to_string())?;
+                }
+                return Ok(());
+            }
+        }
+        let lazy: Vec<LazyLayer> = missing
+            .iter()
+            .map(|(_, l)| LazyLayer {
+                digest: l.digest.clone(),
+                diff_id: l.diff_id.clone(),
+                size: l.size,
+                media_type: l.media_type.clone(),
+                created: l.created,
+                epoch: l.epoch,
+            })
+            .collect();
+        let (descs, _) = descriptors(&lazy)?;
+        self.unpacker.fetch_blobs(&descs).await
     }
 }
 
@@ -96,7 +154,19 @@ pub async fn import(engine: &Arc<Engine>, from: &CacheFrom, events: EventSink) -
             (record, Source::Local(src.clone()))
         }
     };
-    Ok(ImportedCache { name, record, source, engine: engine.clone(), events, unpacking: tokio::sync::Mutex::new(()) })
+    let origin = match &source {
+        Source::Registry(r) => Some((r.registry().to_string(), r.repository().to_string())),
+        Source::Local(_) => None,
+    };
+    let unpacker = Arc::new(Unpacker {
+        name: name.clone(),
+        source,
+        engine: engine.clone(),
+        events,
+        lock: Default::default(),
+        present: Default::default(),
+    });
+    Ok(ImportedCache { name, record, unpacker, origin })
 }
 
 fn check_config_type(config: &Descriptor, what: &str) -> Result<(), String> {
@@ -130,39 +200,113 @@ fn read_local(dir: &std::path::Path, tag: &str) -> Result<CacheRecord, String> {
     CacheRecord::parse(&read(m.config().digest().as_ref())?)
 }
 
-impl ImportedCache {
-    fn warn(&self, key: &Digest, message: String) {
-        let e = CacheEvent::Miss { from: self.name.clone(), key: key.to_string(), error: message };
-        let _ = self.events.send(Event::Cache(e));
+fn descriptors(layers: &[LazyLayer]) -> Result<(Vec<Descriptor>, Vec<oci_spec::image::Digest>), String> {
+    let descs = layers
+        .iter()
+        .map(|l| Ok(Descriptor::new(MediaType::from(l.media_type.as_str()), l.size, oci_digest(&l.digest)?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    let diff_ids = layers.iter().map(|l| oci_digest(&l.diff_id)).collect::<Result<Vec<_>, String>>()?;
+    Ok((descs, diff_ids))
+}
+
+impl Unpacker {
+    /// Checks that a hit can be used: a layout's blobs are copied in and verified now (cheap, and a corrupted
+    /// one is a miss); a registry's are asked for with a HEAD (a blob that is gone is a miss), fetched and
+    /// verified only when needed.
+    async fn verify(&self, layers: &[LazyLayer]) -> Result<(), String> {
+        let (descs, _) = descriptors(layers)?;
+        let todo: Vec<Descriptor> = {
+            let present = self.present.lock().unwrap_or_else(|e| e.into_inner());
+            descs.into_iter().filter(|d| !present.contains(d.digest().as_ref())).collect()
+        };
+        if todo.is_empty() {
+            return Ok(());
+        }
+        match &self.source {
+            Source::Local(_) => self.fetch_blobs(&todo).await?,
+            Source::Registry(r) => {
+                for d in &todo {
+                    if self.engine.images.has_blob(d.digest()).map_err(|e| e.to_string())? {
+                        continue;
+                    }
+                    let there = self.engine.client.blob_exists(r, d.digest()).await.map_err(|e| e.to_string())?;
+                    if !there {
+                        return Err(format!("blob {} is gone from {}", d.digest(), r.name()));
+                    }
+                }
+            }
+        }
+        let mut present = self.present.lock().unwrap_or_else(|e| e.into_inner());
+        present.extend(todo.iter().map(|d| d.digest().to_string()));
+        Ok(())
     }
 
-    /// Makes a chain available as snapshots; returns the top one.
-    async fn unpack(&self, chain: &[usize]) -> Result<Option<String>, String> {
-        let layers = chain.iter().map(|i| &self.record.layers[*i]).collect::<Vec<_>>();
-        let descs = layers
-            .iter()
-            .map(|l| Ok(Descriptor::new(MediaType::from(l.media_type.as_str()), l.size, oci_digest(&l.digest)?)))
-            .collect::<Result<Vec<_>, String>>()?;
-        let diff_ids = layers.iter().map(|l| oci_digest(&l.diff_id)).collect::<Result<Vec<_>, String>>()?;
-        let _one = self.unpacking.lock().await;
+    /// Fetches the blobs of `layers` into the content store, each verified.
+    async fn fetch_blobs(&self, descs: &[Descriptor]) -> Result<(), String> {
         let e = &self.engine;
         match &self.source {
             Source::Registry(r) => {
-                e.client.fetch_missing(r, &descs, &e.images, None).await.map_err(|e| e.to_string())?;
+                e.client.fetch_missing(r, descs, &e.images, None).await.map_err(|e| e.to_string())?;
             }
             Source::Local(dir) => {
-                let (e, dir, descs) = (e.clone(), dir.clone(), descs.clone());
+                let (e, dir, descs) = (e.clone(), dir.clone(), descs.to_vec());
                 tokio::task::spawn_blocking(move || copy_in(&e, &dir, &descs))
                     .await
                     .map_err(|e| format!("copying cache blobs failed: {e}"))??;
             }
         }
-        let (e, name) = (e.clone(), self.name.clone());
-        let pulled = PulledImage::new(name, descs, diff_ids);
+        Ok(())
+    }
+
+    async fn unpack_chain(&self, layers: &[LazyLayer]) -> Result<Option<String>, String> {
+        let (descs, diff_ids) = descriptors(layers)?;
+        let _one = self.lock.lock().await;
+        self.fetch_blobs(&descs).await?;
+        let e = self.engine.clone();
+        let pulled = PulledImage::new(self.name.clone(), descs, diff_ids);
         tokio::task::spawn_blocking(move || registry::unpack::unpack_pulled(&e.images, &*e.store.snapshotter, &pulled))
             .await
             .map_err(|e| format!("unpacking cache layers failed: {e}"))?
             .map_err(|e| e.to_string())
+    }
+}
+
+impl ChainUnpacker for Unpacker {
+    fn unpack<'a>(&'a self, layers: &'a [LazyLayer]) -> BoxFuture<'a, Result<Option<String>, ImageError>> {
+        Box::pin(async move { self.unpack_chain(layers).await.map_err(|m| ImageError(m.into())) })
+    }
+
+    fn fetch<'a>(&'a self, layers: &'a [LazyLayer]) -> BoxFuture<'a, Result<(), ImageError>> {
+        Box::pin(async move {
+            let (descs, _) = descriptors(layers).map_err(|m| ImageError(m.into()))?;
+            self.fetch_blobs(&descs).await.map_err(|m| ImageError(m.into()))
+        })
+    }
+}
+
+impl ImportedCache {
+    fn warn(&self, key: &Digest, message: String) {
+        let e = CacheEvent::Miss { from: self.name.clone(), key: key.to_string(), error: message };
+        let _ = self.unpacker.events.send(Event::Cache(e));
+    }
+
+    /// The record's chain as lazy layers.
+    fn chain(&self, indexes: &[usize]) -> LazyChain {
+        let layers = indexes
+            .iter()
+            .map(|i| {
+                let l = &self.record.layers[*i];
+                LazyLayer {
+                    digest: l.digest.clone(),
+                    diff_id: l.diff_id.clone(),
+                    size: l.size,
+                    media_type: l.media_type.clone(),
+                    created: l.created,
+                    epoch: l.epoch,
+                }
+            })
+            .collect();
+        LazyChain { layers, source: self.name.clone(), origin: self.origin.clone(), unpacker: self.unpacker.clone() }
     }
 }
 
@@ -183,23 +327,24 @@ fn copy_in(engine: &Engine, dir: &std::path::Path, descs: &[Descriptor]) -> Resu
 }
 
 impl CacheStore<WorkerRef> for ImportedCache {
+    /// A hit is lazy: nothing is unpacked until a step or an exporter needs the files or the blobs; see
+    /// [`Unpacker::verify`] for what is checked now.
     fn load<'a>(&'a self, key: &'a Digest) -> BoxFuture<'a, Result<Option<Hit<WorkerRef>>, SolveError>> {
         Box::pin(async move {
             let Some(outputs) = self.record.results.get(&key.to_string()) else { return Ok(None) };
             let mut refs = Vec::new();
             for out in outputs {
-                let top = match out {
-                    None => None,
-                    Some(chain) => match self.unpack(chain).await {
-                        Ok(top) => top,
-                        Err(m) => {
-                            // A blob that is gone or does not verify: a miss, and the step runs.
+                refs.push(match out {
+                    None => WorkerRef::Snapshot(None),
+                    Some(chain) => {
+                        let lazy = self.chain(chain);
+                        if let Err(m) = self.unpacker.verify(&lazy.layers).await {
                             self.warn(key, m);
                             return Ok(None);
                         }
-                    },
-                };
-                refs.push(WorkerRef::Snapshot(top));
+                        WorkerRef::Lazy(lazy)
+                    }
+                });
             }
             Ok(Some(Hit { outputs: refs, source: Some(self.name.clone()) }))
         })

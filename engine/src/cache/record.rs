@@ -33,6 +33,13 @@ pub struct LayerEntry {
     pub size: u64,
     #[serde(rename = "mediaType")]
     pub media_type: String,
+    /// When the layer's snapshot was made (Unix seconds), for the history of an image assembled from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<u64>,
+    /// The SOURCE_DATE_EPOCH the layer was written with (times clamped to it), if any: an image assembled
+    /// from the layer as it is must ask for the same.
+    #[serde(default, rename = "sourceDateEpoch", skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
 }
 
 /// The record.
@@ -82,6 +89,8 @@ mod tests {
             diff_id: format!("sha256:{}", hex_of(n + 100)),
             size: n as u64,
             media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            created: Some(1_700_000_000),
+            epoch: None,
         }
     }
 

@@ -34,6 +34,19 @@ pub trait Exporter: Send + Sync {
     fn export<'a>(&'a self, cx: &'a ExportContext) -> BoxFuture<'a, Result<(), ExportError>>;
 }
 
+/// The compression a layer media type names.
+fn compression_of(media_type: &str) -> Option<Compression> {
+    if media_type.ends_with("+gzip") || media_type.ends_with(".tar.gzip") {
+        Some(Compression::Gzip)
+    } else if media_type.ends_with("+zstd") {
+        Some(Compression::Zstd)
+    } else if media_type.ends_with(".tar") {
+        Some(Compression::None)
+    } else {
+        None
+    }
+}
+
 /// The exporter for one `--output`.
 pub fn exporter(spec: &OutputSpec) -> Box<dyn Exporter> {
     let compression = spec.compression.unwrap_or(Compression::Gzip);
@@ -66,8 +79,13 @@ pub fn exporter(spec: &OutputSpec) -> Box<dyn Exporter> {
 /// What every exporter of one build shares: the result, the image config, the names, the engine.
 pub struct ExportContext {
     pub(crate) engine: Arc<Engine>,
-    /// The committed snapshot of the result (`None`: an empty filesystem).
-    pub(crate) root: Option<String>,
+    /// The committed snapshot of the result (`None`: an empty filesystem, or a lazy result).
+    root: Option<String>,
+    /// A result that came from an imported cache and was not unpacked: exporters fetch or unpack its layers
+    /// only as they need (a push to the cache's registry needs neither).
+    lazy: Option<solver::LazyChain>,
+    /// The lazy result, once unpacked.
+    unpacked: tokio::sync::OnceCell<Option<String>>,
     pub(crate) config: Image,
     pub(crate) base_history: Vec<History>,
     pub(crate) source_date_epoch: Option<i64>,
@@ -84,6 +102,7 @@ impl ExportContext {
     pub(crate) fn new(
         engine: Arc<Engine>,
         root: Option<String>,
+        lazy: Option<solver::LazyChain>,
         config: Image,
         base_history: Vec<History>,
         source_date_epoch: Option<i64>,
@@ -93,6 +112,8 @@ impl ExportContext {
         ExportContext {
             engine,
             root,
+            lazy,
+            unpacked: tokio::sync::OnceCell::new(),
             config,
             base_history,
             source_date_epoch,
@@ -104,14 +125,100 @@ impl ExportContext {
         }
     }
 
+    /// The committed snapshot of the result, unpacking a lazy result first.
+    pub async fn snapshot(&self) -> Result<Option<String>, ExportError> {
+        let Some(lazy) = &self.lazy else { return Ok(self.root.clone()) };
+        let top = self
+            .unpacked
+            .get_or_try_init(|| async {
+                lazy.unpacker.unpack(&lazy.layers).await.map_err(|e| {
+                    ExportError::Other(format!("cannot unpack the cached result from {}: {e}", lazy.source))
+                })
+            })
+            .await?;
+        Ok(top.clone())
+    }
+
+    /// The lazy result's layers as they are, when they have `compression` and were written with this
+    /// build's SOURCE_DATE_EPOCH: the image needs no new blob.
+    fn lazy_chain(&self, compression: Compression) -> Option<Vec<registry::assemble::ChainLayer>> {
+        let lazy = self.lazy.as_ref()?;
+        let usable = |l: &solver::LazyLayer| {
+            compression_of(&l.media_type) == Some(compression) && l.epoch == self.source_date_epoch
+        };
+        if self.unpacked.initialized() || !lazy.layers.iter().all(usable) {
+            return None;
+        }
+        lazy.layers
+            .iter()
+            .map(|l| {
+                Some(registry::assemble::ChainLayer {
+                    snapshot: String::new(),
+                    layer: snapshotter::diff::Layer {
+                        digest: l.digest.parse().ok()?,
+                        size: l.size,
+                        diff_id: l.diff_id.parse().ok()?,
+                        media_type: l.media_type.clone(),
+                    },
+                    created_at: l.created.unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    /// Makes the blobs of a lazy result's image available for `purpose`: a push to the registry that holds
+    /// them mounts them (their source is recorded); anything else fetches them into the content store.
+    pub async fn blobs_for(&self, push_to: Option<&Reference>) -> Result<(), ExportError> {
+        let Some(lazy) = &self.lazy else { return Ok(()) };
+        if self.unpacked.initialized() {
+            return Ok(());
+        }
+        if let (Some(r), Some((registry, repository))) = (push_to, &lazy.origin) {
+            if r.registry() == registry {
+                for l in &lazy.layers {
+                    let d: oci_spec::image::Digest =
+                        l.digest.parse().map_err(|e| ExportError::Other(format!("{}: {e}", l.digest)))?;
+                    self.engine
+                        .images
+                        .add_source(&d, l.size, registry, repository)
+                        .map_err(ExportError::registry("recording where the cached layers are"))?;
+                }
+                return Ok(());
+            }
+        }
+        lazy.unpacker
+            .fetch(&lazy.layers)
+            .await
+            .map_err(|e| ExportError::Other(format!("cannot fetch the cached layers from {}: {e}", lazy.source)))
+    }
+
     /// The image (config, layers, manifest in the content store), assembled once per compression and
-    /// media types; the first one assembled is the build's image.
+    /// media types; the first one assembled is the build's image. A lazy result's image names its cached
+    /// layers (fetched or mounted later, see [`ExportContext::blobs_for`]) when their compression is the one
+    /// asked for, else the result is unpacked and diffed.
     pub async fn image(&self, compression: Compression, oci: bool) -> Result<Assembled, ExportError> {
         if let Some((_, a)) = lock(&self.assembled).iter().find(|(k, _)| *k == (compression, oci)) {
             return Ok(a.clone());
         }
         let e = self.engine.clone();
-        let (root, config) = (self.root.clone(), self.config.clone());
+        let config = self.config.clone();
+        if let Some(chain) = self.lazy_chain(compression) {
+            let opts = AssembleOptions {
+                compression,
+                source_date_epoch: self.source_date_epoch,
+                oci,
+                base_history: self.base_history.clone(),
+            };
+            let img = blocking(move || {
+                registry::assemble::assemble_chain(&e.images, &chain, &config, &opts)
+                    .map_err(ExportError::registry("assembling the image"))
+            })
+            .await?;
+            lock(&self.assembled).push(((compression, oci), img.clone()));
+            lock(&self.first).get_or_insert_with(|| img.clone());
+            return Ok(img);
+        }
+        let root = self.snapshot().await?;
         let opts = AssembleOptions {
             compression,
             source_date_epoch: self.source_date_epoch,
@@ -198,6 +305,8 @@ impl Exporter for ImageExporter {
             let names: Vec<String> = if self.names.is_empty() { cx.tags.clone() } else { self.names.clone() };
             for n in &names {
                 let r = parse_name(n)?;
+                // A cached result pushed to its cache's registry needs no blob here.
+                cx.blobs_for(if self.push { Some(&r) } else { None }).await?;
                 let (e, r2, manifest) = (cx.engine.clone(), r.clone(), img.manifest.clone());
                 blocking(move || e.images.tag(&r2, &manifest).map_err(ExportError::registry(format!("naming {r2}"))))
                     .await?;
@@ -242,6 +351,7 @@ impl Exporter for ArchiveExporter {
     fn export<'a>(&'a self, cx: &'a ExportContext) -> BoxFuture<'a, Result<(), ExportError>> {
         Box::pin(async move {
             let img = cx.image(self.compression, self.oci).await?;
+            cx.blobs_for(None).await?;
             let refs = cx.references(&self.names, &img)?;
             let images = cx.engine.images.clone();
             let format = if self.docker { ArchiveFormat::Docker } else { ArchiveFormat::Oci };
@@ -274,12 +384,15 @@ impl Exporter for LocalExporter {
     }
 
     fn export<'a>(&'a self, cx: &'a ExportContext) -> BoxFuture<'a, Result<(), ExportError>> {
-        let (e, root, dest) = (cx.engine.clone(), cx.root.clone(), self.dest.clone());
-        Box::pin(blocking(move || match &root {
-            Some(key) => snapshotter::export::export_dir(&*e.store.snapshotter, key, &dest)
-                .map_err(ExportError::snapshot(format!("exporting the filesystem to {}", dest.display()))),
-            None => std::fs::create_dir_all(&dest).map_err(ExportError::io(format!("creating {}", dest.display()))),
-        }))
+        Box::pin(async move {
+            let (e, root, dest) = (cx.engine.clone(), cx.snapshot().await?, self.dest.clone());
+            blocking(move || match &root {
+                Some(key) => snapshotter::export::export_dir(&*e.store.snapshotter, key, &dest)
+                    .map_err(ExportError::snapshot(format!("exporting the filesystem to {}", dest.display()))),
+                None => std::fs::create_dir_all(&dest).map_err(ExportError::io(format!("creating {}", dest.display()))),
+            })
+            .await
+        })
     }
 }
 
@@ -294,17 +407,20 @@ impl Exporter for TarExporter {
     }
 
     fn export<'a>(&'a self, cx: &'a ExportContext) -> BoxFuture<'a, Result<(), ExportError>> {
-        let (e, root, dest) = (cx.engine.clone(), cx.root.clone(), self.dest.clone());
         let epoch = cx.source_date_epoch.map(|e| e.max(0) as u64);
-        Box::pin(blocking(move || {
-            let scratch = e.store.root.tmp_dir();
-            write_dest(&dest, |w| match &root {
-                Some(key) => snapshotter::export::export_tar(&*e.store.snapshotter, key, &scratch, w, epoch)
-                    .map(drop)
-                    .map_err(ExportError::snapshot("writing the filesystem tar")),
-                None => tar::Builder::new(w).finish().map_err(ExportError::io("writing an empty tar")),
+        Box::pin(async move {
+            let (e, root, dest) = (cx.engine.clone(), cx.snapshot().await?, self.dest.clone());
+            blocking(move || {
+                let scratch = e.store.root.tmp_dir();
+                write_dest(&dest, |w| match &root {
+                    Some(key) => snapshotter::export::export_tar(&*e.store.snapshotter, key, &scratch, w, epoch)
+                        .map(drop)
+                        .map_err(ExportError::snapshot("writing the filesystem tar")),
+                    None => tar::Builder::new(w).finish().map_err(ExportError::io("writing an empty tar")),
+                })
             })
-        }))
+            .await
+        })
     }
 }
 

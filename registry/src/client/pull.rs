@@ -106,6 +106,25 @@ impl Client {
         self.fetch_blob_observed(ep, repository, desc, store, None).await
     }
 
+    /// Whether the registry of `r` holds blob `digest` in `r`'s repository (a HEAD; mirrors are not asked:
+    /// a cache or an image's blobs are where its reference names).
+    pub async fn blob_exists(&self, r: &Reference, digest: &Digest) -> Result<bool, RegistryError> {
+        let ep = self.config().origin(r.registry());
+        let scopes = [repository_scope(r.repository(), false)];
+        let url = format!("{}{}/blobs/{digest}", ep.base_url(), r.repository());
+        let resp = self.send(&ep, &scopes, &Req::new(Method::HEAD, url)).await?;
+        if resp.status().is_success() {
+            return Ok(true);
+        }
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        let what = format!("blob {digest} of {}", r.repository());
+        let req = Req::new(Method::HEAD, format!("{}{}/blobs/{digest}", ep.base_url(), r.repository()));
+        self.check(&ep, &scopes, &what, &req, resp).await?;
+        Ok(false)
+    }
+
     /// [`Client::fetch_blob`] that also reports this transfer's progress to `observer` (besides the
     /// client's own progress callback).
     pub async fn fetch_blob_observed(

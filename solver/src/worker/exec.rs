@@ -148,6 +148,7 @@ impl Op<WorkerRef> for ExecOp {
             let e = self.op()?;
             self.check(ctx, e)?;
             let provided = self.provided(ctx, e).await?;
+            let inputs = super::materialize(ctx, inputs).await?;
             let cancel = sandbox::Cancel::default();
             let job = {
                 let (state, session, e) = (self.0.state.clone(), self.0.session.clone(), e.clone());

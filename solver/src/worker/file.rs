@@ -22,12 +22,17 @@ impl Op<WorkerRef> for FileOp {
         ctx: &'a OpContext,
         inputs: Vec<WorkerRef>,
     ) -> BoxFuture<'a, Result<Vec<WorkerRef>, SolveError>> {
-        let (state, vertex, ctx) = (self.0.state.clone(), self.0.vertex.clone(), ctx.clone());
-        Box::pin(blocking(move || {
-            let LlbOp::File(f) = &vertex.op else { return Err(SolveError::Internal("not a file op".into())) };
-            let key = ctx.key().ok_or_else(|| SolveError::Internal("a file op ran without a key".into()))?;
-            run(&Step { state: &state, label: ctx.label(), key }, &ctx, f, &inputs)
-        }))
+        let (state, vertex, owned) = (self.0.state.clone(), self.0.vertex.clone(), ctx.clone());
+        Box::pin(async move {
+            let inputs = super::materialize(ctx, inputs).await?;
+            blocking(move || {
+                let ctx = owned;
+                let LlbOp::File(f) = &vertex.op else { return Err(SolveError::Internal("not a file op".into())) };
+                let key = ctx.key().ok_or_else(|| SolveError::Internal("a file op ran without a key".into()))?;
+                run(&Step { state: &state, label: ctx.label(), key }, &ctx, f, &inputs)
+            })
+            .await
+        })
     }
 }
 
@@ -48,6 +53,7 @@ fn run(step: &Step<'_>, ctx: &OpContext, f: &LlbFile, inputs: &[WorkerRef]) -> R
         for i in sources {
             dirs[i] = Some(match &inputs[i] {
                 WorkerRef::Local(sd) => sd.clone(),
+                WorkerRef::Lazy(_) => return Err(SolveError::Internal("a lazy input reached a file op".into())),
                 WorkerRef::Snapshot(s) => {
                     let mut view = Snap::view(step, s.as_deref(), "file-src")?;
                     let path = view.mount(step)?;

@@ -94,7 +94,7 @@ impl CacheStore<WorkerRef> for LocalCache {
             .iter()
             .map(|r| match r {
                 WorkerRef::Snapshot(s) => Some(s.clone()),
-                WorkerRef::Local(_) => None,
+                WorkerRef::Local(_) | WorkerRef::Lazy(_) => None,
             })
             .collect();
         let (state, key) = (self.0.clone(), *key);

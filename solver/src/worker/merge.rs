@@ -23,11 +23,16 @@ impl Op<WorkerRef> for MergeOp {
         ctx: &'a OpContext,
         inputs: Vec<WorkerRef>,
     ) -> BoxFuture<'a, Result<Vec<WorkerRef>, SolveError>> {
-        let (state, ctx) = (self.0.state.clone(), ctx.clone());
-        Box::pin(blocking(move || {
-            let key = ctx.key().ok_or_else(|| SolveError::Internal("a merge ran without a key".into()))?;
-            run(&Step { state: &state, label: ctx.label(), key }, &ctx, &inputs)
-        }))
+        let (state, owned) = (self.0.state.clone(), ctx.clone());
+        Box::pin(async move {
+            let inputs = super::materialize(ctx, inputs).await?;
+            blocking(move || {
+                let ctx = owned;
+                let key = ctx.key().ok_or_else(|| SolveError::Internal("a merge ran without a key".into()))?;
+                run(&Step { state: &state, label: ctx.label(), key }, &ctx, &inputs)
+            })
+            .await
+        })
     }
 }
 

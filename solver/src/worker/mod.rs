@@ -41,6 +41,80 @@ pub enum WorkerRef {
     Snapshot(Option<String>),
     /// A local directory with its filters, materialised into a snapshot only when a step needs one.
     Local(SourceDir),
+    /// Layers known by digest (an imported cache entry), unpacked only when a step needs their files.
+    Lazy(LazyChain),
+}
+
+/// One layer blob of a [`LazyChain`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LazyLayer {
+    pub digest: String,
+    pub diff_id: String,
+    pub size: u64,
+    pub media_type: String,
+    /// When the layer's snapshot was made where it was built (Unix seconds), for image history.
+    pub created: Option<u64>,
+    /// The SOURCE_DATE_EPOCH the blob was written with.
+    pub epoch: Option<i64>,
+}
+
+/// Makes lazy layers available: as snapshots (to run steps on them) or as blobs in the content store (to
+/// export them).
+pub trait ChainUnpacker: Send + Sync {
+    /// Fetches and unpacks `layers` (base first); returns the top snapshot.
+    fn unpack<'a>(&'a self, layers: &'a [LazyLayer]) -> BoxFuture<'a, Result<Option<String>, ImageError>>;
+    /// Fetches the blobs of `layers` into the content store, verified, without unpacking them.
+    fn fetch<'a>(&'a self, layers: &'a [LazyLayer]) -> BoxFuture<'a, Result<(), ImageError>>;
+}
+
+/// A result known by its layers, with where to get them.
+#[derive(Clone)]
+pub struct LazyChain {
+    pub layers: Vec<LazyLayer>,
+    /// Where the layers are (the cache's reference), for messages.
+    pub source: String,
+    /// The registry and repository that hold the blobs, when a registry does (a push to that registry
+    /// mounts them instead of uploading).
+    pub origin: Option<(String, String)>,
+    pub unpacker: Arc<dyn ChainUnpacker>,
+}
+
+impl std::fmt::Debug for LazyChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyChain").field("layers", &self.layers).field("source", &self.source).finish()
+    }
+}
+
+impl PartialEq for LazyChain {
+    fn eq(&self, other: &LazyChain) -> bool {
+        self.layers == other.layers && self.source == other.source
+    }
+}
+
+impl Eq for LazyChain {}
+
+/// Unpacks the lazy inputs of a step that needs their files.
+pub(crate) async fn materialize(
+    ctx: &crate::op::OpContext,
+    inputs: Vec<WorkerRef>,
+) -> Result<Vec<WorkerRef>, SolveError> {
+    let mut out = Vec::with_capacity(inputs.len());
+    for r in inputs {
+        out.push(match r {
+            WorkerRef::Lazy(chain) => {
+                let top = chain.unpacker.unpack(&chain.layers).await.map_err(|e| {
+                    ctx.err(format!(
+                        "cannot unpack the cached layers from {}: {}",
+                        chain.source,
+                        source::error_chain(&e)
+                    ))
+                })?;
+                WorkerRef::Snapshot(top)
+            }
+            r => r,
+        });
+    }
+    Ok(out)
 }
 
 /// An image provider failed.

@@ -136,6 +136,7 @@ pub(crate) fn snapshot_of(step: &Step<'_>, r: &WorkerRef) -> Result<Option<Strin
     match r {
         WorkerRef::Snapshot(s) => Ok(s.clone()),
         WorkerRef::Local(sd) => materialize(step, sd).map(Some),
+        WorkerRef::Lazy(_) => Err(SolveError::Internal(format!("{}: a lazy input reached a blocking op", step.label))),
     }
 }
 
