@@ -61,6 +61,11 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+thread_local! {
+    /// Whether the registry being started logs every request.
+    static ACCESS_LOG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// A docker-registry on a loopback port, killed (and its files removed) on drop.
 pub struct TestRegistry {
     addr: SocketAddr,
@@ -80,6 +85,18 @@ impl TestRegistry {
             return None;
         };
         TestRegistry::start(Some(&storage), None)
+    }
+
+    /// Like [`TestRegistry::seeded`], with its access log on (see [`TestRegistry::log`]), to count requests.
+    pub fn seeded_logging() -> Option<TestRegistry> {
+        let Some(storage) = seeded_storage() else {
+            skip(&format!("no seeded base images in {}: run scripts/seed-images", test_cache().display()));
+            return None;
+        };
+        ACCESS_LOG.with(|a| a.set(true));
+        let r = TestRegistry::start(Some(&storage), None);
+        ACCESS_LOG.with(|a| a.set(false));
+        r
     }
 
     /// Like [`TestRegistry::seeded`], listening on the loopback of network namespace `netns` (for a daemon
@@ -111,9 +128,12 @@ impl TestRegistry {
             None => std::fs::create_dir_all(&data).expect("registry data dir"),
         }
         let port = free_port();
+        let access = ACCESS_LOG.with(|a| a.get());
         let yaml = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    \
+            "version: 0.1\nlog:\n  level: {}\n  accesslog:\n    disabled: {}\nstorage:\n  filesystem:\n    \
              rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: rbuild-test\n",
+            if access { "info" } else { "error" },
+            !access,
             data.display()
         );
         let cfg = dir.path().join("registry.yml");
