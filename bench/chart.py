@@ -10,8 +10,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-TOOLS = [("rbuild", "rbuild", "#d95f02"), ("docker", "BuildKit", "#1b9e77"), ("buildah", "buildah", "#7570b3"),
-         ("ref", "reference", "#999999")]
+TOOLS = [("rbuild", "rbuild", "#d95f02"), ("docker", "BuildKit", "#1b9e77"), ("buildkit", "buildctl", "#66a61e"),
+         ("buildah", "buildah", "#7570b3"), ("ref", "reference", "#999999")]
+
+
+def byte_scale(v):
+    for div, name in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if v >= div:
+            return div, name
+    return 1, "B"
 
 data = json.load(open(sys.argv[1]))
 metrics = data["metrics"]
@@ -19,6 +26,9 @@ cols = 3
 rows = math.ceil(len(metrics) / cols)
 fig, axes = plt.subplots(rows, cols, figsize=(cols * 4.4, rows * 3.2), squeeze=False)
 for ax, m in zip(axes.flat, metrics):
+    unit, div = m["unit"], 1
+    if unit == "B":  # bytes: in the decimal unit of the largest value
+        div, unit = byte_scale(max([v for s in m["series"].values() for v in s["values"]] or [0]))
     labels, meds, lo, hi, colors = [], [], [], [], []
     for key, label, color in TOOLS:
         s = m["series"].get(key)
@@ -26,7 +36,7 @@ for ax, m in zip(axes.flat, metrics):
             continue
         labels.append(label)
         colors.append(color)
-        vals = s["values"]
+        vals = [v / div for v in s["values"]]
         if vals:
             vals = sorted(vals)
             med = vals[len(vals) // 2] if len(vals) % 2 else (vals[len(vals) // 2 - 1] + vals[len(vals) // 2]) / 2
@@ -44,12 +54,12 @@ for ax, m in zip(axes.flat, metrics):
         if not s["values"]:
             ax.text(i, 0, "skipped" if s["skipped"] else "failed", ha="center", va="bottom", rotation=90, fontsize=8)
         else:
-            ax.text(i, meds[i], f"{meds[i]:.2f}" if m["unit"] == "s" else f"{meds[i]:.0f}", ha="center",
+            ax.text(i, meds[i], f"{meds[i]:.0f}" if m["unit"] == "MiB" else f"{meds[i]:.2f}", ha="center",
                     va="bottom", fontsize=7)
     ax.set_xticks(list(x))
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_title(f"{m['scenario']}: {m['name']}", fontsize=8)
-    ax.set_ylabel(m["unit"], fontsize=8)
+    ax.set_ylabel(unit, fontsize=8)
     ax.tick_params(axis="y", labelsize=7)
 for ax in list(axes.flat)[len(metrics):]:
     ax.axis("off")

@@ -13,7 +13,13 @@ from pathlib import Path
 
 from .util import Metric, log
 
-COLUMNS = [("rbuild", "rbuild"), ("docker", "BuildKit (docker)"), ("buildah", "buildah"), ("ref", "reference")]
+COLUMNS = [("rbuild", "rbuild"), ("docker", "BuildKit (docker)"), ("buildkit", "BuildKit (buildctl)"),
+           ("buildah", "buildah"), ("ref", "reference")]
+# Columns shown only when some metric measured them (older results keep their table).
+OPTIONAL = {"buildkit"}
+# Ratio columns: (peer, header).
+RATIOS = [("docker", "rbuild/BuildKit"), ("buildkit", "rbuild/BuildKit (buildctl)"), ("buildah", "rbuild/buildah"),
+          ("ref", "rbuild/ref")]
 
 
 def machine() -> dict:
@@ -31,7 +37,7 @@ def machine() -> dict:
     return {"nproc": os.cpu_count(), "ram_mib": mem, "kernel": platform.release(), "cpu": cpu}
 
 
-def versions(rbuild: Path) -> dict:
+def versions(rbuild: Path, buildkitd: str | None = None) -> dict:
     def first_line(argv):
         try:
             out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
@@ -43,12 +49,26 @@ def versions(rbuild: Path) -> dict:
     return {"rbuild": f"{first_line([str(rbuild), '--version'])} (commit {git[:72]})",
             "docker": first_line(["dockerd", "--version"]), "buildah": first_line(["buildah", "--version"]),
             "skopeo": first_line(["skopeo", "--version"]), "gzip": first_line(["gzip", "--version"]),
-            "zstd": first_line(["zstd", "--version"])}
+            "zstd": first_line(["zstd", "--version"]),
+            **({"buildkit": first_line([buildkitd, "--version"])} if buildkitd else {})}
 
 
-def fmt(v: float, unit: str) -> str:
+def byte_scale(v: float) -> tuple[float, str]:
+    """The decimal unit bytes near v read best in."""
+    for div, name in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if v >= div:
+            return div, name
+    return 1, "B"
+
+
+def fmt(v: float, unit: str, like: float | None = None) -> str:
+    """v in its unit; bytes in the unit that suits `like` (default v), so a range shares one unit."""
     if unit == "MiB":
         return f"{v:.0f} MiB"
+    if unit == "B":
+        div, name = byte_scale(v if like is None else like)
+        x = v / div
+        return f"{x:.0f} {name}" if div == 1 or x >= 100 else f"{x:.1f} {name}"
     return f"{v:.2f} s" if v < 100 else f"{v:.0f} s"
 
 
@@ -57,9 +77,10 @@ def cell(m: Metric, key: str, notes: list[str]) -> str:
     if s is None:
         return ""
     if s.values:
-        med = fmt(s.median(), m.unit)
+        like = max(s.values)
+        med = fmt(s.median(), m.unit, like)
         if len(s.values) > 1:
-            med += f" ({fmt(min(s.values), m.unit).split()[0]}–{fmt(max(s.values), m.unit)})"
+            med += f" ({fmt(min(s.values), m.unit, like).split()[0]}–{fmt(max(s.values), m.unit, like)})"
         if s.errors:
             med += f" [{len(s.errors)} failed]"
         return med
@@ -112,14 +133,15 @@ def markdown(metrics: list[Metric], meta: dict, notes_md: str = "") -> str:
     if meta.get("warning"):
         out += [f"**Note:** {meta['warning']}", ""]
     notes: list[str] = []
-    out += ["| Scenario | Metric | " + " | ".join(lbl for _, lbl in COLUMNS)
-            + " | rbuild/BuildKit | rbuild/buildah | rbuild/ref | Target | Met |",
-            "|---|---|" + "---|" * (len(COLUMNS) + 5)]
+    shown = {k for k, _ in COLUMNS if k not in OPTIONAL or any(k in m.series for m in metrics)}
+    cols = [(k, lbl) for k, lbl in COLUMNS if k in shown]
+    ratios = [(k, lbl) for k, lbl in RATIOS if k in shown]
+    out += ["| Scenario | Metric | " + " | ".join(lbl for _, lbl in cols + ratios) + " | Target | Met |",
+            "|---|---|" + "---|" * (len(cols) + len(ratios) + 2)]
     for m in metrics:
-        cells = [cell(m, k, notes) for k, _ in COLUMNS]
+        cells = [cell(m, k, notes) for k, _ in cols] + [ratio(m, k) for k, _ in ratios]
         tgt, met = target_text(m)
-        out.append(f"| {m.scenario} | {m.name.replace('|', '&#124;')} | " + " | ".join(cells)
-                   + f" | {ratio(m, 'docker')} | {ratio(m, 'buildah')} | {ratio(m, 'ref')} | {tgt} | {met} |")
+        out.append(f"| {m.scenario} | {m.name.replace('|', '&#124;')} | " + " | ".join(cells) + f" | {tgt} | {met} |")
     out += ["", "Cells: median (min–max) over the runs. Ratios compare medians; below 1 means rbuild is faster "
             "(or smaller)."]
     extra = [f"- {m.scenario} / {m.name}: {m.note}" for m in metrics if m.note]
@@ -181,7 +203,8 @@ def update_readme(readme: Path, md_path: Path, meta: dict) -> None:
     mc = meta["machine"]
     section = [README_HEADING, "",
                "`bench/` measures rbuild beside docker's embedded BuildKit and buildah on the same Dockerfiles "
-               "and generated contexts (issue 7's seven scenarios), interleaved run by run:", "",
+               "and generated contexts (issue 7's seven scenarios), interleaved run by run, and rbuild's daemon "
+               "beside buildkitd for a client in another network namespace (scenario 8, issue 12):", "",
                "```sh", "bench/setup          # as root: peers, compressors, matplotlib venv, release build, base images",
                "bench/run            # all scenarios, 5 runs each; --scenario 1,4 --runs 1 --size 0.1 for a quick look",
                "```", "",

@@ -1,9 +1,13 @@
-"""The seven scenarios of issue 7. Each prepares untimed (contexts, warm-up builds, cache resets), then
-measures its tools interleaved, run by run (rbuild, BuildKit, buildah, rbuild, ...)."""
+"""The seven scenarios of issue 7 and the remote one of issue 12. Each prepares untimed (contexts, warm-up
+builds, cache resets), then measures its tools interleaved, run by run (rbuild, BuildKit, buildah, rbuild, ...).
+A scenario measures only the tools its metrics name (`b.metric(..., tools=...)`)."""
 
 from __future__ import annotations
 
+import json
 import os
+import random
+import statistics
 import shutil
 import subprocess
 import time
@@ -11,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .tools import Buildah, Docker, Rbuild, Tool
-from .util import BenchError, Metric, Registry, log, max_rss_mb, rmtree, run, timed, timed_shell
+from . import gen
+from .netns import NetPair
+from .tools import BUILD_TIMEOUT, Buildah, Buildkit, Docker, Rbuild, Tool
+from .util import (BenchError, Daemon, Metric, Registry, in_netns, log, max_rss_mb, rmtree, run, timed,
+                   timed_shell)
 
 HERE = Path(__file__).resolve().parents[1]
 SCENARIOS = HERE / "scenarios"
@@ -49,15 +56,17 @@ class Bench:
     def metric(self, scenario: str, name: str, unit: str = "s", tools: list[str] | None = None) -> Metric:
         m = Metric(scenario, name, unit)
         for key in tools or ["rbuild", "docker", "buildah"]:
+            s = m.get(key)  # the tools this metric measures: each() and warm() run only these
             if key in self.skipped:
-                m.get(key).skipped = self.skipped[key]
+                s.skipped = self.skipped[key]
         return m
 
     def each(self, m: Metric, fn: Callable[[str, Tool | None, int], float | None], only: list[str] | None = None,
              extra: tuple[str, ...] = ()) -> None:
         """Runs fn for every available tool (and the pseudo-tools in `extra`, given None), interleaved run by
         run; a failure is recorded, never a zero."""
-        keys = [k for k in (list(self.tools) if only is None else only) if k in self.tools and not m.get(k).skipped] + list(extra)
+        keys = [k for k in (list(self.tools) if only is None else only)
+                if k in self.tools and k in m.series and not m.get(k).skipped] + list(extra)
         for i in range(self.runs):
             for key in keys:
                 s = m.get(key)
@@ -76,7 +85,7 @@ class Bench:
     def warm(self, m: Metric, df: Path, ctx: Path, tag: str, args: dict | None = None) -> None:
         """An untimed build per tool (pulls the base image, fills the cache); a failing tool is marked."""
         for key, tool in self.tools.items():
-            if m.get(key).skipped:
+            if key not in m.series or m.get(key).skipped:
                 continue
             try:
                 tool.build(df, ctx, tag, args or {})
@@ -288,7 +297,165 @@ def s7_memory(b: Bench) -> list[Metric]:
     return [cold, noop]
 
 
+NO_REMOTE = {
+    "docker": "no remote mode here: the bench's dockerd serves only a local unix socket; scenario 8 "
+              "compares with BuildKit's own daemon (buildkitd on TCP, buildctl) instead",
+    "buildah": "buildah has no daemon: it cannot build for a client on another machine",
+}
+REMOTE_TOOLS = ["rbuild", "buildkit", "docker", "buildah"]
+
+
+def s8_remote(b: Bench) -> list[Metric]:
+    """rbuild serve and buildkitd in one network namespace, their clients in another (veth between them);
+    a cold build, then no-op and one-file rebuilds of the 10,000-file context, interleaved run by run. Bytes:
+    what the client's veth sent during the build (TCP/IP headers included), the same measure for both."""
+    df, base = b.scenario("08-remote")
+    files, size = round(10000 * b.size), gb(0.2 * b.size)
+    s = "8 remote"
+    cold = b.metric(s, f"first build, cold ({files} files, {size})", tools=REMOTE_TOOLS)
+    noop = b.metric(s, "no-op rebuild", tools=REMOTE_TOOLS)
+    one = b.metric(s, "rebuild after one 4 kB file changed", tools=REMOTE_TOOLS)
+    cold_b = b.metric(s, "bytes sent, first build", "B", tools=REMOTE_TOOLS)
+    noop_b = b.metric(s, "bytes sent, no-op rebuild", "B", tools=REMOTE_TOOLS)
+    one_b = b.metric(s, "bytes sent, one 4 kB file changed", "B", tools=REMOTE_TOOLS)
+    metrics = [cold, noop, one, cold_b, noop_b, one_b]
+    for m in metrics:
+        for k, why in NO_REMOTE.items():
+            m.get(k).skipped = why
+    for m in (noop, one):
+        m.targets = [("buildkit", 0.3, "le")]
+    cold.note = ("daemons and clients in two network namespaces joined by a veth pair; daemons on plain TCP "
+                 "(rbuild serve --insecure-tcp, buildkitd --addr tcp://) inside those private namespaces, "
+                 "their docker.io mirror on the daemon namespace's loopback; both daemons run throughout "
+                 "(one idles while the other builds); one cold build per tool")
+    cold_b.note = "TX bytes of the client's veth during the build (`ip -s link`), IP/TCP headers included"
+    active = [k for k in ("rbuild", "buildkit") if k in b.tools and not noop.get(k).skipped]
+    if not active:
+        return metrics
+
+    def fail(key: str, err: str) -> None:
+        """The tool failed before its runs: every metric it has no value for says so (never a zero)."""
+        for m in metrics:
+            if not m.get(key).values and not m.get(key).skipped and err not in m.get(key).errors:
+                m.get(key).errors.append(err)
+        if key in active:
+            active.remove(key)
+
+    # One copy of the context per tool: each daemon keeps the previous state of its own client's directory,
+    # so one tool's changed file must not make the other tool's next no-op a real change.
+    ctxs = {k: b.contexts / f"08-remote.{k}" for k in active}
+    # The victim: the context's file nearest 4 kB, made exactly 4096 bytes (before the cold build).
+    victim_rel = min((base / "src").rglob("*.c"), key=lambda p: (abs(p.stat().st_size - 4096), str(p))).relative_to(base)
+    one.note = (f"the file: {victim_rel}, 4096 bytes of new text each run; `COPY . /app` runs again and both "
+                "tools compress its whole layer again to store the tagged image, which takes most of the time")
+
+    def four_kb(tag: str) -> bytes:
+        return gen.text_bytes(random.Random(tag), 4096)
+
+    net = NetPair()
+    servers: list[Daemon] = []
+    counters: dict[str, list[int]] = {"cold": [], "noop": [], "one": []}
+    reg = None
+    try:
+        for k, c in ctxs.items():
+            rmtree(c)
+            run(["cp", "-a", "--reflink=auto", str(base), str(c)], timeout=3600)
+            (c / victim_rel).write_bytes(four_kb(f"{k}-initial"))
+        net.up()
+        # The base images' mirror inside the daemons' namespace, the same one for both.
+        reg = Registry(b.work / "s8-mirror", 5000, seed=True, netns=net.daemon)
+        reg.start()
+        hosts = {"rbuild": f"tcp://{net.daemon_ip}:1234", "buildkit": f"tcp://{net.daemon_ip}:1235"}
+        rb, bk = b.tools.get("rbuild"), b.tools.get("buildkit")
+        client_env = {"XDG_STATE_HOME": str(b.work / "s8-client-state")}  # rbuild's client id
+        for key in list(active):
+            root = b.work / "s8" / f"{key}-root"
+            rmtree(root)
+            rmtree(root.parent / f"{key}-root.log")
+            try:
+                if key == "rbuild":
+                    servers.append(rb.serve(root, hosts["rbuild"], reg.host, netns=net.daemon))
+                else:
+                    bk.serve(root, hosts["buildkit"], reg.host, netns=net.daemon, client_netns=net.client)
+            except BenchError as e:
+                log(f"{s}: could not start the {key} daemon: {str(e)[:2000]}")
+                fail(key, f"the daemon did not start: {e}")
+
+        def rbuild_bytes() -> int:
+            p = run(in_netns(net.client, rb.remote_argv(hosts["rbuild"], "info")), env=client_env, timeout=60)
+            try:  # stderr (a no-TLS warning) is mixed in: the JSON object starts at the first brace
+                info, _ = json.JSONDecoder().raw_decode(p.stdout[p.stdout.index("{"):])
+                return int(info["context_bytes"])
+            except (ValueError, KeyError) as e:
+                raise BenchError(f"`rbuild info` printed no context_bytes: {p.stdout[:500]}") from e
+
+        def build(key: str, kind: str) -> tuple[float, int]:
+            """(seconds, client TX bytes) of one client build; rbuild's own counter goes to `counters`."""
+            if key == "rbuild":
+                argv = in_netns(net.client, rb.remote_argv(hosts["rbuild"], "build", "--progress", "plain",
+                                                           "-f", str(df), "-t", "bench/s8", str(ctxs[key])))
+                env = client_env
+                before = rbuild_bytes()
+            else:
+                argv, env = bk.build_argv(df, ctxs[key], "bench/s8", {}), {}
+            tx0 = net.client_tx_bytes()
+            secs = timed(argv, env=env, logfile=b.logfile, timeout=BUILD_TIMEOUT)
+            sent = net.client_tx_bytes() - tx0
+            if key == "rbuild":
+                counters[kind].append(rbuild_bytes() - before)
+            return secs, sent
+
+        for key in list(active):
+            try:
+                secs, sent = build(key, "cold")
+            except BenchError as e:
+                log(f"{s}: the first build with {key} FAILED: {str(e)[:2000]}")
+                fail(key, f"the first build failed: {e}")
+                continue
+            cold.get(key).values.append(secs)
+            cold_b.get(key).values.append(sent)
+            log(f"{s} / first build / {key}: {secs:.3f} s, {sent} bytes sent")
+
+        def each_run(key, t, i):
+            secs, sent = build(key, "noop")
+            noop_b.get(key).values.append(sent)
+            log(f"{s} / no-op / {key} run {i + 1}: {sent} bytes sent")
+            (ctxs[key] / victim_rel).write_bytes(four_kb(f"{key}-{i}"))
+            try:
+                secs1, sent1 = build(key, "one")
+            except BenchError as e:
+                log(f"{s} / one file / {key}: FAILED: {str(e)[:2000]}")
+                one.get(key).errors.append(str(e))
+            else:
+                one.get(key).values.append(secs1)
+                one_b.get(key).values.append(sent1)
+                log(f"{s} / one file / {key} run {i + 1}: {secs1:.3f} s, {sent1} bytes sent")
+            return secs
+
+        b.each(noop, each_run, only=list(active))
+    finally:
+        for d in servers:
+            d.stop()
+        if isinstance(b.tools.get("buildkit"), Buildkit):
+            b.tools["buildkit"].stop()  # back to its default (local) daemon, started when next needed
+        if reg is not None:
+            reg.stop()
+        net.down()
+        for c in ctxs.values():
+            rmtree(c)
+        rmtree(b.work / "s8")
+    if any(counters.values()):
+        noop_b.note = "rbuild's own counter (`rbuild info` context_bytes, payload only), median: " + ", ".join(
+            f"{kind} {statistics.median(v):.0f} B" for kind, v in counters.items() if v)
+    return metrics
+
+
 ALL: dict[str, Callable[[Bench], list[Metric]]] = {
     "1": s1_per_run, "2": s2_noop, "3": s3_incremental, "4": s4_parallel, "5": s5_export, "6": s6_push,
-    "7": s7_memory,
+    "7": s7_memory, "8": s8_remote,
 }
+
+
+def uses(scenario: str) -> list[str]:
+    """The tools a scenario measures (the others never run in it)."""
+    return REMOTE_TOOLS if scenario == "8" else ["rbuild", "docker", "buildah"]

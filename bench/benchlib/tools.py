@@ -1,4 +1,5 @@
-"""The builders under test: rbuild, docker's embedded BuildKit (a dockerd of our own) and buildah.
+"""The builders under test: rbuild, docker's embedded BuildKit (a dockerd of our own), buildah, and
+BuildKit v0.24 itself (a buildkitd of our own, driven with buildctl).
 
 Every tool pulls its base images from the same local registry, configured as its docker.io mirror, and
 keeps its state under the harness's work directory so a cold scenario can start it afresh.
@@ -12,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .util import BenchError, Registry, log, rmtree, run, tail, timed
+from .util import BenchError, Daemon, Registry, in_netns, log, rmtree, run, tail, timed
 
 BUILD_TIMEOUT = 3600
 
@@ -108,6 +109,24 @@ class Rbuild(Tool):
 
     def reset(self):
         rmtree(self.root)
+
+    def serve(self, root: Path, addr: str, registry_host: str, netns: str | None = None) -> Daemon:
+        """`rbuild serve --addr ADDR` on `root`, pulling docker.io from `registry_host` (plain HTTP); over
+        TCP without TLS (--insecure-tcp), for private network namespaces only."""
+        root.parent.mkdir(parents=True, exist_ok=True)
+        config = root.parent / f"{root.name}.toml"
+        config.write_text(f'[registry."docker.io"]\nmirrors = ["{registry_host}"]\n\n'
+                          f'[registry."{registry_host}"]\nhttp = true\n')
+        argv = [str(self.binary), "--root", str(root), "--config", str(config), "serve", "--addr", addr]
+        if addr.startswith("tcp://"):
+            argv.append("--insecure-tcp")
+        d = Daemon(f"rbuild serve {addr}", argv, root.parent / f"{root.name}.log", netns=netns, env=self.env())
+        d.start(lambda: "serving" in d.log_text())
+        return d
+
+    def remote_argv(self, host: str, *rest: str) -> list[str]:
+        """A client command against the daemon at `host` (no local root or config)."""
+        return [str(self.binary), "--host", host, *rest]
 
     def save_root(self, name: str) -> Path:
         """Keeps a copy of the state root (e.g. right after a warm-up build) to restore before each run."""
@@ -272,3 +291,100 @@ class Buildah(Tool):
         # buildah leaves its overlay mounts' home mounted; unmount so the work directory can be removed.
         run(["bash", "-c", f"grep -o ' {self.work}/[^ ]*' /proc/self/mounts | sort -r | xargs -r -n1 umount -l"],
             check=False)
+
+
+BUILDKIT_BIN = Path("/opt/buildkit-v0.24/bin")
+
+
+class Buildkit(Tool):
+    """BuildKit itself: a buildkitd of our own (OCI worker, overlayfs, own root, the mirror as docker.io),
+    driven with buildctl's dockerfile.v0 frontend. Images stay in buildkitd's store (--output type=image).
+
+    By default the daemon listens on a unix socket in the work directory and starts with the first build;
+    `serve` starts one elsewhere instead (e.g. on TCP in another network namespace)."""
+
+    key = "buildkit"
+    label = "BuildKit (buildctl)"
+
+    def __init__(self, bindir: Path, *a):
+        super().__init__(*a)
+        self.bindir = bindir
+        self.daemon: Daemon | None = None
+        self.addr = f"unix://{self.work}/buildkitd.sock"
+        self.client_netns: str | None = None
+
+    def binary(self, name: str) -> str:
+        p = self.bindir / name
+        return str(p) if os.access(p, os.X_OK) else (shutil.which(name) or str(p))
+
+    def missing(self):
+        for b in ("buildkitd", "buildctl"):
+            if not os.access(self.binary(b), os.X_OK):
+                return f"no {b} in {self.bindir} or on $PATH (BuildKit v0.24: /opt/buildkit-v0.24/bin, or --buildkit DIR)"
+        if not shutil.which("runc"):
+            return "runc is not installed (buildkitd's OCI worker runs steps with it)"
+        if os.geteuid() != 0:
+            return "buildkitd's OCI worker needs root here"
+        return None
+
+    def version(self) -> str:
+        p = run([self.binary("buildkitd"), "--version"], check=False)
+        return p.stdout.strip().splitlines()[0] if p.returncode == 0 and p.stdout.strip() else "not installed"
+
+    def buildctl(self, *rest: str) -> list[str]:
+        return in_netns(self.client_netns, [self.binary("buildctl"), "--addr", self.addr, *rest])
+
+    def serve(self, root: Path, addr: str, registry_host: str, netns: str | None = None,
+              client_netns: str | None = None) -> Daemon:
+        """buildkitd on `root` listening on `addr` (in `netns`), pulling docker.io from `registry_host`; later
+        buildctl commands run in `client_netns`. Without TLS on TCP: for private network namespaces only."""
+        self.stop()
+        root.mkdir(parents=True, exist_ok=True)
+        config = root.parent / f"{root.name}.toml"
+        # The shape of /opt/buildkit-v0.24/buildkitd.toml, with our root, address and mirror.
+        config.write_text(
+            f'root = "{root}"\ninsecure-entitlements = ["network.host"]\n\n[grpc]\n  address = ["{addr}"]\n\n'
+            '[worker.oci]\n  enabled = true\n  snapshotter = "overlayfs"\n\n[worker.containerd]\n  enabled = false\n\n'
+            f'[registry."docker.io"]\n  mirrors = ["{registry_host}"]\n\n'
+            f'[registry."{registry_host}"]\n  http = true\n  insecure = true\n')
+        argv = [self.binary("buildkitd"), "--config", str(config), "--root", str(root), "--addr", addr]
+        self.addr, self.client_netns = addr, client_netns
+        d = Daemon(f"buildkitd {addr}", argv, root.parent / f"{root.name}.log", netns=netns)
+        d.start(lambda: run(self.buildctl("debug", "workers"), check=False, timeout=30).returncode == 0)
+        self.daemon = d
+        return d
+
+    def ensure(self) -> None:
+        """The default daemon (unix socket in the work directory, the shared mirror), started once."""
+        if self.daemon is None:
+            self.serve(self.work / "root", f"unix://{self.work}/buildkitd.sock", self.mirror.host)
+
+    def stop(self):
+        if self.daemon is not None:
+            self.daemon.stop()
+            self.daemon = None
+        self.addr, self.client_netns = f"unix://{self.work}/buildkitd.sock", None
+
+    def build_argv(self, dockerfile, context, tag, args, output: str | None = None):
+        a = ["build", "--progress", "plain", "--frontend", "dockerfile.v0", "--local", f"context={context}",
+             "--local", f"dockerfile={dockerfile.parent}", "--opt", f"filename={dockerfile.name}"]
+        for k, v in args.items():
+            a += ["--opt", f"build-arg:{k}={v}"]
+        a += ["--output", output or f"type=image,name={tag}"]
+        return self.buildctl(*a)
+
+    def build(self, dockerfile, context, tag, args=None):
+        self.ensure()
+        return super().build(dockerfile, context, tag, args)
+
+    def export_oci(self, dockerfile, context, tag, dest, compression):
+        self.ensure()
+        out = f"type=oci,dest={dest},compression={compression},force-compression=true"
+        return timed(self.build_argv(dockerfile, context, tag, {}, out), logfile=self.logfile, timeout=BUILD_TIMEOUT)
+
+    def push(self, tag, ref):
+        raise BenchError("buildctl pushes only as the output of a build (--output type=image,push=true)")
+
+    def reset(self):
+        self.stop()
+        rmtree(self.work / "root")

@@ -75,19 +75,79 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def in_netns(netns: str | None, argv: list[str]) -> list[str]:
+    """argv run inside a network namespace (`ip netns exec`), or as is."""
+    return ["ip", "netns", "exec", netns, *argv] if netns else argv
+
+
+def _connects(port: int, netns: str | None) -> bool:
+    if netns:  # this process stays in its own namespace: probe from inside the other one
+        probe = f"exec 3<>/dev/tcp/127.0.0.1/{port}"
+        return subprocess.run(in_netns(netns, ["bash", "-c", probe]), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL).returncode == 0
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_port(port: int, what: str, timeout: float = 30, proc: subprocess.Popen | None = None,
-              logfile: Path | None = None) -> None:
+              logfile: Path | None = None, netns: str | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             break
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
+        if _connects(port, netns):
+            return
+        time.sleep(0.1)
     detail = tail(logfile.read_text(errors="replace")) if logfile and logfile.exists() else ""
-    raise BenchError(f"{what} did not listen on 127.0.0.1:{port}\n{detail}")
+    where = f" in network namespace {netns}" if netns else ""
+    raise BenchError(f"{what} did not listen on 127.0.0.1:{port}{where}\n{detail}")
+
+
+class Daemon:
+    """A background server (optionally in a network namespace), its output in a log file; `ready()` says
+    when it serves."""
+
+    def __init__(self, what: str, argv: list[str], logf: Path, netns: str | None = None,
+                 env: dict | None = None):
+        self.what, self.argv, self.logf, self.netns, self.env = what, argv, logf, netns, env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, ready, timeout: float = 60) -> None:
+        full_env = dict(os.environ)
+        full_env.update(self.env or {})
+        self.logf.parent.mkdir(parents=True, exist_ok=True)
+        # `ip netns exec` execs the command, so the pid is the server's own.
+        self.proc = subprocess.Popen(in_netns(self.netns, self.argv), stdin=subprocess.DEVNULL,
+                                     stdout=open(self.logf, "w"), stderr=subprocess.STDOUT, env=full_env,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            if ready():
+                log(f"{self.what} up" + (f" (network namespace {self.netns})" if self.netns else ""))
+                return
+            time.sleep(0.2)
+        code = self.proc.poll()
+        self.stop()
+        state = f"exited with {code}" if code is not None else f"did not serve within {timeout:.0f}s"
+        raise BenchError(f"{self.what} {state}:\n{tail(self.logf.read_text(errors='replace'))}")
+
+    def log_text(self) -> str:
+        return self.logf.read_text(errors="replace") if self.logf.exists() else ""
+
+    def stop(self) -> None:
+        p, self.proc = self.proc, None
+        if p is not None and p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def rmtree(path: Path) -> None:
@@ -108,10 +168,11 @@ def rmtree(path: Path) -> None:
 
 
 class Registry:
-    """A docker-registry on a fixed loopback port, over a copy of the seeded storage or empty storage."""
+    """A docker-registry on a fixed loopback port, over a copy of the seeded storage or empty storage; with
+    `netns`, on that network namespace's loopback."""
 
-    def __init__(self, workdir: Path, port: int, seed: bool):
-        self.workdir, self.port, self.seed = workdir, port, seed
+    def __init__(self, workdir: Path, port: int, seed: bool, netns: str | None = None):
+        self.workdir, self.port, self.seed, self.netns = workdir, port, seed, netns
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -139,9 +200,9 @@ class Registry:
         if not binary:
             raise BenchError("docker-registry is not installed: run bench/setup")
         logf = self.workdir / "registry.log"
-        self.proc = subprocess.Popen([binary, "serve", str(cfg)], stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(in_netns(self.netns, [binary, "serve", str(cfg)]), stdin=subprocess.DEVNULL,
                                      stdout=open(logf, "w"), stderr=subprocess.STDOUT)
-        wait_port(self.port, "docker-registry", proc=self.proc, logfile=logf)
+        wait_port(self.port, "docker-registry", proc=self.proc, logfile=logf, netns=self.netns)
 
     def stop(self) -> None:
         if self.proc is not None:
