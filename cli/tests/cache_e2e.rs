@@ -288,3 +288,22 @@ fn ignore_error_decides_whether_a_failed_export_fails_the_build_and_a_missing_im
         text(&imported.0)
     );
 }
+
+#[test]
+fn an_image_pushed_with_an_inline_cache_is_a_cache_source() {
+    let Some(mut env) = Env::new(false) else { return };
+    let image = format!("127.0.0.1:{}/team/app:inline", env.reg.port());
+    let a = env.build_on_fresh_runner(&["--cache-to", "type=inline", "-o", &format!("type=registry,name={image}")]);
+    ok(&a);
+    assert!(text(&a.0).contains("exporting cache to the image (inline)"), "{}", text(&a.0));
+    let b = env.build_on_fresh_runner(&["--cache-from", &image, "-t", "app"]);
+    ok(&b);
+    assert!(b.1.is_empty(), "{:?}\n{}", b.1, text(&b.0));
+    // Without an inline cache, an image is not a cache source: a warning, and the build runs.
+    let plain = format!("127.0.0.1:{}/team/app:plain", env.reg.port());
+    ok(&env.build_on_fresh_runner(&["-o", &format!("type=registry,name={plain}")]));
+    let c = env.build_on_fresh_runner(&["--cache-from", &plain, "-t", "app"]);
+    ok(&c);
+    assert!(text(&c.0).contains("without an inline cache"), "{}", text(&c.0));
+    assert!(!c.1.is_empty());
+}

@@ -48,6 +48,10 @@ pub(crate) async fn run(
         req.source_date_epoch,
         req.tags.clone(),
         events.clone(),
+        req.cache_to
+            .iter()
+            .any(|c| matches!(c, cache::CacheTo::Inline { .. }))
+            .then(|| crate::export::Inline { steps: solved.steps.clone(), imports: imports.clone() }),
     );
     for spec in &req.outputs {
         if cancel.is_cancelled() {
@@ -60,6 +64,18 @@ pub(crate) async fn run(
     for to in &req.cache_to {
         if cancel.is_cancelled() {
             return Err(BuildError::Cancelled);
+        }
+        if let cache::CacheTo::Inline { .. } = to {
+            let e = match cx.inlined() {
+                Some((results, layers)) => {
+                    CacheEvent::Exported { to: to.describe(), results, layers, new: 0, bytes: 0 }
+                }
+                None => {
+                    CacheEvent::ExportFailed { to: to.describe(), error: "no image was exported to hold it".into() }
+                }
+            };
+            let _ = events.send(Event::Cache(e));
+            continue;
         }
         let _ = events.send(Event::Cache(CacheEvent::Exporting { to: to.describe() }));
         let epoch = req.source_date_epoch;

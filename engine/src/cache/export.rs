@@ -61,7 +61,7 @@ pub async fn export(
         CacheTo::Registry { reference, .. } => Some(
             Reference::parse(reference).map_err(|e| ExportError::Other(format!("--cache-to ref={reference}: {e}")))?,
         ),
-        CacheTo::Local { .. } => None,
+        CacheTo::Local { .. } | CacheTo::Inline { .. } => None,
     };
     for (i, layers) in &written.foreign {
         imports[*i]
@@ -83,6 +83,9 @@ pub async fn export(
                 .map_err(ExportError::registry(format!("exporting cache to {reference}")))?;
             let bytes = report.uploaded.iter().map(|d| sizes.get(d.as_ref()).copied().unwrap_or(0)).sum();
             Ok(ExportReport { results, layers, new: report.uploaded.len(), bytes })
+        }
+        CacheTo::Inline { .. } => {
+            Err(ExportError::Other("an inline cache is written into the image's config, not exported".into()))
         }
         CacheTo::Local { dest, tag, .. } => {
             let (e, dest, tag) = (engine.clone(), dest.clone(), tag.clone());
@@ -130,16 +133,26 @@ fn chain_names(engine: &Engine, top: Option<&str>) -> Result<HashSet<String>, Ex
     Ok(out)
 }
 
-/// Builds the record and writes config, manifest (and index) into the content store. Blocking.
-fn write(
+/// What a record is made of, beside the steps.
+pub(crate) struct RecordOptions {
+    pub(crate) mode: Mode,
+    pub(crate) compression: snapshotter::diff::Compression,
+    pub(crate) oci_mediatypes: bool,
+    pub(crate) epoch: Option<i64>,
+}
+
+/// The record of `steps`: entries of the steps linked in the local cache (their layers written as `opts`
+/// asks) and of those an imported cache answered without unpacking (their layers as the import has them,
+/// listed in the second value by import). Blocking.
+#[allow(clippy::type_complexity)]
+pub(crate) fn build_record(
     engine: &Engine,
     steps: &[StepRecord],
     root: Option<&str>,
-    to: &CacheTo,
+    opts: &RecordOptions,
     imports: &[Arc<ImportedCache>],
-    epoch: Option<i64>,
-) -> Result<Written, ExportError> {
-    let opts = to.options();
+) -> Result<(CacheRecord, Vec<(usize, Vec<LayerEntry>)>), ExportError> {
+    let epoch = opts.epoch;
     let in_result = chain_names(engine, root)?;
     let meta = &engine.store.meta;
     let mut record = CacheRecord { version: VERSION, ..Default::default() };
@@ -202,6 +215,37 @@ fn write(
         }
         record.results.insert(key, outputs);
     }
+    Ok((record, foreign))
+}
+
+/// The record for an image's config (`--cache-to type=inline`): mode=min, its layers the image's own.
+pub(crate) fn inline_record(
+    engine: &Engine,
+    steps: &[StepRecord],
+    root: Option<&str>,
+    imports: &[Arc<ImportedCache>],
+    compression: snapshotter::diff::Compression,
+    oci_mediatypes: bool,
+    epoch: Option<i64>,
+) -> Result<serde_json::Value, ExportError> {
+    let opts = RecordOptions { mode: Mode::Min, compression, oci_mediatypes, epoch };
+    let (record, _) = build_record(engine, steps, root, &opts, imports)?;
+    serde_json::to_value(&record).map_err(|e| ExportError::Other(e.to_string()))
+}
+
+/// Builds the record and writes config, manifest (and index) into the content store. Blocking.
+fn write(
+    engine: &Engine,
+    steps: &[StepRecord],
+    root: Option<&str>,
+    to: &CacheTo,
+    imports: &[Arc<ImportedCache>],
+    epoch: Option<i64>,
+) -> Result<Written, ExportError> {
+    let opts = to.options();
+    let ropts =
+        RecordOptions { mode: opts.mode, compression: opts.compression, oci_mediatypes: opts.oci_mediatypes, epoch };
+    let (record, foreign) = build_record(engine, steps, root, &ropts, imports)?;
     let config = serde_json::to_vec(&record).map_err(|e| ExportError::Other(e.to_string()))?;
     let config_digest = engine
         .images

@@ -137,14 +137,27 @@ pub async fn import(engine: &Arc<Engine>, from: &CacheFrom, events: EventSink) -
                 }
             };
             let config = manifest.config().clone();
-            check_config_type(&config, reference)?;
+            let image_config = [media::OCI_CONFIG, media::DOCKER_CONFIG].contains(&config.media_type().as_ref());
+            if !image_config {
+                check_config_type(&config, reference)?;
+            }
             let pinned = r.digest_only(top.digest.clone());
             client
                 .fetch_missing(&pinned, std::slice::from_ref(&config), &engine.images, None)
                 .await
                 .map_err(|e| e.to_string())?;
             let bytes = engine.images.read_blob(config.digest()).map_err(|e| e.to_string())?;
-            (CacheRecord::parse(&bytes)?, Source::Registry(pinned))
+            let record = if image_config {
+                // An image pushed with `--cache-to type=inline`: the record is in its config.
+                let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| format!("{reference}: {e}"))?;
+                let inline = v.get(super::INLINE_KEY).ok_or_else(|| {
+                    format!("{reference} is an image without an inline cache (build it with --cache-to type=inline)")
+                })?;
+                CacheRecord::parse(inline.to_string().as_bytes())?
+            } else {
+                CacheRecord::parse(&bytes)?
+            };
+            (record, Source::Registry(pinned))
         }
         CacheFrom::Local { src, tag } => {
             let (src2, tag) = (src.clone(), tag.clone());

@@ -6,9 +6,15 @@
 //! machine hits on another. The record ([`record`]) maps keys to layer chains; its layers are ordinary layer
 //! blobs. An import reads the manifest and the record only; a hit fetches and unpacks the chain's blobs then,
 //! verified against their digests (a blob that is gone or corrupted is a miss, and the step runs).
+//! `type=inline` puts the record (mode=min) in the exported image's config under [`INLINE_KEY`]; that image
+//! then works as a `--cache-from`.
+
+/// The image config field that holds an inline cache record.
+pub const INLINE_KEY: &str = "rbuild.cache.v1";
 
 mod export;
 mod import;
+pub(crate) use export::inline_record;
 mod layout;
 pub mod record;
 
@@ -70,12 +76,16 @@ pub enum CacheTo {
         tag: String,
         opts: ExportOptions,
     },
+    /// The record in the exported image's config (mode=min), read back by `--cache-from IMAGE`.
+    Inline {
+        opts: ExportOptions,
+    },
 }
 
 impl CacheTo {
     pub fn options(&self) -> &ExportOptions {
         match self {
-            CacheTo::Registry { opts, .. } | CacheTo::Local { opts, .. } => opts,
+            CacheTo::Registry { opts, .. } | CacheTo::Local { opts, .. } | CacheTo::Inline { opts } => opts,
         }
     }
 
@@ -84,6 +94,7 @@ impl CacheTo {
         match self {
             CacheTo::Registry { reference, .. } => reference.clone(),
             CacheTo::Local { dest, tag, .. } => format!("{}:{tag}", dest.display()),
+            CacheTo::Inline { .. } => "the image (inline)".into(),
         }
     }
 }
@@ -168,18 +179,15 @@ pub fn parse_cache_to(s: &str) -> Result<CacheTo, CacheSpecError> {
     }
     match ty.as_deref().unwrap_or("registry") {
         "registry" => {
-            let reference = reference.ok_or_else(|| {
-                CacheSpecError(format!("{flag} type=registry needs ref=REGISTRY/REPOSITORY:TAG"))
-            })?;
+            let reference = reference
+                .ok_or_else(|| CacheSpecError(format!("{flag} type=registry needs ref=REGISTRY/REPOSITORY:TAG")))?;
             Ok(CacheTo::Registry { reference, opts })
         }
         "local" => {
             let dest = dest.ok_or_else(|| CacheSpecError(format!("{flag} type=local needs dest=DIR")))?;
             Ok(CacheTo::Local { dest, tag: tag.unwrap_or_else(|| "latest".into()), opts })
         }
-        "inline" => Err(CacheSpecError(format!(
-            "{flag} type=inline is not supported yet: use type=registry,ref=REG/REPO:cache (it works as --cache-from too)"
-        ))),
+        "inline" => Ok(CacheTo::Inline { opts: ExportOptions { mode: Mode::Min, ..opts } }),
         other => Err(CacheSpecError(format!(
             "unsupported {flag} type={other}: use type=registry,ref=... or type=local,dest=DIR"
         ))),

@@ -76,6 +76,12 @@ pub fn exporter(spec: &OutputSpec) -> Box<dyn Exporter> {
     }
 }
 
+/// What an inline cache record is made of.
+pub(crate) struct Inline {
+    pub(crate) steps: Vec<solver::StepRecord>,
+    pub(crate) imports: Vec<Arc<crate::cache::ImportedCache>>,
+}
+
 /// What every exporter of one build shares: the result, the image config, the names, the engine.
 pub struct ExportContext {
     pub(crate) engine: Arc<Engine>,
@@ -94,6 +100,10 @@ pub struct ExportContext {
     pub(crate) events: EventSink,
     assembled: Mutex<Vec<((Compression, bool), Assembled)>>,
     first: Mutex<Option<Assembled>>,
+    /// `--cache-to type=inline`: the build's steps and imports, for the record put in the image's config.
+    inline: Option<Inline>,
+    /// (results, layers) of the inline record written into an image, if one was.
+    inlined: Mutex<Option<(usize, usize)>>,
     names: Mutex<Vec<String>>,
 }
 
@@ -108,6 +118,7 @@ impl ExportContext {
         source_date_epoch: Option<i64>,
         tags: Vec<String>,
         events: EventSink,
+        inline: Option<Inline>,
     ) -> ExportContext {
         ExportContext {
             engine,
@@ -121,6 +132,8 @@ impl ExportContext {
             events,
             assembled: Mutex::new(Vec::new()),
             first: Mutex::new(None),
+            inline,
+            inlined: Mutex::new(None),
             names: Mutex::new(Vec::new()),
         }
     }
@@ -201,7 +214,7 @@ impl ExportContext {
             return Ok(a.clone());
         }
         let e = self.engine.clone();
-        let config = self.config.clone();
+        let config = self.config_for(compression, oci).await?;
         if let Some(chain) = self.lazy_chain(compression) {
             let opts = AssembleOptions {
                 compression,
@@ -240,6 +253,30 @@ impl ExportContext {
         lock(&self.assembled).push(((compression, oci), img.clone()));
         lock(&self.first).get_or_insert_with(|| img.clone());
         Ok(img)
+    }
+
+    /// (results, layers) of the inline cache record put in an image's config, if one was.
+    pub(crate) fn inlined(&self) -> Option<(usize, usize)> {
+        *lock(&self.inlined)
+    }
+
+    /// The image config, with the inline cache record when `--cache-to type=inline` asks for one.
+    async fn config_for(&self, compression: Compression, oci: bool) -> Result<Image, ExportError> {
+        let mut config = self.config.clone();
+        let Some(inline) = &self.inline else { return Ok(config) };
+        let (e, steps, imports) = (self.engine.clone(), inline.steps.clone(), inline.imports.clone());
+        let (root, epoch) = (self.root.clone(), self.source_date_epoch);
+        let record = blocking(move || {
+            crate::cache::inline_record(&e, &steps, root.as_deref(), &imports, compression, oci, epoch)
+        })
+        .await?;
+        let counts = (
+            record["results"].as_object().map(|r| r.len()).unwrap_or(0),
+            record["layers"].as_array().map(|l| l.len()).unwrap_or(0),
+        );
+        lock(&self.inlined).get_or_insert(counts);
+        config.extra.insert(crate::cache::INLINE_KEY.to_string(), record);
+        Ok(config)
     }
 
     /// The first image assembled, if any.
