@@ -178,3 +178,45 @@ fn save_loads_in_docker_skopeo_umoci_and_back() {
         assert_eq!(back["Digest"], digest.as_str(), "{}", file.display());
     }
 }
+
+/// `rbuild build -t` keeps the layers it built uncompressed in the local store (nothing to recompress on a
+/// rebuild); `rbuild push` compresses them (gzip) into exactly the image `build --push` gives, with the
+/// same image ID, and a second push compresses and uploads nothing.
+#[test]
+fn built_layers_stay_uncompressed_until_push() {
+    let Some(reg) = TestRegistry::seeded() else { return };
+    let rb = Rbuild::new(&reg);
+    let ctx = reg.scratch().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY data /data\nRUN echo built > /built\n").unwrap();
+    let data: String = (0..300_000).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(ctx.join("data"), data).unwrap();
+    let (local, pushed) = (format!("{}/app/local:v1", reg.host()), format!("{}/app/pushed:v1", reg.host()));
+    rb.ok(&["build", "-q", "-t", &local, ctx.to_str().unwrap()]);
+    let inspected = json(&rb.ok(&["inspect", &local]));
+    let types: Vec<&str> =
+        inspected["LayersData"].as_array().unwrap().iter().map(|l| l["MIMEType"].as_str().unwrap()).collect();
+    assert_eq!(types.len(), 3, "{inspected}");
+    assert!(types[0].ends_with("+gzip"), "the base layer stays as pulled: {types:?}");
+    assert!(types[1..].iter().all(|t| *t == "application/vnd.oci.image.layer.v1.tar"), "{types:?}");
+
+    let first = rb.ok(&["push", &local]);
+    assert_eq!(push_counts(&first), (3, 1, 0), "two built layers and the config uploaded, busybox mounted:\n{first}");
+    let second = rb.ok(&["push", &local]);
+    assert_eq!(push_counts(&second), (0, 0, 4), "{second}");
+    // The same build pushed by the build itself: the same manifest, bit for bit.
+    rb.ok(&["build", "-q", "--push", "-t", &pushed, ctx.to_str().unwrap()]);
+    let manifest = |r: &str| tool("skopeo", &["inspect", "--raw", "--tls-verify=false", &format!("docker://{r}")]);
+    let (a, b) = (manifest(&local), manifest(&pushed));
+    assert_eq!(a, b);
+    let m = json(&a);
+    assert_eq!(m["config"]["digest"], inspected["Id"], "the image ID does not change");
+    let layers = m["layers"].as_array().unwrap();
+    assert!(layers.iter().all(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"), "{m}");
+    // skopeo copies it, decompressing each layer against its diffID.
+    let out = reg.scratch().join("copied");
+    tool(
+        "skopeo",
+        &["copy", "--src-tls-verify=false", &format!("docker://{local}"), &format!("oci:{}:x", out.display())],
+    );
+}

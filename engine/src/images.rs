@@ -34,7 +34,7 @@ pub struct ImageSummary {
     pub id: String,
     /// RFC 3339.
     pub created: Option<String>,
-    /// Layers and config, compressed.
+    /// Layers and config as stored (layers rbuild built are kept uncompressed).
     pub size: u64,
 }
 
@@ -210,10 +210,18 @@ pub struct PushSummary {
     pub existed: usize,
 }
 
-/// Pushes `reference`; per-blob progress goes to the client's callback.
+/// Pushes `reference`; per-blob progress goes to the client's callback. Layers the store keeps
+/// uncompressed (the images rbuild built) are pushed gzip-compressed, as `docker push` does; each is
+/// compressed once, and the image ID stays the same.
 pub async fn push(client: &Client, store: &ImageStore, reference: &str) -> Result<PushSummary, ImageError> {
     let r = Reference::parse(reference)?;
-    let desc = store.get(reference)?;
+    let stored = store.get(reference)?;
+    let s = store.clone();
+    let desc = tokio::task::spawn_blocking(move || {
+        registry::compress::distributable(&s, &stored, snapshotter::diff::Compression::Gzip)
+    })
+    .await
+    .map_err(|e| ImageError::Other(format!("compressing the layers of {reference} failed: {e}")))??;
     let report = client.push(store, &desc, &r).await?;
     Ok(PushSummary {
         repository: r.name(),

@@ -238,7 +238,7 @@ fn sorted_json(image: &Image) -> Result<Vec<u8>, RegistryError> {
 }
 
 /// `json.MarshalIndent(v, "", "   ")`, as BuildKit writes manifests.
-fn indented(v: &Value) -> Vec<u8> {
+pub(crate) fn indented(v: &Value) -> Vec<u8> {
     let mut out = Vec::new();
     let mut ser =
         serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::with_indent(b"   "));
@@ -246,7 +246,7 @@ fn indented(v: &Value) -> Vec<u8> {
     out
 }
 
-fn descriptor_json(media_type: &str, digest: &Digest, size: u64) -> Value {
+pub(crate) fn descriptor_json(media_type: &str, digest: &Digest, size: u64) -> Value {
     json!({ "mediaType": media_type, "digest": digest.to_string(), "size": size })
 }
 

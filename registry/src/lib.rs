@@ -8,6 +8,7 @@
 //! - [`client`]: resolve, pull and push with retries, cross-repository mounts and progress events.
 //! - [`store`]: image names in the metadata database over the content store.
 //! - [`assemble`]: the build's image exporter: snapshot chain + config -> layers, config, manifest.
+//! - [`compress`]: distributable images: the store's uncompressed layers compressed for a push or export.
 //! - [`unpack`]: image sources for the build: layers unpacked once into chainID-named snapshots.
 //! - [`export`]: OCI layout (dir/tar) and docker-archive writers, and the archive loader.
 //!
@@ -16,6 +17,7 @@
 pub mod assemble;
 pub mod auth;
 pub mod client;
+pub mod compress;
 pub mod config;
 pub mod error;
 pub mod export;

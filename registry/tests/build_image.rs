@@ -257,3 +257,56 @@ fn seeded_debian_through_the_docker_io_mirror() {
         testkit::skip("umoci check: umoci is not installed (scripts/install-test-deps)");
     }
 }
+
+/// The local store keeps built layers uncompressed; `distributable` compresses them for a push, once per
+/// layer, into exactly the image that assembling with compressed layers gives (manifest digest included),
+/// and the config (the image ID) does not change. A corrupted uncompressed blob is refused, not pushed.
+#[test]
+fn uncompressed_image_converts_to_the_gzip_image_bit_for_bit() {
+    use registry::compress::distributable;
+    let dir = tempfile::tempdir().unwrap();
+    let (s, images) = open(&dir.path().join("root"));
+    commit_files(&s, "base", None, &[("hello", "hi\n")]);
+    let big: String = (0..200_000).map(|i| format!("{i}\n")).collect();
+    commit_files(&s, "top", Some("base"), &[("app/data", &big)]);
+    let mut img = base_config();
+    img.push_history("COPY . /app", None, false);
+    for oci in [true, false] {
+        let plain = AssembleOptions { compression: Compression::None, oci, ..AssembleOptions::default() };
+        let gzip = AssembleOptions { compression: Compression::Gzip, oci, ..AssembleOptions::default() };
+        let u = assemble_image(&images, &*s.snapshotter, &s.meta, Some("top"), &img, &plain).unwrap();
+        let want =
+            if oci { "application/vnd.oci.image.layer.v1.tar" } else { "application/vnd.docker.image.rootfs.diff.tar" };
+        assert!(u.layers.iter().all(|l| l.media_type().as_ref() == want), "{:?}", u.layers);
+        let g = assemble_image(&images, &*s.snapshotter, &s.meta, Some("top"), &img, &gzip).unwrap();
+        let converted = distributable(&images, &u.manifest, Compression::Gzip).unwrap();
+        assert_eq!(converted, g.manifest, "oci={oci}");
+        assert_eq!(u.config, g.config, "the image ID must not change");
+        // Again: nothing left to compress, the same answer; gzip stays gzip.
+        assert_eq!(distributable(&images, &u.manifest, Compression::Gzip).unwrap(), g.manifest);
+        assert_eq!(distributable(&images, &g.manifest, Compression::Gzip).unwrap(), g.manifest);
+        assert_eq!(distributable(&images, &u.manifest, Compression::None).unwrap(), u.manifest);
+    }
+
+    // zstd: an OCI zstd layer whose diffID is the uncompressed blob.
+    let plain = AssembleOptions { compression: Compression::None, ..AssembleOptions::default() };
+    let u = assemble_image(&images, &*s.snapshotter, &s.meta, Some("top"), &img, &plain).unwrap();
+    let z = distributable(&images, &u.manifest, Compression::Zstd).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&images.read_blob(z.digest()).unwrap()).unwrap();
+    let layers = m["layers"].as_array().unwrap();
+    assert!(layers.iter().all(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"), "{m}");
+    let blob = images.read_blob(&layers[1]["digest"].as_str().unwrap().parse().unwrap()).unwrap();
+    let tar = zstd::decode_all(&blob[..]).unwrap();
+    assert_eq!(snapshotter::digest::of_bytes(&tar), *u.layers[1].digest());
+
+    // A damaged uncompressed blob (same size, other bytes) is refused with the blob's name.
+    commit_files(&s, "other", Some("base"), &[("app/other", &big[..100_000])]);
+    let d = assemble_image(&images, &*s.snapshotter, &s.meta, Some("other"), &img, &plain).unwrap();
+    let victim = d.layers[1].digest().clone();
+    let path = s.content.blob_path(&victim).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[600] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let err = distributable(&images, &d.manifest, Compression::Gzip).unwrap_err().to_string();
+    assert!(err.contains(&victim.to_string()) && err.contains("damaged"), "{err}");
+}

@@ -53,7 +53,7 @@ pub fn exporter(spec: &OutputSpec) -> Box<dyn Exporter> {
     let oci = spec.oci();
     match &spec.kind {
         OutputKind::Image { names, push } => {
-            Box::new(ImageExporter { names: names.clone(), push: *push, compression, oci })
+            Box::new(ImageExporter { names: names.clone(), push: *push, compression: spec.compression, oci })
         }
         OutputKind::Oci { dest, tar, names } => Box::new(ArchiveExporter {
             dest: Some(dest.clone()),
@@ -67,7 +67,12 @@ pub fn exporter(spec: &OutputSpec) -> Box<dyn Exporter> {
             dest: dest.clone(),
             dir: false,
             names: names.clone(),
-            compression,
+            // `docker load` stores layers uncompressed: compressing them for it is wasted work.
+            compression: match (spec.compression, dest) {
+                (Some(c), _) => c,
+                (None, None) => Compression::None,
+                (None, Some(_)) => Compression::Gzip,
+            },
             oci,
             docker: true,
         }),
@@ -177,6 +182,13 @@ impl ExportContext {
                 })
             })
             .collect()
+    }
+
+    /// The compression of a lazy result's layers, when one compression serves them all as they are.
+    fn lazy_compression(&self) -> Option<Compression> {
+        let first = self.lazy.as_ref()?.layers.first()?;
+        let c = compression_of(&first.media_type)?;
+        self.lazy_chain(c).map(|_| c)
     }
 
     /// Makes the blobs of a lazy result's image available for `purpose`: a push to the registry that holds
@@ -327,8 +339,21 @@ async fn blocking<T: Send + 'static>(
 struct ImageExporter {
     names: Vec<String>,
     push: bool,
-    compression: Compression,
+    /// As asked; by default gzip for a push or an inline cache (whose record names the pushed layers),
+    /// else none: the local store keeps layers uncompressed and `rbuild push` compresses them once.
+    compression: Option<Compression>,
     oci: bool,
+}
+
+impl ImageExporter {
+    fn compression(&self, cx: &ExportContext) -> Compression {
+        match self.compression {
+            Some(c) => c,
+            None if self.push || cx.inline.is_some() => Compression::Gzip,
+            // A cached result's layers as they came, rather than unpacking and diffing them again.
+            None => cx.lazy_compression().unwrap_or(Compression::None),
+        }
+    }
 }
 
 impl Exporter for ImageExporter {
@@ -338,7 +363,7 @@ impl Exporter for ImageExporter {
 
     fn export<'a>(&'a self, cx: &'a ExportContext) -> BoxFuture<'a, Result<(), ExportError>> {
         Box::pin(async move {
-            let img = cx.image(self.compression, self.oci).await?;
+            let img = cx.image(self.compression(cx), self.oci).await?;
             let names: Vec<String> = if self.names.is_empty() { cx.tags.clone() } else { self.names.clone() };
             for n in &names {
                 let r = parse_name(n)?;

@@ -14,7 +14,7 @@ pub use changes::Change;
 pub use pgzip::ParallelGzip;
 pub use tarwriter::TarWriter;
 
-use crate::content::{ContentError, ContentWriter, InfoProvider, Ingester};
+use crate::content::{ContentError, ContentWriter, InfoProvider, Ingester, Provider};
 use crate::digest::DigestWriter;
 use crate::meta::{MetaDb, MetaError, LAYERS};
 use crate::snapshot::{DiffSource, Kind, SnapshotError, Snapshotter};
@@ -195,6 +195,62 @@ impl<S: Snapshotter + ?Sized, C: Ingester + InfoProvider> Differ<'_, S, C> {
         self.meta.put(LAYERS, &memo, &layer)?;
         Ok(layer)
     }
+}
+
+/// The blob `blob` (an uncompressed layer tar in the content store, `size` bytes) compressed with
+/// `compression`: written once and remembered per (blob, compression), so the local image store can keep
+/// layers uncompressed and a push or export compresses each one at most once. The diffID of the result
+/// is the digest of `blob` itself.
+pub fn compress_blob<C: Provider + Ingester + InfoProvider>(
+    content: &C,
+    meta: &MetaDb,
+    blob: &Digest,
+    size: u64,
+    compression: Compression,
+) -> Result<Layer, DiffError> {
+    if compression == Compression::None {
+        return Ok(Layer {
+            digest: blob.clone(),
+            size,
+            diff_id: blob.clone(),
+            media_type: compression.media_type().to_string(),
+        });
+    }
+    let memo = format!("blob|{blob}|{}", compression.name());
+    if let Some(l) = meta.get::<Layer>(LAYERS, &memo)? {
+        match content.info(&l.digest) {
+            Ok(_) => {
+                meta.touch_blob(l.digest.as_ref(), l.size, Some(&l.media_type))?;
+                return Ok(l);
+            }
+            Err(ContentError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let wr = |source| DiffError::Write { key: blob.to_string(), source };
+    let mut reader = content.reader(blob)?;
+    let reference = format!("compress-{memo}-{}-{:?}", std::process::id(), std::thread::current().id());
+    let w = content.writer(&reference, None)?;
+    let out = DigestWriter::new(w);
+    let compressor = Compressor::new(compression, out)
+        .map_err(|source| DiffError::Compressor { compression: compression.name(), source })?;
+    let mut tar_stream = DigestWriter::new(io::BufWriter::with_capacity(1 << 20, compressor));
+    io::copy(&mut reader, &mut tar_stream).map_err(wr)?;
+    let (diff_id, read, buffered) = tar_stream.finish();
+    if diff_id != *blob || read != size {
+        return Err(wr(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the stored blob reads as {diff_id} ({read} bytes): the content store is damaged"),
+        )));
+    }
+    let compressor = buffered.into_inner().map_err(|e| wr(e.into_error()))?;
+    let out = compressor.finish().map_err(wr)?;
+    let (digest, csize, w) = out.finish();
+    let committed = w.commit(Some(csize), Some(&digest))?;
+    let layer = Layer { digest: committed, size: csize, diff_id, media_type: compression.media_type().to_string() };
+    meta.touch_blob(layer.digest.as_ref(), csize, Some(&layer.media_type))?;
+    meta.put(LAYERS, &memo, &layer)?;
+    Ok(layer)
 }
 
 #[cfg(test)]
