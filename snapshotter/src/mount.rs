@@ -8,6 +8,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use rustix::mount::MountFlags;
@@ -105,7 +106,49 @@ pub fn mount_all_with(mounts: &[Mount], target: &Path, api: OverlayApi) -> Resul
     Ok(())
 }
 
+/// Set once a kernel refused overlay's `volatile` (it came in Linux 5.10): later mounts go without it.
+static NO_VOLATILE: AtomicBool = AtomicBool::new(false);
+
+/// Overlay's `volatile` option, which the writable mounts of active snapshots carry: the upper directory
+/// is not synced on `syncfs` or when the overlay is unmounted, so ending a step that wrote 200 MB does not
+/// wait for the disk (unmounting a plain overlay syncs the whole upper filesystem). An active snapshot is
+/// scratch until it is committed, and committing syncs nothing either (as containerd's snapshotters), so
+/// volatile loses nothing a crash would not. Overlay refuses to mount a volatile upper again while
+/// `<workdir>/work/incompat/volatile` exists (its guard against reusing an upper after a crash); the
+/// snapshot's owner is the one mounting it again, so the marker is removed first. Kernels without the
+/// option get the mount without it.
+pub const VOLATILE: &str = "volatile";
+
 fn mount_one(m: &Mount, target: &Path, api: OverlayApi) -> Result<(), MountError> {
+    if m.kind == "overlay" && m.options.iter().any(|o| o == VOLATILE) {
+        let plain = || Mount { options: m.options.iter().filter(|o| *o != VOLATILE).cloned().collect(), ..m.clone() };
+        if NO_VOLATILE.load(Ordering::Relaxed) {
+            return mount_one(&plain(), target, api);
+        }
+        if let Some(work) = m.option("workdir") {
+            match std::fs::remove_dir_all(Path::new(work).join("work/incompat/volatile")) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(MountError::Mount { kind: m.kind.clone(), target: target.to_path_buf(), source })
+                }
+            }
+        }
+        return match mount_plain(m, target, api) {
+            Err(MountError::Mount { source, .. }) if source.raw_os_error() == Some(libc::EINVAL) => {
+                let r = mount_one(&plain(), target, api);
+                if r.is_ok() {
+                    NO_VOLATILE.store(true, Ordering::Relaxed);
+                }
+                r
+            }
+            r => r,
+        };
+    }
+    mount_plain(m, target, api)
+}
+
+fn mount_plain(m: &Mount, target: &Path, api: OverlayApi) -> Result<(), MountError> {
     let err = |source| MountError::Mount { kind: m.kind.clone(), target: target.to_path_buf(), source };
     match m.kind.as_str() {
         "bind" => {

@@ -53,7 +53,9 @@ pub fn overlay_works(dir: &Path) -> bool {
             return false;
         }
     }
-    let m = Mount::overlay(&lower, &upper, &work);
+    // Volatile, like the mounts of active snapshots: unmounting the probe must not sync the filesystem.
+    let mut m = Mount::overlay(&lower, &upper, &work);
+    m.options.push(crate::mount::VOLATILE.into());
     match TempMount::new(&[m], t.path()) {
         Ok(mounted) => mounted.unmount().is_ok(),
         Err(_) => false,

@@ -1,7 +1,7 @@
 //! The syscalls of this crate, in one place: locking, mounting, xattrs, device nodes and scoped opens.
 //!
-//! Everything goes through rustix's safe wrappers, so this module needs no `unsafe`; should a call ever
-//! need raw libc, it belongs here with a `// SAFETY:` comment.
+//! Everything goes through rustix's safe wrappers except `sync_file_range`, which rustix lacks: that one
+//! call is raw libc, with its `// SAFETY:` comment; any other raw call belongs here too.
 
 use std::fs::File;
 use std::io;
@@ -173,4 +173,21 @@ pub fn lchownat(dir: impl AsFd, name: &str, uid: u32, gid: u32) -> io::Result<()
 /// The stat of `name` in `dir`, not following a final symlink.
 pub fn lstatat(dir: impl AsFd, name: &str) -> io::Result<rfs::Stat> {
     rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from)
+}
+
+/// Starts writeback of `len` bytes of `f` from `offset` without waiting for it
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): a large blob written in one go is then mostly on disk by
+/// the time its `fsync` comes. A hint: errors are the caller's to ignore.
+#[allow(unsafe_code)]
+pub fn start_writeback(f: &File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else { return Ok(()) };
+    // SAFETY: sync_file_range only reads its integer arguments; the descriptor is borrowed from a live
+    // `File` for the duration of the call, and the flag asks for nothing but initiating writeback.
+    let r = unsafe { libc::sync_file_range(f.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }

@@ -60,3 +60,39 @@ fn unknown_mount_type_is_an_error() {
     let target = tempfile::tempdir().unwrap();
     assert!(matches!(mount_all_with(&[m], target.path(), OverlayApi::Auto), Err(MountError::Unsupported(_))));
 }
+
+/// An active snapshot's writable overlay is volatile (no sync on unmount), and mounts again after an
+/// unmount (overlay's marker against remounting a volatile upper is cleared by its owner), with both APIs;
+/// what was written survives into the commit.
+#[test]
+fn active_overlay_is_volatile_and_mounts_again() {
+    if !common::can_overlay("active_overlay_is_volatile_and_mounts_again") {
+        return;
+    }
+    let env = common::env();
+    let s = OverlaySnapshotter::new(&env.root, env.meta.clone()).unwrap();
+    s.prepare("base-a", None).unwrap();
+    fs::write(s.data_dir("base-a").unwrap().join("base"), "b").unwrap();
+    s.commit("base", "base-a").unwrap();
+    let mounts = s.prepare("top-a", Some("base")).unwrap();
+    assert!(mounts[0].options.iter().any(|o| o == "volatile"), "{mounts:?}");
+    for (i, api) in [OverlayApi::Auto, OverlayApi::Legacy, OverlayApi::Auto].into_iter().enumerate() {
+        let target = tempfile::tempdir_in(env.root.tmp_dir()).unwrap();
+        mount_all_with(&mounts, target.path(), api).unwrap_or_else(|e| panic!("mount {i} ({api:?}): {e}"));
+        fs::write(target.path().join(format!("w{i}")), "x").unwrap();
+        assert!(target.path().join("base").exists());
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let line = info.lines().find(|l| l.contains(&target.path().display().to_string())).unwrap().to_string();
+        unmount_all(target.path()).unwrap();
+        assert!(line.contains("volatile"), "kernel ≥ 5.10 keeps the option: {line}");
+    }
+    s.commit("top", "top-a").unwrap();
+    let view = s.view("v", Some("top")).unwrap();
+    let target = tempfile::tempdir_in(env.root.tmp_dir()).unwrap();
+    mount_all_with(&view, target.path(), OverlayApi::Auto).unwrap();
+    let mut names: Vec<String> =
+        fs::read_dir(target.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    unmount_all(target.path()).unwrap();
+    assert_eq!(names, ["base", "w0", "w1", "w2"]);
+}

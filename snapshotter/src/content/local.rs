@@ -198,11 +198,16 @@ impl Ingester for LocalStore {
             data: BufWriter::with_capacity(1 << 20, data),
             hasher,
             offset: done,
+            writeback_from: done,
             blobs: self.blobs.clone(),
             _lock: lock,
         })
     }
 }
+
+/// Writeback of a blob being written is started every this many bytes, so that commit's fsync of a
+/// 200 MB layer waits for the last few megabytes rather than all of them.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
 
 /// A write into the local store; dropping it without commit keeps the ingest for resumption.
 #[derive(Debug)]
@@ -212,6 +217,8 @@ pub struct LocalWriter {
     data: BufWriter<File>,
     hasher: Sha256,
     offset: u64,
+    /// Where writeback has not been started yet (see [`WRITEBACK_CHUNK`]).
+    writeback_from: u64,
     blobs: PathBuf,
     _lock: File,
 }
@@ -228,6 +235,13 @@ impl Write for LocalWriter {
         let n = self.data.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.offset += n as u64;
+        let in_file = self.offset - self.data.buffer().len() as u64;
+        if in_file - self.writeback_from >= WRITEBACK_CHUNK {
+            // A hint only: a failure here shows up, if it matters, in commit's fsync.
+            let _ =
+                crate::sys::start_writeback(self.data.get_ref(), self.writeback_from, in_file - self.writeback_from);
+            self.writeback_from = in_file;
+        }
         Ok(n)
     }
 

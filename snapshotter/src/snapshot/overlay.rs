@@ -56,6 +56,7 @@ impl Backend for Overlay {
                     format!("workdir={}", work.display()),
                 ];
                 options.extend(OVERLAY_OPTIONS.iter().map(|s| s.to_string()));
+                options.push(crate::mount::VOLATILE.into());
                 vec![Mount { kind: "overlay".into(), source: "overlay".into(), options }]
             }
             Kind::View if parents.is_empty() => vec![Mount::bind(own, true)],
