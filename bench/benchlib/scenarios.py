@@ -1,5 +1,6 @@
-"""The seven scenarios of issue 7 and the remote one of issue 12. Each prepares untimed (contexts, warm-up
-builds, cache resets), then measures its tools interleaved, run by run (rbuild, BuildKit, buildah, rbuild, ...).
+"""The seven scenarios of issue 7, the remote one of issue 12 and the fresh CI runner of issue 13. Each prepares
+untimed (contexts, warm-up builds, cache resets), then measures its tools interleaved, run by run (rbuild,
+BuildKit, buildah, rbuild, ...).
 A scenario measures only the tools its metrics name (`b.metric(..., tools=...)`)."""
 
 from __future__ import annotations
@@ -7,11 +8,13 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import statistics
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +22,7 @@ from . import gen
 from .netns import NetPair
 from .tools import BUILD_TIMEOUT, Buildah, Buildkit, Docker, Rbuild, Tool
 from .util import (BenchError, Daemon, Metric, Registry, in_netns, log, max_rss_mb, rmtree, run, timed,
-                   timed_shell)
+                   timed_lines, timed_shell)
 
 HERE = Path(__file__).resolve().parents[1]
 SCENARIOS = HERE / "scenarios"
@@ -141,10 +144,10 @@ def s3_incremental(b: Bench) -> list[Metric]:
     return [m]
 
 
-def calibrate_loops(seconds: float) -> int:
-    """Iterations of the busybox shell loop that take about `seconds` of CPU on this machine."""
+def calibrate_loops(seconds: float, shell: tuple[str, ...] = ("/bin/busybox", "sh")) -> int:
+    """Iterations of the shell loop (busybox's by default) that take about `seconds` of CPU on this machine."""
     n = 300_000
-    t = timed(["/bin/busybox", "sh", "-c", f"i=0; while [ $i -lt {n} ]; do i=$((i+1)); done"])
+    t = timed([*shell, "-c", f"i=0; while [ $i -lt {n} ]; do i=$((i+1)); done"])
     return max(1000, int(n * seconds / max(t, 1e-3)))
 
 
@@ -450,12 +453,312 @@ def s8_remote(b: Bench) -> list[Metric]:
     return metrics
 
 
+FRESH_TOOLS = ["rbuild", "buildkit", "docker", "buildah"]
+NO_FRESH = {
+    "docker": "dockerd 20.10's embedded BuildKit exports no registry cache (its docker driver has inline cache "
+              "only; --cache-to type=registry needs buildx and a docker-container builder); scenario 9 compares "
+              "with BuildKit v0.24 itself (buildkitd, buildctl)",
+    "buildah": "issue 13 compares with BuildKit's registry cache; buildah's --cache-to pushes layer images instead",
+}
+VERTEX = re.compile(r"^#(\d+) (.*)$")
+SENT = re.compile(r"^exporting cache to (\S+): (\d+) results, (\d+) layers, (\d+) new, (\S+) sent")
+
+
+def vertices(key: str, lines: list[tuple[float, str]]) -> dict:
+    """The steps of a build's progress: id -> name, cached, start and end second, duration.
+    rbuild's plain progress (`#N name`, `#N CACHED`, `#N DONE 1.2s`): start and end are when the step's first
+    and last lines arrived. buildctl's rawjson progress (one SolveStatus object a line): BuildKit's own
+    started and completed times of each vertex."""
+    vs: dict = {}
+    if key == "buildkit":
+        for _, line in lines:
+            try:
+                status = json.loads(line)
+            except ValueError:
+                continue
+            for v in status.get("vertexes") or []:
+                e = vs.setdefault(v["digest"], {"name": v.get("name", ""), "cached": False, "start": None,
+                                                "end": None, "done": None})
+                e["cached"] = e["cached"] or bool(v.get("cached"))
+                if v.get("started"):
+                    e["start"] = rfc3339(v["started"])
+                if v.get("completed"):
+                    e["end"] = rfc3339(v["completed"])
+                if e["start"] is not None and e["end"] is not None:
+                    e["done"] = e["end"] - e["start"]
+        return vs
+    for t, line in lines:
+        m = VERTEX.match(line)
+        if not m:
+            continue
+        n, rest = int(m[1]), m[2]
+        e = vs.setdefault(n, {"name": rest, "cached": False, "start": t, "end": t, "done": None})
+        e["end"] = t
+        if rest.startswith("CACHED"):
+            e["cached"] = True
+        elif rest.startswith("DONE "):
+            try:
+                e["done"] = float(rest.split()[1].rstrip("s"))
+            except (IndexError, ValueError):
+                pass
+    return vs
+
+
+def rfc3339(ts: str) -> float:
+    """Seconds since the epoch of a Go RFC 3339 time (nanoseconds, Z or an offset)."""
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", ts)
+    if not m:
+        raise BenchError(f"not an RFC 3339 time: {ts}")
+    base = datetime.fromisoformat(m[1] + ("+00:00" if m[3] == "Z" else m[3]))
+    return base.timestamp() + (float(m[2]) if m[2] else 0.0)
+
+
+def ran_steps(key: str, lines: list[tuple[float, str]]) -> list[str]:
+    """The Dockerfile RUN and COPY steps that ran (were not cache hits), by name."""
+    return sorted({v["name"] for v in vertices(key, lines).values()
+                   if re.search(r"\] (RUN|COPY) ", v["name"]) and not v["cached"]})
+
+
+def export_phase(key: str, lines: list[tuple[float, str]]) -> float:
+    """Seconds of the cache export. rbuild: from `naming to ... done` (the image is stored; the cache export
+    starts) to `exporting cache to REF: ...` (written), as the lines arrive (its progress is printed in-process,
+    unbuffered). BuildKit: its own started-to-completed time of the `exporting cache to registry` vertex
+    (buildctl's plain printer batches lines, so their arrival times would be too coarse)."""
+    if key == "rbuild":
+        start = next((t for t, line in lines if line.startswith("naming to ")), None)
+        end = next((t for t, line in lines if SENT.match(line)), None)
+        if start is None or end is None:
+            raise BenchError("rbuild printed no `naming to` or no `exporting cache to REF: N results, ...` line")
+        return end - start
+    v = next((v for v in vertices(key, lines).values() if v["name"].startswith("exporting cache to")), None)
+    if v is None or v["done"] is None:
+        raise BenchError("buildctl reported no completed `exporting cache to registry` vertex")
+    return v["done"]
+
+
+def du_bytes(path: Path) -> int:
+    """Bytes of the files under path (apparent sizes, each inode once)."""
+    p = run(["du", "-sb", str(path)], check=False)
+    try:
+        return int(p.stdout.split()[0])
+    except (IndexError, ValueError):
+        return 0
+
+
+def s9_fresh_runner(b: Bench) -> list[Metric]:
+    """A fresh CI runner (issue 13): each measured build starts on an empty state root (rbuild: a new --root;
+    BuildKit: buildkitd started on a new --root, stopped and removed after the build) and imports a mode=max
+    registry cache that the tool exported (untimed) before the runs. Per tool and run: (a) a cold build without
+    any cache (the reference), (b) the unchanged project with --cache-from, (c) one source file changed with
+    --cache-from, (d) the unchanged project with --cache-from and --cache-to (the cache's unchanged re-export,
+    timed from the progress lines; later runs import what it wrote, as the next CI job would)."""
+    df, ctx = b.scenario("09-fresh-runner")
+    s = "9 fresh runner"
+    files = round(4000 * b.size)
+    cold = b.metric(s, f"cold build, empty root, no cache ({files} files, {gb(0.04 * b.size)})", tools=FRESH_TOOLS)
+    hit = b.metric(s, "empty root, --cache-from, unchanged", tools=FRESH_TOOLS)
+    one = b.metric(s, "empty root, --cache-from, one file changed", tools=FRESH_TOOLS)
+    exp = b.metric(s, "export of the unchanged mode=max cache", tools=FRESH_TOOLS)
+    both = b.metric(s, "empty root, --cache-from and --cache-to, unchanged (whole build)", tools=FRESH_TOOLS)
+    root_b = b.metric(s, "state root after the --cache-from build, unchanged", "B", tools=FRESH_TOOLS)
+    reg_b = b.metric(s, "new bytes in the registry after the re-export", "B", tools=FRESH_TOOLS)
+    metrics = [cold, hit, one, exp, both, root_b, reg_b]
+    for m in metrics:
+        for k, why in NO_FRESH.items():
+            m.get(k).skipped = why
+    for m in (hit, one, exp):
+        m.targets = [("buildkit", 0.5, "le")]
+    active = [k for k in ("rbuild", "buildkit") if k in b.tools and not hit.get(k).skipped]
+    if not active:
+        return metrics
+
+    loops = calibrate_loops(2.0 * b.size, ("/bin/dash",) if os.access("/bin/dash", os.X_OK) else ("/bin/busybox", "sh"))
+    args = {"LOOPS": str(loops), "DEPFILES": str(max(1, round(2000 * b.size)))}
+    log(f"{s}: LOOPS={loops} (about {3.0 * b.size:.1f} s of CPU in the deps stage), DEPFILES={args['DEPFILES']}")
+    victim = ctx / "src" / "d000" / "f00000.c"
+    original = victim.read_bytes()
+    cold.note = (f"debian:bookworm-slim build stages (deps: two RUNs, LOOPS={loops}, about {3.0 * b.size:.1f} s of "
+                 f"shell CPU, {args['DEPFILES']} files; build: COPY of the {files}-file source tree, gzip -6 per "
+                 "directory and sha256sum of every file), busybox runtime stage; each build on an empty state "
+                 "root, base images from the local mirror; BuildKit: buildkitd (OCI worker, overlayfs) started on "
+                 "a new --root before the timed buildctl command and stopped after it, its start untimed")
+    one.note = (f"{victim.relative_to(ctx)} gets one more line each run: COPY src, the compile RUN and the runtime "
+                "stage's COPY --from=build run again; the deps stage is a hit. Run 1 imports the first export, "
+                "later runs what the previous run's re-export (d) wrote")
+    exp.note = ("in the build of `--cache-from and --cache-to`: rbuild from its `naming to ... done` line to its "
+                "`exporting cache to REF: ...` line as they arrive (printed in-process, unbuffered); BuildKit: "
+                "the started-to-completed time buildkitd reports for its `exporting cache to registry` step "
+                "(buildctl --progress rawjson)")
+    root_b.note = "`du -sb` of the state root after the build (BuildKit: after buildkitd stopped)"
+    reg_b.note = "growth of the registry's blob storage during the `--cache-from and --cache-to` build"
+
+    reg = b.push_reg
+    reg.start()  # empty storage; both tools' caches live here, each in its own repository
+    refs = {k: f"{reg.host}/cache/app-{k}:main" for k in active}
+    rb, bk = b.tools.get("rbuild"), b.tools.get("buildkit")
+    scratch = b.work / "s9"
+    tag = "bench/s9"
+    counters: dict[str, list[str]] = {"seed": [], "reexport": [], "import": []}
+    misses: list[str] = []
+    seed_results: dict[str, int] = {}
+
+    def blob_bytes() -> int:
+        return du_bytes(reg.workdir / "data" / "docker" / "registry" / "v2" / "blobs")
+
+    def fresh_build(key: str, cache_from: bool, cache_to: bool) -> tuple[float, list[tuple[float, str]], int]:
+        """(seconds, progress lines, state root bytes) of one build on an empty state root."""
+        root = scratch / f"{key}-root"
+        rmtree(root)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        ref = refs[key]
+        try:
+            if key == "rbuild":
+                argv = rb.build_argv(df, ctx, tag, args, root=root)
+                flags = (["--cache-from", f"type=registry,ref={ref}"] if cache_from else []) + \
+                    (["--cache-to", f"type=registry,ref={ref},mode=max"] if cache_to else [])
+                argv = argv[:-1] + flags + argv[-1:]
+                secs, lines = timed_lines(argv, env=rb.env(), logfile=b.logfile, timeout=BUILD_TIMEOUT)
+            else:
+                bk.serve(root, f"unix://{scratch}/buildkitd.sock", b.mirror.host, http_hosts=(reg.host,))
+                argv = bk.build_argv(df, ctx, tag, args)
+                argv[argv.index("--progress") + 1] = "rawjson"  # BuildKit's own step times (export_phase)
+                if cache_from:
+                    argv += ["--import-cache", f"type=registry,ref={ref}"]
+                if cache_to:
+                    argv += ["--export-cache", f"type=registry,ref={ref},mode=max"]
+                secs, lines = timed_lines(argv, logfile=b.logfile, timeout=BUILD_TIMEOUT)
+                bk.stop()
+            size = du_bytes(root)
+        finally:
+            if key == "buildkit":
+                bk.stop()
+            rmtree(root)
+            rmtree(scratch / f"{key}-root.log")
+        return secs, lines, size
+
+    def note_import(key: str, lines, kind: str) -> None:
+        """Keeps rbuild's own import and export lines; a re-export with fewer results than the first export
+        (a mode=max cache that lost steps) is reported."""
+        for _, line in lines:
+            if key == "rbuild" and line.startswith("importing cache manifest from"):
+                counters["import"].append(line.split(": ", 1)[-1])
+            m = SENT.match(line) if key == "rbuild" else None
+            if m:
+                counters[kind].append(line.split(": ", 1)[-1])
+                if kind == "seed":
+                    seed_results[key] = int(m[2])
+                elif int(m[2]) < seed_results.get(key, 0):
+                    misses.append(f"{key}: the re-export wrote {m[2]} results, the first export "
+                                  f"{seed_results[key]} (`{line}`)")
+                    log(f"{s}: {key}: RE-EXPORT LOST RESULTS: {line}")
+
+    def record(m: Metric, key: str, i: int, what: Callable[[], float]) -> float | None:
+        try:
+            v = what()
+        except BenchError as e:
+            log(f"{s} / {m.name} / {key}: FAILED: {str(e)[:2000]}")
+            m.get(key).errors.append(str(e))
+            return None
+        m.get(key).values.append(v)
+        log(f"{s} / {m.name} / {key} run {i + 1}: {v:.3f} {m.unit}")
+        return v
+
+    try:
+        victim.write_bytes(original)
+        for key in list(active):  # the registry cache of the unchanged project, exported by each tool (untimed)
+            try:
+                secs, lines, _ = fresh_build(key, cache_from=False, cache_to=True)
+            except BenchError as e:
+                log(f"{s}: the seeding build with {key} FAILED: {str(e)[:2000]}")
+                for m in metrics:
+                    m.get(key).errors.append(f"the seeding build (cold, --cache-to) failed: {e}")
+                active.remove(key)
+                continue
+            note_import(key, lines, "seed")
+            log(f"{s}: {key} exported its cache to {refs[key]} in a cold build of {secs:.1f} s "
+                f"(registry now {blob_bytes()} bytes of blobs)")
+
+        def each_run(key, t, i):
+            # (a) the reference: a cold build without any cache
+            record(cold, key, i, lambda: fresh_build(key, False, False)[0])
+
+            # (b) the unchanged project, importing the cache
+            def unchanged() -> float:
+                secs, lines, size = fresh_build(key, True, False)
+                note_import(key, lines, "import")
+                ran = ran_steps(key, lines)
+                if ran:
+                    misses.append(f"{key} run {i + 1}, unchanged: ran {'; '.join(r[:60] for r in ran)}")
+                    log(f"{s}: {key}: CACHE MISS on an unchanged project: {ran}")
+                root_b.get(key).values.append(size)
+                return secs
+            record(hit, key, i, unchanged)
+
+            # (c) one source file changed, importing the unchanged project's cache (from run 2 on: as the previous
+            # run's re-export left it, the chain a CI runner sees)
+            def changed() -> float:
+                victim.write_bytes(original + f"// {key} run {i} {time.time_ns()}\n".encode())
+                try:
+                    secs, lines, _ = fresh_build(key, True, False)
+                finally:
+                    victim.write_bytes(original)
+                ran = ran_steps(key, lines)
+                deps = [r for r in ran if "LOOPS" in r or "[deps" in r]
+                if deps:
+                    misses.append(f"{key} run {i + 1}, one file changed: the deps stage ran ({deps[0][:60]})")
+                return secs
+            record(one, key, i, changed)
+
+            # (d) the unchanged project with --cache-from and --cache-to: the unchanged cache's re-export
+            def reexport() -> float:
+                before = blob_bytes()
+                secs, lines, _ = fresh_build(key, True, True)
+                reg_b.get(key).values.append(blob_bytes() - before)
+                note_import(key, lines, "reexport")
+                phase = export_phase(key, lines)
+                both.get(key).values.append(secs)
+                log(f"{s} / whole build with --cache-to / {key} run {i + 1}: {secs:.3f} s")
+                return phase
+            record(exp, key, i, reexport)
+
+            return None  # each measure recorded its own value above
+
+        b.each(hit, each_run, only=list(active))
+    finally:
+        victim.write_bytes(original)
+        if isinstance(bk, Buildkit):
+            bk.stop()  # back to its default (local) daemon, started when next needed
+        reg.stop()
+        rmtree(scratch)
+
+    for key in ("rbuild", "buildkit"):
+        a, h, c = cold.get(key).median(), hit.get(key).median(), one.get(key).median()
+        if a and h and c:
+            hit.note = (hit.note + "; " if hit.note else "") + \
+                f"{dict(FRESH_LABELS)[key]}: {h / a:.2f} of its cold build unchanged, {c / a:.2f} with one file changed"
+    diffs = {k: both.get(k).median() - hit.get(k).median() for k in active
+             if both.get(k).median() is not None and hit.get(k).median() is not None}
+    if diffs:
+        both.note = "minus the --cache-from build's median (the export's cost as the whole build sees it): " + \
+            ", ".join(f"{dict(FRESH_LABELS)[k]} {d:+.2f} s" for k, d in diffs.items())
+    if counters["reexport"]:
+        reg_b.note += "; rbuild's own report of the re-export: " + counters["reexport"][-1]
+    if counters["import"]:
+        root_b.note += "; rbuild's import: " + counters["import"][-1]
+    if misses:
+        hit.note = (hit.note + "; " if hit.note else "") + "CACHE MISSES: " + " | ".join(misses)
+    return metrics
+
+
+FRESH_LABELS = [("rbuild", "rbuild"), ("buildkit", "BuildKit")]
+
+
 ALL: dict[str, Callable[[Bench], list[Metric]]] = {
     "1": s1_per_run, "2": s2_noop, "3": s3_incremental, "4": s4_parallel, "5": s5_export, "6": s6_push,
-    "7": s7_memory, "8": s8_remote,
+    "7": s7_memory, "8": s8_remote, "9": s9_fresh_runner,
 }
 
 
 def uses(scenario: str) -> list[str]:
     """The tools a scenario measures (the others never run in it)."""
-    return REMOTE_TOOLS if scenario == "8" else ["rbuild", "docker", "buildah"]
+    return {"8": REMOTE_TOOLS, "9": FRESH_TOOLS}.get(scenario, ["rbuild", "docker", "buildah"])

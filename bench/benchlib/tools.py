@@ -335,9 +335,10 @@ class Buildkit(Tool):
         return in_netns(self.client_netns, [self.binary("buildctl"), "--addr", self.addr, *rest])
 
     def serve(self, root: Path, addr: str, registry_host: str, netns: str | None = None,
-              client_netns: str | None = None) -> Daemon:
+              client_netns: str | None = None, http_hosts: tuple[str, ...] = ()) -> Daemon:
         """buildkitd on `root` listening on `addr` (in `netns`), pulling docker.io from `registry_host`; later
-        buildctl commands run in `client_netns`. Without TLS on TCP: for private network namespaces only."""
+        buildctl commands run in `client_netns`. Without TLS on TCP: for private network namespaces only.
+        `http_hosts`: more registries spoken to over plain HTTP (e.g. a cache's)."""
         self.stop()
         root.mkdir(parents=True, exist_ok=True)
         config = root.parent / f"{root.name}.toml"
@@ -345,8 +346,9 @@ class Buildkit(Tool):
         config.write_text(
             f'root = "{root}"\ninsecure-entitlements = ["network.host"]\n\n[grpc]\n  address = ["{addr}"]\n\n'
             '[worker.oci]\n  enabled = true\n  snapshotter = "overlayfs"\n\n[worker.containerd]\n  enabled = false\n\n'
-            f'[registry."docker.io"]\n  mirrors = ["{registry_host}"]\n\n'
-            f'[registry."{registry_host}"]\n  http = true\n  insecure = true\n')
+            f'[registry."docker.io"]\n  mirrors = ["{registry_host}"]\n'
+            + "".join(f'\n[registry."{h}"]\n  http = true\n  insecure = true\n'
+                      for h in dict.fromkeys((registry_host, *http_hosts))))
         argv = [self.binary("buildkitd"), "--config", str(config), "--root", str(root), "--addr", addr]
         self.addr, self.client_netns = addr, client_netns
         d = Daemon(f"buildkitd {addr}", argv, root.parent / f"{root.name}.log", netns=netns)

@@ -7,6 +7,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,41 @@ def timed(argv: list[str], **kw) -> float:
     t0 = time.monotonic()
     run(argv, **kw)
     return time.monotonic() - t0
+
+
+def timed_lines(argv: list[str], *, env: dict | None = None, timeout: float = 3600,
+                logfile: Path | None = None) -> tuple[float, list[tuple[float, str]]]:
+    """(wall-clock seconds, output lines each with the second it arrived at) of one successful run of argv,
+    stderr merged into stdout: for timing a phase of a build from its progress lines."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT)
+    killer = threading.Timer(timeout, p.kill)
+    killer.start()
+    lines: list[tuple[float, str]] = []
+    try:
+        assert p.stdout is not None
+        for raw in iter(p.stdout.readline, b""):
+            lines.append((time.monotonic() - t0, raw.decode(errors="replace").rstrip("\n")))
+        code = p.wait()
+    finally:
+        killer.cancel()
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    secs = time.monotonic() - t0
+    text = "\n".join(line for _, line in lines)
+    if logfile:
+        with open(logfile, "a") as f:
+            f.write(f"$ {' '.join(argv)}\n{text}\n[exit {code}, {secs:.3f} s]\n")
+    if secs >= timeout:
+        raise BenchError(f"{' '.join(argv)} did not finish within {timeout:.0f}s")
+    if code != 0:
+        raise BenchError(f"`{' '.join(argv)}` exited with {code}:\n{tail(text)}")
+    return secs, lines
 
 
 def timed_shell(script: str, **kw) -> float:
