@@ -211,14 +211,13 @@ pub fn resolv_conf(host: &str, network: NetworkMode) -> String {
     out
 }
 
-/// Writes the per-run files: /etc/hosts, /etc/resolv.conf, /etc/hostname sources, the (empty) secret and
+/// Writes the per-run files: /etc/hosts and /etc/resolv.conf sources, the (empty) secret and
 /// ssh directories and the rootfs mount point.
 pub(crate) fn write_state(dir: &Path, process: &ProcessSpec) -> io::Result<(EtcFiles, PathBuf)> {
     let etc = EtcFiles::in_dir(dir);
     std::fs::write(&etc.hosts, hosts_file(&process.hostname, &process.extra_hosts))?;
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     std::fs::write(&etc.resolv_conf, resolv_conf(&host_resolv, process.network))?;
-    std::fs::write(&etc.hostname, format!("{}\n", process.hostname))?;
     for d in [&etc.secrets, &etc.ssh] {
         std::fs::DirBuilder::new().mode(0o700).create(d)?;
     }

@@ -308,7 +308,7 @@ mod tests {
     #[test]
     fn prepare_mounts_pivots_and_masks_in_order() {
         let sys = RecordingSyscall::with_dirs(&["/r", "/r/proc", "/r/etc", "/s", "/sys", "/r/proc/kcore"]);
-        for f in ["/s/hosts", "/s/resolv", "/s/hostname"] {
+        for f in ["/s/hosts", "/s/resolv"] {
             sys.fs.borrow_mut().insert(f.into(), Node::File);
         }
         // After the pivot the double sees the same map: make a masked file and a read-only dir exist.
@@ -335,7 +335,9 @@ mod tests {
         assert!(calls.contains(&Call::Mkdir("/r/work/dir".into())));
         // Only what did not exist is a stub; the working directory is kept (WORKDIR persists).
         assert!(prepared.stubs.contains(&PathBuf::from("/r/sys")));
-        assert!(prepared.stubs.contains(&PathBuf::from("/r/etc/hostname")));
+        assert!(prepared.stubs.contains(&PathBuf::from("/r/etc/resolv.conf")));
+        // No /etc/hostname is mounted (BuildKit mounts none): a RUN may write its own.
+        assert!(!calls.iter().any(|c| matches!(c, Call::Mount { target, .. } if target.ends_with("/etc/hostname"))));
         assert!(!prepared.stubs.contains(&PathBuf::from("/r/proc")));
         assert!(!prepared.stubs.iter().any(|s| s.starts_with("/r/work")));
         let pivot = calls.iter().position(|c| matches!(c, Call::PivotRoot { .. })).unwrap();
@@ -362,7 +364,7 @@ mod tests {
     #[test]
     fn host_network_binds_sys_and_failures_name_the_target() {
         let sys = RecordingSyscall::with_dirs(&["/r", "/sys"]);
-        for f in ["/s/hosts", "/s/resolv", "/s/hostname"] {
+        for f in ["/s/hosts", "/s/resolv"] {
             sys.fs.borrow_mut().insert(f.into(), Node::File);
         }
         prepare(&sys, &spec(NetworkMode::Host, "/")).unwrap();

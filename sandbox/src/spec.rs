@@ -59,13 +59,13 @@ pub const MASKED_PATHS: [&str; 12] = [
 /// runc/moby default read-only paths.
 pub const READONLY_PATHS: [&str; 5] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
-/// Per-run host files: the sources of /etc/hosts, /etc/resolv.conf and /etc/hostname (bind-mounted, so
-/// they never reach the layer), and the directories holding the sources of secret and ssh mounts.
+/// Per-run host files: the sources of /etc/hosts and /etc/resolv.conf (bind-mounted, so they never reach
+/// the layer; BuildKit mounts no /etc/hostname, so a RUN may write one), and the directories holding the
+/// sources of secret and ssh mounts.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EtcFiles {
     pub hosts: PathBuf,
     pub resolv_conf: PathBuf,
-    pub hostname: PathBuf,
     /// A directory on which the executor mounts a private tmpfs holding the secrets, one file per mount.
     pub secrets: PathBuf,
     /// A directory holding the forwarded ssh-agent sockets, one per mount.
@@ -78,7 +78,6 @@ impl EtcFiles {
         EtcFiles {
             hosts: dir.join("hosts"),
             resolv_conf: dir.join("resolv.conf"),
-            hostname: dir.join("hostname"),
             secrets: dir.join("secrets"),
             ssh: dir.join("ssh"),
         }
@@ -244,9 +243,7 @@ pub fn build_spec(
         mounts.retain(|m| m.destination() != Path::new("/sys"));
         mounts.push(mount("/sys", "bind", "/sys", &["rbind", "nosuid", "noexec", "nodev", "ro"])?);
     }
-    for (dest, src) in
-        [("/etc/hosts", &etc.hosts), ("/etc/resolv.conf", &etc.resolv_conf), ("/etc/hostname", &etc.hostname)]
-    {
+    for (dest, src) in [("/etc/hosts", &etc.hosts), ("/etc/resolv.conf", &etc.resolv_conf)] {
         mounts.push(mount(dest, "bind", &src.display().to_string(), &["rbind", "ro"])?);
     }
     for (index, m) in process.mounts.iter().enumerate() {

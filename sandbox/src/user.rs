@@ -1,11 +1,14 @@
 //! `USER` resolution against the rootfs's /etc/passwd and /etc/group, exactly as BuildKit does
 //! (`executor/oci/user.go` `GetUser`, which calls moby/sys/user `GetExecUser` with no defaults).
 //!
-//! - empty: root (0:0), no supplementary groups;
-//! - `uid:gid` with both numeric (or `root`): taken as is, files not read, no supplementary groups;
+//! - `uid:gid` with both numeric (or `root`): taken as is, files not read;
+//! - empty: uid 0 looked up like `0` (so root gets the groups that list it), or 0:0 when that fails;
 //! - otherwise the user part matches a passwd name (or uid when numeric); a numeric uid without an entry
 //!   is used as is with gid 0; the group part matches a group name (or gid when numeric); without a group
 //!   part, the supplementary groups are the groups listing the matched user's name.
+//!
+//! The primary gid is always among the supplementary groups, first unless already listed (BuildKit's
+//! `ensureAdditionalGids`), so `id` shows `groups=0(root)` for root.
 
 use std::path::Path;
 
@@ -102,9 +105,22 @@ fn check_range(id: i64) -> Result<u32, UserError> {
 
 /// Resolves `spec` against the contents of /etc/passwd and /etc/group (`None`: the file is missing).
 pub fn resolve(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<ResolvedUser, UserError> {
-    // The fast path (BuildKit's ParseUIDGID): empty is root, `uid:gid` both given; files only give HOME.
-    let fast = if spec.is_empty() { Some((0, 0)) } else { parse_uid_gid(spec) };
-    if let Some((uid, gid)) = fast {
+    let mut user = if spec.is_empty() {
+        // BuildKit's GetUser: the default user is "0", and a failed lookup of it is plain root.
+        lookup("0", passwd, group).unwrap_or_else(|_| lookup("0:0", None, None).unwrap_or_default())
+    } else {
+        lookup(spec, passwd, group)?
+    };
+    if !user.additional_gids.contains(&user.gid) {
+        user.additional_gids.insert(0, user.gid);
+    }
+    Ok(user)
+}
+
+/// moby/sys/user `GetExecUser` behind BuildKit's `ParseUIDGID` fast path, without the primary gid rule.
+fn lookup(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<ResolvedUser, UserError> {
+    // The fast path (BuildKit's ParseUIDGID): `uid:gid` both given; files only give HOME.
+    if let Some((uid, gid)) = parse_uid_gid(spec) {
         let home = parse_passwd(passwd.unwrap_or(""))
             .iter()
             .find(|e| e.uid == i64::from(uid))
@@ -200,22 +216,23 @@ mod tests {
     #[test]
     fn resolution_table() {
         let cases: &[(&str, Result<ResolvedUser, UserError>)] = &[
-            ("", Ok(user(0, 0, &[], "/root"))),
-            ("root", Ok(user(0, 0, &[10], "/root"))),
-            ("0", Ok(user(0, 0, &[10], "/root"))),
-            ("app", Ok(user(1000, 1000, &[1, 10], "/home/app"))),
-            ("1000", Ok(user(1000, 1000, &[1, 10], "/home/app"))),
-            // A uid without a passwd entry: gid 0, no groups (BuildKit and Docker).
-            ("1234", Ok(user(1234, 0, &[], "/"))),
-            ("1234:5678", Ok(user(1234, 5678, &[], "/"))),
-            // The fast path: both numeric, no supplementary groups even when the user has some.
-            ("1000:1000", Ok(user(1000, 1000, &[], "/home/app"))),
-            ("root:root", Ok(user(0, 0, &[], "/root"))),
-            ("app:wheel", Ok(user(1000, 10, &[], "/home/app"))),
-            ("app:29", Ok(user(1000, 29, &[], "/home/app"))),
-            ("app:4242", Ok(user(1000, 4242, &[], "/home/app"))),
-            ("1234:wheel", Ok(user(1234, 10, &[], "/"))),
-            ("nohome", Ok(user(1001, 1001, &[29], "/"))),
+            // The default user is uid 0 looked up: root's groups from /etc/group (BuildKit v0.24).
+            ("", Ok(user(0, 0, &[0, 10], "/root"))),
+            ("root", Ok(user(0, 0, &[0, 10], "/root"))),
+            ("0", Ok(user(0, 0, &[0, 10], "/root"))),
+            ("app", Ok(user(1000, 1000, &[1000, 1, 10], "/home/app"))),
+            ("1000", Ok(user(1000, 1000, &[1000, 1, 10], "/home/app"))),
+            // A uid without a passwd entry: gid 0, only that group (BuildKit and Docker).
+            ("1234", Ok(user(1234, 0, &[0], "/"))),
+            ("1234:5678", Ok(user(1234, 5678, &[5678], "/"))),
+            // The fast path: both numeric, only the primary group even when the user has others.
+            ("1000:1000", Ok(user(1000, 1000, &[1000], "/home/app"))),
+            ("root:root", Ok(user(0, 0, &[0], "/root"))),
+            ("app:wheel", Ok(user(1000, 10, &[10], "/home/app"))),
+            ("app:29", Ok(user(1000, 29, &[29], "/home/app"))),
+            ("app:4242", Ok(user(1000, 4242, &[4242], "/home/app"))),
+            ("1234:wheel", Ok(user(1234, 10, &[10], "/"))),
+            ("nohome", Ok(user(1001, 1001, &[1001, 29], "/"))),
             ("ghost", Err(UserError::NoUser("ghost".into()))),
             ("app:ghosts", Err(UserError::NoGroup("ghosts".into()))),
             ("-5", Err(UserError::Range(-5))),
@@ -228,10 +245,18 @@ mod tests {
 
     #[test]
     fn missing_files_are_empty() {
-        assert_eq!(resolve("1234", None, None), Ok(user(1234, 0, &[], "/")));
+        assert_eq!(resolve("1234", None, None), Ok(user(1234, 0, &[0], "/")));
         assert_eq!(resolve("root", None, None), Err(UserError::NoUser("root".into())));
-        assert_eq!(resolve("0", None, None), Ok(user(0, 0, &[], "/")));
-        assert_eq!(resolve("5:7", None, None), Ok(user(5, 7, &[], "/")));
+        assert_eq!(resolve("0", None, None), Ok(user(0, 0, &[0], "/")));
+        assert_eq!(resolve("", None, None), Ok(user(0, 0, &[0], "/")));
+        assert_eq!(resolve("5:7", None, None), Ok(user(5, 7, &[7], "/")));
+    }
+
+    #[test]
+    fn the_primary_group_is_listed_once() {
+        // Already a supplementary group of the user: not added again.
+        let group = "root:x:0:\nwheel:x:10:app\napp:x:1000:app\n";
+        assert_eq!(resolve("app", Some(PASSWD), Some(group)), Ok(user(1000, 1000, &[10, 1000], "/home/app")));
     }
 
     #[test]
@@ -242,7 +267,7 @@ mod tests {
         // An absolute symlink must resolve inside the rootfs, never to the host's /etc/passwd.
         std::os::unix::fs::symlink("/etc/other", dir.path().join("etc/passwd")).unwrap();
         std::fs::write(dir.path().join("etc/other"), PASSWD).unwrap();
-        assert_eq!(resolve_in_rootfs(dir.path(), "app"), Ok(user(1000, 1000, &[1, 10], "/home/app")));
+        assert_eq!(resolve_in_rootfs(dir.path(), "app"), Ok(user(1000, 1000, &[1000, 1, 10], "/home/app")));
         std::fs::remove_file(dir.path().join("etc/other")).unwrap();
         assert_eq!(resolve_in_rootfs(dir.path(), "root"), Err(UserError::NoUser("root".into())));
     }

@@ -9,14 +9,16 @@ use sandbox::{ExitStatus, NetworkMode};
 fn pid_one_view_hostname_and_exit_code(kind: Kind) {
     require_root!(kind);
     let f = Fixture::with(kind);
-    let (r, out, err) = f.sh("echo pid=$$; hostname; cat /etc/hostname; ps -o pid,comm | wc -l; exit 7", |_| {});
+    // The UTS name is set; no /etc/hostname is mounted over the rootfs (BuildKit mounts none).
+    let (r, out, err) =
+        f.sh("echo pid=$$; hostname; cat /etc/hostname || echo none; ps -o pid,comm | wc -l; exit 7", |_| {});
     assert_eq!(r.unwrap().status, ExitStatus::Exited(7), "stderr: {err}");
     let want = match kind {
         // The command is the child of our init (PID 1), so its pid is 2; ps sees init, sh, ps and wc
         // (+ header).
-        Kind::Namespace => "pid=2\nbuildkitsandbox\nbuildkitsandbox\n5\n",
+        Kind::Namespace => "pid=2\nbuildkitsandbox\nnone\n5\n",
         // runc runs the command as PID 1 itself.
-        Kind::Runc => "pid=1\nbuildkitsandbox\nbuildkitsandbox\n4\n",
+        Kind::Runc => "pid=1\nbuildkitsandbox\nnone\n4\n",
     };
     assert_eq!(out, want);
 }
@@ -84,6 +86,13 @@ fn users_groups_and_home(kind: Kind) {
         let (r, out, err) = f.sh("echo $(id -u) $(id -g) $(id -G) $HOME", |p| p.user = user.into());
         assert!(r.unwrap().status.success(), "USER {user:?}: {err}");
         assert_eq!(out.trim(), want, "USER {user:?}");
+    }
+    // The supplementary groups as the kernel holds them (`id -G` hides a missing primary gid): the
+    // primary gid is always one of them, as BuildKit's ensureAdditionalGids makes it.
+    for (user, want) in [("", "0"), ("app", "10 1000"), ("1234:5678", "5678"), ("app:wheel", "10")] {
+        let (r, out, err) = f.sh("grep ^Groups: /proc/self/status", |p| p.user = user.into());
+        assert!(r.unwrap().status.success(), "USER {user:?}: {err}");
+        assert_eq!(out.split_whitespace().skip(1).collect::<Vec<_>>().join(" "), want, "USER {user:?}");
     }
     let (r, out, _) = f.sh("grep CapEff /proc/self/status", |p| p.user = "app".into());
     assert!(r.unwrap().status.success());

@@ -1,6 +1,7 @@
-//! Content checksums of what a COPY reads: they change with any selected byte, mode, owner, link target
-//! or xattr, not with times or with files the copy does not read, and an unchanged tree is not read again
-//! (also after the remembered stats went through the metadata database).
+//! Content checksums of what a COPY reads: they change with any selected byte, mode, owner (of a snapshot;
+//! a local source reads as root), link target or xattr, not with times or with files the copy does not
+//! read, and an unchanged tree is not read again (also after the remembered stats went through the
+//! metadata database).
 
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -53,8 +54,9 @@ impl Env {
         Env { _db_dir: db_dir, meta, ctx }
     }
 
+    /// The build context, as a local source.
     fn src(&self) -> SourceDir {
-        SourceDir { path: self.ctx.path().into(), include: vec![], exclude: vec!["**/*.env".into()] }
+        SourceDir::local(self.ctx.path(), vec![], vec!["**/*.env".into()])
     }
 
     fn p(&self, rel: &str) -> std::path::PathBuf {
@@ -109,7 +111,13 @@ fn checksum_follows_exactly_what_copy_reads() {
     check("a new file", &|| write(env.ctx.path(), "app/lib/new.go", "package lib"));
     check("a new empty directory", &|| fs::create_dir(env.p("app/empty")).unwrap());
     if rustix::process::geteuid().is_root() {
-        check("owner", &|| std::os::unix::fs::chown(env.p("app/main.go"), Some(1000), Some(1000)).unwrap());
+        // A local source reads as root:root (BuildKit's client resets owners), so a copy from it writes
+        // the same whoever owns the files: its owners never count. A snapshot's owners do.
+        let snapshot = |e: &Env| cache.copy_sources(&SourceDir { root_owned: false, ..e.src() }, &c).unwrap();
+        let (local_before, snapshot_before) = (sum(&cache, &env, &c), snapshot(&env));
+        std::os::unix::fs::chown(env.p("app/main.go"), Some(1000), Some(1000)).unwrap();
+        assert_eq!(sum(&cache, &env, &c), local_before, "an owner change changed a local source's checksum");
+        assert_ne!(snapshot(&env), snapshot_before, "an owner change did not change a snapshot's checksum");
     } else {
         testkit::skip("the owner check chowns and needs root");
     }

@@ -194,11 +194,7 @@ fn missing_sources_are_named() {
 fn dockerignore_makes_paths_invisible() {
     need_root!();
     let f = Fixture::new();
-    let ctx = SourceDir {
-        path: f.ctx.path().into(),
-        include: vec![],
-        exclude: vec!["*.txt".into(), "dir".into(), "!dir/sub".into()],
-    };
+    let ctx = SourceDir::local(f.ctx.path(), vec![], vec!["*.txt".into(), "dir".into(), "!dir/sub".into()]);
     let e = run_copy(&ctx, f.dest.path(), copy("/bar.txt", "/")).unwrap_err();
     assert!(matches!(e, FileOpError::NotFound { .. }), "{e}");
     run_copy(&ctx, f.dest.path(), copy("/", "/all/")).unwrap();
@@ -265,9 +261,127 @@ fn chown_by_name_reads_the_destination() {
     let m = |p: &str| fs::metadata(f.dest.path().join(p)).unwrap();
     assert_eq!((m("a").uid(), m("a").gid()), (1234, 2345));
     assert_eq!((m("b").uid(), m("b").gid()), (1234, 50));
-    let e = run_copy(&f.src(), f.dest.path(), Copy { owner: Some(by_name("nobody", None)), ..copy("/foo", "/c") })
-        .unwrap_err();
-    assert!(e.to_string().contains("unable to find user nobody"), "{e}");
+    // Names that are not found are no error (BuildKit's readUser): an unknown user is 0:0, an unknown
+    // group keeps the gid the user part gave.
+    run_copy(&f.src(), f.dest.path(), Copy { owner: Some(by_name("nobody", None)), ..copy("/foo", "/c") }).unwrap();
+    run_copy(&f.src(), f.dest.path(), Copy { owner: Some(by_name("app", Some("ghosts"))), ..copy("/foo", "/d") })
+        .unwrap();
+    run_copy(&f.src(), f.dest.path(), Copy { owner: Some(by_name("nobody", Some("staff"))), ..copy("/foo", "/e") })
+        .unwrap();
+    assert_eq!((m("c").uid(), m("c").gid()), (0, 0));
+    assert_eq!((m("d").uid(), m("d").gid()), (1234, 2345));
+    assert_eq!((m("e").uid(), m("e").gid()), (0, 50));
+    // WORKDIR's mkdir after `USER nouser:nogroup`, in an image without such entries, likewise.
+    let mkdir = FileActionKind::Mkdir(Mkdir {
+        path: "/work/dir".into(),
+        mode: 0o755,
+        make_parents: true,
+        owner: Some(by_name("nouser", Some("nogroup"))),
+        timestamp: None,
+    });
+    let op =
+        FileOp { actions: vec![FileAction { input: Some(0), secondary_input: None, output: Some(0), action: mkdir }] };
+    run_chain(&op, 0, f.dest.path(), &[None]).unwrap();
+    assert_eq!((m("work/dir").uid(), m("work/dir").gid()), (0, 0));
+}
+
+#[test]
+fn numeric_chmod_applies_to_created_parents() {
+    need_root!();
+    let f = Fixture::new();
+    let c = f.ctx.path();
+    fs::set_permissions(c.join("foo"), fs::Permissions::from_mode(0o4755)).unwrap();
+    let d = f.dest.path();
+    fs::create_dir(d.join("existing")).unwrap();
+    let chmod = |mode: u32, src: &str, dest: &str| Copy { mode: Some(mode), ..copy(src, dest) };
+    // A file into a new directory, to a new name, and a directory's contents into a new path: every
+    // directory the copy creates gets the mode's permission bits (fsutil's MkdirAll with CopyInfo.Mode).
+    run_copy(&f.src(), d, chmod(0o700, "/foo", "/p/a/")).unwrap();
+    run_copy(&f.src(), d, chmod(0o640, "/foo", "/existing/n/renamed")).unwrap();
+    run_copy(&f.src(), d, chmod(0o750, "/dir", "/q/x")).unwrap();
+    // Special bits come from the chmod only: the source's setuid bit is dropped, and parents get none.
+    run_copy(&f.src(), d, chmod(0o2755, "/foo", "/s/")).unwrap();
+    // Exactly the bits asked for, group and other write included (buildkitd runs with umask 0).
+    run_copy(&f.src(), d, chmod(0o777, "/foo", "/w/")).unwrap();
+    // A symbolic chmod leaves created parents at 0755.
+    run_copy(&f.src(), d, Copy { mode_str: Some("go-rwx".into()), ..copy("/foo", "/y/z/") }).unwrap();
+    let t = tree(d);
+    let want = [
+        "existing/ 755 0:0",
+        "existing/n/ 640 0:0",
+        "existing/n/renamed 640 0:0 foo-contents",
+        "p/ 700 0:0",
+        "p/a/ 700 0:0",
+        "p/a/foo 700 0:0 foo-contents",
+        "q/ 750 0:0",
+        "q/x/ 750 0:0",
+        "q/x/a 750 0:0 a",
+        "q/x/empty/ 750 0:0",
+        "q/x/sub/ 750 0:0",
+        "q/x/sub/b 750 0:0 b",
+        "s/ 755 0:0",
+        "s/foo 2755 0:0 foo-contents",
+        "w/ 777 0:0",
+        "w/foo 777 0:0 foo-contents",
+        "y/ 755 0:0",
+        "y/z/ 755 0:0",
+        "y/z/foo 4700 0:0 foo-contents",
+    ];
+    assert_eq!(t, want);
+}
+
+#[test]
+fn mkdir_and_mkfile_modes_ignore_the_umask() {
+    need_root!();
+    let dest = tempfile::tempdir().unwrap();
+    let act = |action: FileActionKind| FileOp {
+        actions: vec![FileAction { input: Some(0), secondary_input: None, output: Some(0), action }],
+    };
+    let mkdir = |path: &str, make_parents: bool| {
+        act(FileActionKind::Mkdir(Mkdir { path: path.into(), mode: 0o777, make_parents, owner: None, timestamp: None }))
+    };
+    // Whatever this process's umask, as buildkitd (umask 0) creates them.
+    run_chain(&mkdir("/open", false), 0, dest.path(), &[None]).unwrap();
+    run_chain(&mkdir("/deep/er", true), 0, dest.path(), &[None]).unwrap();
+    let mkfile = act(FileActionKind::Mkfile(Mkfile {
+        path: "/open/f".into(),
+        mode: 0o666,
+        data: b"x".to_vec().into(),
+        owner: None,
+        timestamp: None,
+    }));
+    run_chain(&mkfile, 0, dest.path(), &[None]).unwrap();
+    assert_eq!(tree(dest.path()), ["deep/ 777 0:0", "deep/er/ 777 0:0", "open/ 777 0:0", "open/f 666 0:0 x"]);
+}
+
+#[test]
+fn local_sources_read_as_root() {
+    need_root!();
+    let f = Fixture::new();
+    let c = f.ctx.path();
+    for p in ["foo", "dir", "dir/a"] {
+        std::os::unix::fs::chown(c.join(p), Some(1234), Some(5678)).unwrap();
+    }
+    let local = SourceDir::local(c, vec![], vec![]);
+    let d = f.dest.path();
+    // A build context: whatever the owners on disk, the copy writes root:root (BuildKit's client resets
+    // them), and so does its materialised copy for RUN mounts.
+    run_copy(&local, d, copy("/foo", "/from-context")).unwrap();
+    run_copy(&local, d, copy("/dir/a", "/a-from-context")).unwrap();
+    // A snapshot (another stage) keeps its owners.
+    run_copy(&f.src(), d, copy("/foo", "/from-snapshot")).unwrap();
+    let m = |p: &str| fs::metadata(d.join(p)).unwrap();
+    assert_eq!((m("from-context").uid(), m("from-context").gid()), (0, 0));
+    assert_eq!((m("a-from-context").uid(), m("a-from-context").gid()), (0, 0));
+    assert_eq!((m("from-snapshot").uid(), m("from-snapshot").gid()), (1234, 5678));
+    let mat = tempfile::tempdir().unwrap();
+    copy_dir(&local, mat.path()).unwrap();
+    let owners: Vec<(u32, u32)> = ["foo", "dir", "dir/a"]
+        .iter()
+        .map(|p| fs::metadata(mat.path().join(p)).unwrap())
+        .map(|m| (m.uid(), m.gid()))
+        .collect();
+    assert_eq!(owners, [(0, 0); 3]);
 }
 
 #[test]
@@ -356,6 +470,22 @@ fn add_unpacks_archives_by_content() {
         assert_eq!(fs::metadata(root.join("pkg/hello")).unwrap().mtime(), 2000);
     }
     assert!(!Path::new("/etc/escaped").exists());
+    // ADD --chown owns every extracted entry, and the destination directories it creates.
+    let owned =
+        Copy { owner: Some(ChownOpt { user: Some(UserOpt::ById(5)), group: None }), ..add("/plain.tar", "/o/n/") };
+    run_copy(&f.src(), f.dest.path(), owned).unwrap();
+    let t = tree(&f.dest.path().join("o"));
+    let want = [
+        "n/ 755 5:5",
+        "n/etc/ 755 5:5",
+        "n/etc/escaped 644 5:5 evil",
+        "n/pkg/ 750 5:5",
+        "n/pkg/abs -> /etc",
+        "n/pkg/hello 640 5:5 hello",
+    ];
+    assert_eq!(t, want);
+    let link = fs::symlink_metadata(f.dest.path().join("o/n/pkg/abs")).unwrap();
+    assert_eq!((link.uid(), link.gid()), (5, 5));
     run_copy(&f.src(), f.dest.path(), add("/fake.tar.gz", "/w/")).unwrap();
     assert_eq!(fs::read_to_string(f.dest.path().join("w/fake.tar.gz")).unwrap(), "not an archive");
 }
@@ -473,7 +603,7 @@ fn mkdir_mkfile_rm_symlink_chain() {
 fn copy_dir_materialises_a_filtered_context() {
     need_root!();
     let f = Fixture::new();
-    let src = SourceDir { path: f.ctx.path().into(), include: vec![], exclude: vec!["dir/sub".into(), "*.txt".into()] };
+    let src = SourceDir::local(f.ctx.path(), vec![], vec!["dir/sub".into(), "*.txt".into()]);
     copy_dir(&src, f.dest.path()).unwrap();
     assert_eq!(
         tree(f.dest.path()),

@@ -109,6 +109,11 @@ async fn branches_tags_commits_and_subdirs_check_out() {
     assert!(kept.join(".git").is_dir(), "keep_git_dir keeps .git");
     assert_eq!(git(kept, &["rev-parse", "HEAD"]), git(&dir, &["rev-parse", "HEAD"]));
     assert_eq!(git(kept, &["remote", "get-url", "origin"]), dir.display().to_string());
+
+    // Named by a branch: detached at its commit too, as BuildKit leaves it (it checks out FETCH_HEAD).
+    let (out, _) = files(&env, &git_source(&dir, Some("main"), None, true)).await;
+    let head = std::fs::read_to_string(out.path().join(".git/HEAD")).unwrap();
+    assert_eq!(head.trim(), git(&dir, &["rev-parse", "main"]), ".git/HEAD");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -26,6 +26,9 @@ pub(crate) struct StageResult {
     pub image: Image,
     /// The history of the base image the stage (or the stage it is based on) started from.
     pub base_history: Vec<History>,
+    /// The variables at the end of the stage: a stage built on it starts from them (BuildKit's
+    /// `dispatchState.init` takes the base's llb state, whose env holds its ARG values, and its build args).
+    pub scope: StageScope,
 }
 
 /// The state of the stage being dispatched.
@@ -213,6 +216,7 @@ impl<'a> Converter<'a> {
         };
         let from_meta = self.metadata(&st, &stage.original, stage.span);
         let mut base_history = Vec::new();
+        let mut inherited: Option<StageScope> = None;
         match &plan.base {
             Base::Scratch => {}
             Base::Stage(j) => {
@@ -222,6 +226,7 @@ impl<'a> Converter<'a> {
                 st.output = base.output;
                 st.image = base.image;
                 base_history = base.base_history;
+                inherited = Some(base.scope);
             }
             Base::Named(name) => {
                 st.output = self.named_context(name, &platform, stage.span)?;
@@ -244,7 +249,11 @@ impl<'a> Converter<'a> {
                 set_platform(&mut st.image, &platform);
             }
         }
-        st.scope.env = VarList::from_env(st.image.config.env.as_deref().unwrap_or_default());
+        // The image config's Env is applied over the inherited variables (BuildKit re-adds it to the state).
+        st.scope = inherited.unwrap_or_default();
+        for (k, v) in VarList::from_env(st.image.config.env.as_deref().unwrap_or_default()).0 {
+            st.scope.env.set(&k, &v);
+        }
 
         // ONBUILD triggers of the base run first, then are cleared (BuildKit's dispatchOnBuildTriggers).
         let triggers = st.image.config.on_build.take().unwrap_or_default();
@@ -258,7 +267,7 @@ impl<'a> Converter<'a> {
             st.step += 1;
             self.dispatch(&mut st, cmd)?;
         }
-        self.results.insert(index, StageResult { output: st.output, image: st.image, base_history });
+        self.results.insert(index, StageResult { output: st.output, image: st.image, base_history, scope: st.scope });
         Ok(())
     }
 
@@ -348,13 +357,13 @@ impl<'a> Converter<'a> {
                         specs.extend(parse_port_spec(&w).map_err(|e| Diagnostic::spanned(e, span))?);
                     }
                 }
-                let set: BTreeSet<String> = specs.into_iter().collect();
-                for s in &set {
+                for s in &specs {
                     st.image.config.exposed_ports.get_or_insert_with(Default::default).insert(s.clone());
                 }
-                // Go's %v of map[nat.Port]struct{}: keys sorted, `map[80/tcp:{} ...]`.
-                let entries: Vec<String> = set.iter().map(|p| format!("{p}:{{}}")).collect();
-                self.history(st, format!("EXPOSE map[{}]", entries.join(" ")), true);
+                // Go's %v of the parsed []string, in the order written: `EXPOSE [80/tcp 53/udp]`. BuildKit
+                // v0.24.0 printed its parser struct instead, pointer included (fixed upstream by moby/buildkit
+                // 98eab3257, "dockerfile: fix history config for EXPOSE instruction").
+                self.history(st, format!("EXPOSE [{}]", specs.join(" ")), true);
             }
             Instruction::Volume(vols) => {
                 let mut expanded = Vec::new();
@@ -461,13 +470,26 @@ fn nonzero(v: i64) -> Option<i64> {
     (v != 0).then_some(v)
 }
 
-/// Go's `%q` of an int: a quoted rune (`'\x03'`).
+/// Go's `%q` of an int: a quoted rune (`'\x03'`, `'\a'`), as strconv.QuoteRune writes it.
 fn go_rune(v: i64) -> String {
-    match u32::try_from(v).ok().and_then(char::from_u32) {
-        Some(c) if !c.is_control() => format!("'{c}'"),
-        Some(c) if (c as u32) < 0x80 => format!("'\\x{:02x}'", c as u32),
-        Some(c) => format!("'\\u{:04x}'", c as u32),
-        None => format!("%!q(int={v})"),
+    let named = |c: char| match c {
+        '\x07' => Some("\\a"),
+        '\x08' => Some("\\b"),
+        '\x0c' => Some("\\f"),
+        '\n' => Some("\\n"),
+        '\r' => Some("\\r"),
+        '\t' => Some("\\t"),
+        '\x0b' => Some("\\v"),
+        '\\' => Some("\\\\"),
+        '\'' => Some("\\'"),
+        _ => None,
+    };
+    let Some(c) = u32::try_from(v).ok().and_then(char::from_u32) else { return format!("%!q(int={v})") };
+    match named(c) {
+        Some(n) => format!("'{n}'"),
+        None if !c.is_control() => format!("'{c}'"),
+        None if (c as u32) < 0x80 => format!("'\\x{:02x}'", c as u32),
+        None => format!("'\\u{:04x}'", c as u32),
     }
 }
 
@@ -564,6 +586,16 @@ mod tests {
         assert_eq!(parse_port_spec("8000-8002").unwrap(), vec!["8000/tcp", "8001/tcp", "8002/tcp"]);
         assert!(parse_port_spec("80/foo").is_err());
         assert!(parse_port_spec("eighty").is_err());
+    }
+
+    #[test]
+    fn retries_print_as_go_runes() {
+        assert_eq!(go_rune(3), "'\\x03'");
+        assert_eq!(go_rune(7), "'\\a'");
+        assert_eq!(go_rune(9), "'\\t'");
+        assert_eq!(go_rune(10), "'\\n'");
+        assert_eq!(go_rune(65), "'A'");
+        assert_eq!(go_rune(0x7f), "'\\x7f'");
     }
 
     #[test]

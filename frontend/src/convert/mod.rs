@@ -9,6 +9,8 @@ mod history;
 mod ops;
 mod scope;
 mod stages;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -61,7 +61,9 @@ impl Converter<'_> {
     pub(crate) fn dispatch_workdir(&mut self, st: &mut StageState, cmd: &Command, w: &str) -> Result<(), Diagnostic> {
         let span = cmd.span;
         let expanded = self.expand(st, w, span)?;
-        let wd = resolve_path(&st.workdir(), &expanded);
+        // An absolute path is kept as written in the config and history; a relative one is joined to
+        // the current directory and cleaned (BuildKit's system.NormalizeWorkdir).
+        let wd = if expanded.starts_with('/') { expanded } else { resolve_path(&st.workdir(), &expanded) };
         st.image.config.working_dir = Some(wd.clone());
         if wd == "/" {
             self.history(st, "WORKDIR /".into(), true);
@@ -70,7 +72,7 @@ impl Converter<'_> {
         let user = st.user();
         let owner = chown(&user, st.output.map(|_| 0));
         let mkdir = FileActionKind::Mkdir(Mkdir {
-            path: wd.clone(),
+            path: clean(&wd),
             mode: 0o755,
             make_parents: true,
             owner,
@@ -170,7 +172,7 @@ impl Converter<'_> {
             env.insert(0, format!("PATH={DEFAULT_PATH}"));
         }
         exec.meta.args = argv.clone();
-        exec.meta.cwd = st.workdir();
+        exec.meta.cwd = clean(&st.workdir());
         exec.meta.user = st.user();
         exec.meta.proxy_env = self.proxy_env();
         exec.network = match run.network {
@@ -363,14 +365,6 @@ impl Converter<'_> {
             }
         };
 
-        if checksum.is_some() {
-            if expanded_len(c) != 1 {
-                return Err(Diagnostic::spanned("--checksum can't be specified for multiple sources", span));
-            }
-            if !c.sources.first().is_some_and(|s| is_url(s)) {
-                return Err(Diagnostic::spanned("--checksum can only be used with an http(s) URL or git source", span));
-            }
-        }
         let source_state = match &c.from {
             Some(f) => Some(self.state_for_from(st, f, span)?),
             None => None,
@@ -379,6 +373,15 @@ impl Converter<'_> {
         let mut expanded_sources = Vec::new();
         for s in &c.sources {
             expanded_sources.push(self.expand(st, s, span)?);
+        }
+        if checksum.is_some() {
+            if expanded_len(c) != 1 {
+                return Err(Diagnostic::spanned("--checksum can't be specified for multiple sources", span));
+            }
+            // The source as expanded: `ADD --checksum=... $URL` names a URL.
+            if !expanded_sources.first().is_some_and(|s| is_url(s)) {
+                return Err(Diagnostic::spanned("--checksum can only be used with an http(s) URL or git source", span));
+            }
         }
         let total_sources = expanded_sources.len() + c.contents.len();
         if total_sources > 1 && !dest.ends_with('/') {
@@ -468,8 +471,7 @@ impl Converter<'_> {
         }
         for content in &c.contents {
             let data = if content.expand {
-                let lexer = (*self.lexer).raw_quotes(true).raw_escapes(true);
-                lexer
+                heredoc_lexer()
                     .process_word(&content.data, &st.scope)
                     .map_err(|e| Diagnostic::spanned(e.to_string(), span))?
                     .value
@@ -584,6 +586,13 @@ impl Converter<'_> {
     }
 }
 
+/// The lexer that expands a COPY/ADD heredoc body with an unquoted delimiter (BuildKit's dispatch
+/// `ExpandRaw`): `$` expands everywhere, quotes are ordinary characters, a backslash escapes the next
+/// character and is dropped, whatever the Dockerfile's escape directive says.
+fn heredoc_lexer() -> crate::shell::Lexer {
+    crate::shell::Lexer::new('\\').skip_process_quotes(true)
+}
+
 /// A file op with one action on an empty filesystem (heredoc files, cache seeds).
 fn on_scratch(action: FileActionKind) -> Op {
     Op::File(FileOp { actions: vec![FileAction { input: None, secondary_input: None, output: Some(0), action }] })
@@ -617,13 +626,14 @@ fn is_git(s: &str) -> bool {
         || ((s.starts_with("https://") || s.starts_with("http://")) && base.ends_with(".git"))
 }
 
-/// The file name ADD gives a downloaded URL: the last path segment, or `__unnamed__`.
+/// The file name ADD gives a downloaded URL: Go's `path.Base` of the URL's path (trailing slashes
+/// ignored), or `__unnamed__` when that is `/` or `.`.
 fn url_filename(url: &str) -> String {
     let no_query = url.split(['?', '#']).next().unwrap_or(url);
     let path = no_query.split_once("://").map(|(_, r)| r).unwrap_or(no_query);
     match path.split_once('/') {
-        Some((_, p)) => match p.rsplit('/').next() {
-            Some(name) if !name.is_empty() => name.to_string(),
+        Some((_, p)) => match p.trim_end_matches('/').rsplit('/').next() {
+            Some(name) if !name.is_empty() && name != "." => name.to_string(),
             _ => "__unnamed__".into(),
         },
         None => "__unnamed__".into(),
@@ -649,6 +659,9 @@ mod tests {
         assert!(!is_git("https://example.com/file.tar.gz"));
         assert_eq!(url_filename("https://example.com/dl/file.tar.gz?x=1"), "file.tar.gz");
         assert_eq!(url_filename("https://example.com/"), "__unnamed__");
+        assert_eq!(url_filename("https://example.com"), "__unnamed__");
+        assert_eq!(url_filename("http://127.0.0.1:5555/v2/"), "v2");
+        assert_eq!(url_filename("https://example.com/a/b//?x=/y"), "b");
     }
 
     #[test]
@@ -660,6 +673,15 @@ mod tests {
         let r = chown("root:root", None).unwrap();
         assert_eq!((r.user, r.group), (Some(UserOpt::ById(0)), Some(UserOpt::ById(0))));
         assert_eq!(chown("app", None).unwrap().user, Some(UserOpt::ByName { name: "app".into(), input: None }));
+    }
+
+    #[test]
+    fn heredoc_bodies_expand_inside_quotes() {
+        let mut scope = super::super::scope::StageScope::default();
+        scope.declare("NAME", Some("world".into()));
+        let body = "plain $NAME \"${NAME}\" '$NAME' \\$NAME \\\\$NAME ${UNSET:-d} $(x)\n";
+        let got = heredoc_lexer().process_word(body, &scope).unwrap().value;
+        assert_eq!(got, "plain world \"world\" 'world' $NAME \\world d $(x)\n");
     }
 
     #[test]

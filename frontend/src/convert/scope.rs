@@ -84,8 +84,10 @@ impl shell::Env for GlobalScope {
 }
 
 /// The variables of one stage while it is dispatched, as BuildKit's llb state env: it starts as the base
-/// image's Env, and ENV and ARG (with a value) set entries in the order they appear, so the later of an
-/// ENV and an ARG of the same name wins. The image config's Env only ever gets ENV.
+/// image's Env (a stage built on another stage starts from that stage's variables and ARG declarations,
+/// its config's Env applied over them), and ENV and ARG (with a value) set entries in the order they
+/// appear, so the later of an ENV and an ARG of the same name wins. The image config's Env only ever gets
+/// ENV.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct StageScope {
     /// Every ARG declaration in order, re-declarations included (BuildKit's `d.buildArgs`).
@@ -110,16 +112,16 @@ impl StageScope {
         self.env.to_env()
     }
 
-    /// `K=V` for every ARG declaration, valued from the environment when set there (BuildKit's
-    /// runCommandString), for RUN's history line `RUN |N K=V ... cmd`.
+    /// `K=V` for every ARG declared, once per name at its first declaration's place and valued from
+    /// the environment when set there, else from its last declaration (BuildKit's runCommandString), for
+    /// RUN's history line `RUN |N K=V ... cmd`.
     pub fn history_args(&self) -> Vec<String> {
-        self.args
-            .iter()
-            .map(|(k, v)| {
-                let value = self.env.get(k).map(str::to_string).or_else(|| v.clone()).unwrap_or_default();
-                format!("{k}={value}")
-            })
-            .collect()
+        let mut out: VarList = VarList::default();
+        for (k, v) in &self.args {
+            let value = self.env.get(k).map(str::to_string).or_else(|| v.clone()).unwrap_or_default();
+            out.set(k, &value);
+        }
+        out.to_env()
     }
 }
 
@@ -148,7 +150,8 @@ mod tests {
         assert_eq!(s.history_args(), vec!["A=env", "B=b", "C="]);
         s.declare("A", Some("again".into()));
         assert_eq!(s.get("A").as_deref(), Some("again"));
-        assert_eq!(s.history_args().len(), 4);
+        // A re-declared ARG is listed once, where it was first declared.
+        assert_eq!(s.history_args(), vec!["A=again", "B=b", "C="]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use llb::Platform;
 use super::scope::GlobalScope;
 use super::ConvertOptions;
 use crate::diag::{suggest, Diagnostic, Span};
-use crate::instructions::{parse_mount, Dockerfile, Instruction, Stage};
+use crate::instructions::{mount_from, Dockerfile, Instruction, Stage};
 use crate::shell::Lexer;
 
 /// Where a stage starts from.
@@ -121,7 +121,7 @@ pub(crate) fn plan(
                 _ => (opts.target_platform.clone().unwrap_or_else(|| opts.build_platform.clone()), false),
             },
         };
-        collect_from_deps(df, opts, stage, global, lexer, &mut deps)?;
+        collect_from_deps(df, opts, stage, &mut deps)?;
         plans.push(StagePlan { base, platform, platform_explicit, deps });
     }
     Ok(plans)
@@ -131,8 +131,6 @@ fn collect_from_deps(
     df: &Dockerfile,
     opts: &ConvertOptions,
     stage: &Stage,
-    global: &GlobalScope,
-    lexer: &Lexer,
     deps: &mut BTreeSet<usize>,
 ) -> Result<(), Diagnostic> {
     for cmd in &stage.commands {
@@ -141,15 +139,9 @@ fn collect_from_deps(
             Instruction::Run(r) => {
                 let mut out = Vec::new();
                 for m in &r.mounts {
-                    // Mount values may use global ARGs; stage-level values are re-checked at dispatch.
-                    let mut expand = |w: &str| -> Result<String, String> {
-                        lexer.process_word(w, global).map(|e| e.value).map_err(|e| e.to_string())
-                    };
-                    let mount = parse_mount(m, &mut expand)
-                        .map_err(|e| Diagnostic::spanned(format!("--mount={m}: {e}"), cmd.span))?;
-                    if !mount.from.is_empty() {
-                        out.push(mount.from);
-                    }
+                    // `from` cannot use variables; the other values are expanded at dispatch.
+                    let from = mount_from(m).map_err(|e| Diagnostic::spanned(format!("--mount={m}: {e}"), cmd.span))?;
+                    out.extend(from);
                 }
                 out
             }

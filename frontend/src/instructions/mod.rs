@@ -9,7 +9,7 @@ mod mount;
 mod types;
 
 pub use flags::FlagSet;
-pub use mount::{parse_mount, parse_size, MountType, RunMount, Sharing};
+pub use mount::{mount_from, parse_mount, parse_size, MountType, RunMount, Sharing};
 pub use types::*;
 
 use crate::diag::{suggest, Diagnostic, Span};
@@ -83,9 +83,8 @@ fn parse_inner(node: &Node) -> Result<Instruction, String> {
             let f = flags(FlagSet::new("RUN").list("mount").string("network").string("security"))?;
             let mounts = f.get_list("mount");
             for m in &mounts {
-                if !m.contains('$') {
-                    parse_mount(m, &mut |v| Ok(v.to_string())).map_err(|e| format!("--mount={m}: {e}"))?;
-                }
+                // The rest of the value may use the stage's variables: it is parsed at dispatch.
+                mount_from(m).map_err(|e| format!("--mount={m}: {e}"))?;
             }
             let network = f.get_string("network").map(|n| parse_network(&n)).transpose()?;
             let security = f.get_string("security").map(|s| parse_security(&s)).transpose()?;

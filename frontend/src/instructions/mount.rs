@@ -95,7 +95,27 @@ const KEYS: [&str; 19] = [
     "env",
 ];
 
-/// Parse one `--mount` value; `expand` is applied to every value (identity at instruction-parse time).
+/// The `from` of one `--mount` value as the instruction parser sees it, before the stage's variables are
+/// known (BuildKit's `parseMount` without an expander): only CSV syntax and `from` are checked, since
+/// `from` names a stage the build depends on and so cannot use variables. Every other key is
+/// evaluated at dispatch by [`parse_mount`], after expansion.
+pub fn mount_from(value: &str) -> Result<Option<String>, String> {
+    let mut from = None;
+    for field in split_csv(value)? {
+        if let Some((key, value)) = field.split_once('=') {
+            if key.eq_ignore_ascii_case("from") {
+                if value.find('$').is_some_and(|i| i != value.len() - 1) {
+                    return Err("'from' doesn't support variable expansion, define alias stage instead".into());
+                }
+                from = Some(value.to_string());
+            }
+        }
+    }
+    Ok(from.filter(|f| !f.is_empty()))
+}
+
+/// Parse one `--mount` value at dispatch; `expand` is applied to every value, with the stage's ARG and
+/// ENV variables (BuildKit's `setMountState` with the dispatch expander).
 pub fn parse_mount(value: &str, expand: &mut dyn FnMut(&str) -> Result<String, String>) -> Result<RunMount, String> {
     let fields = split_csv(value)?;
     let mut m = RunMount {
@@ -363,6 +383,34 @@ mod tests {
         );
         assert_eq!(parse("target=/a,junk").unwrap_err(), "invalid field 'junk' must be a key=value pair");
         assert_eq!(parse("target=/a,required").unwrap_err(), "unexpected key 'required' for mount type 'bind'");
+    }
+
+    #[test]
+    fn values_expand_at_dispatch() {
+        let vars = [("CACHE_DIR", "/cache"), ("MODE", "0750"), ("OWNER", "7"), ("ID", "mine")];
+        let mut expand = |w: &str| {
+            let mut out = w.to_string();
+            for (k, v) in vars {
+                out = out.replace(&format!("${{{k}}}"), v).replace(&format!("${k}"), v);
+            }
+            Ok(out)
+        };
+        let m =
+            parse_mount("type=cache,target=$CACHE_DIR,id=${ID},uid=$OWNER,gid=$OWNER,mode=$MODE", &mut expand).unwrap();
+        assert_eq!((m.target.as_str(), m.id.as_str()), ("/cache", "mine"));
+        assert_eq!((m.uid, m.gid, m.mode), (Some(7), Some(7), Some(0o750)));
+    }
+
+    #[test]
+    fn parse_time_reads_only_from() {
+        // Values that only make sense once expanded are not checked before dispatch.
+        assert_eq!(mount_from("type=cache,target=$DIR,uid=$OWNER,mode=$MODE"), Ok(None));
+        assert_eq!(mount_from("type=bind,from=build,target=/b"), Ok(Some("build".into())));
+        assert_eq!(
+            mount_from("from=$STAGE,target=/b").unwrap_err(),
+            "'from' doesn't support variable expansion, define alias stage instead"
+        );
+        assert!(mount_from("\"target=/a").is_err());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use snapshotter::meta::MetaDb;
 use snapshotter::redb::TableDefinition;
 
 use crate::fileop::fsys::{self, Meta, Tree};
-use crate::fileop::select::{Filter, Selected, Source, View};
+use crate::fileop::select::{Filter, Selected, Source};
 use crate::fileop::{FileOpError, SourceDir};
 
 /// Remembered content digests: canonical root path to a JSON [`RootRecord`].
@@ -95,16 +95,16 @@ impl ChecksumCache {
     /// patterns and the directory's own filters applied): type, mode, uid, gid, size, link target, xattrs and
     /// bytes of each path, never mtime.
     pub fn copy_sources(&self, src: &SourceDir, copy: &llb::file::Copy) -> Result<Digest, FileOpError> {
-        let (tree, filter) = open(src)?;
-        let sources = View { tree: &tree, filter: &filter }.select(copy)?;
-        self.digest(&tree, &sources)
+        let src = src.open()?;
+        let sources = src.view().select(copy)?;
+        self.digest(&src.tree, &sources)
     }
 
     /// The checksum of the tree at `path` in `src` (`/` for all of it), its final symlink followed.
     pub fn tree(&self, src: &SourceDir, path: &str) -> Result<Digest, FileOpError> {
-        let (tree, filter) = open(src)?;
-        let source = View { tree: &tree, filter: &filter }.select_one(path, true, &Filter::default())?;
-        self.digest(&tree, std::slice::from_ref(&source))
+        let src = src.open()?;
+        let source = src.view().select_one(path, true, &Filter::default())?;
+        self.digest(&src.tree, std::slice::from_ref(&source))
     }
 
     /// Writes remembered stats back to the database (once at the end of a solve).
@@ -214,10 +214,4 @@ fn field(h: &mut Sha256, tag: &[u8], value: &[u8]) {
 
 fn poisoned() -> FileOpError {
     FileOpError::Invalid("checksum cache lock poisoned by an earlier panic".into())
-}
-
-fn open(src: &SourceDir) -> Result<(Tree, Filter), FileOpError> {
-    let tree = Tree::open(&src.path)
-        .map_err(|source| FileOpError::Io { what: format!("open source directory {}", src.path.display()), source })?;
-    Ok((tree, Filter::new(&src.include, &src.exclude)?))
 }

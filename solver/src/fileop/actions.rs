@@ -17,10 +17,20 @@ fn fail(what: String) -> impl FnOnce(io::Error) -> FileOpError {
     move |source| FileOpError::Io { what, source }
 }
 
-/// Owner and times of a created path: the action's owner, else root; times only when set.
-fn finish(dir: impl AsFd, name: &OsStr, owner: Option<(u32, u32)>, ts: Option<i64>) -> io::Result<()> {
+/// Owner, mode and times of a created path: the action's owner, else root; exactly the permission bits
+/// asked for (buildkitd runs with umask 0), except for a symlink; times only when set.
+fn finish(
+    dir: impl AsFd,
+    name: &OsStr,
+    owner: Option<(u32, u32)>,
+    mode: Option<u32>,
+    ts: Option<i64>,
+) -> io::Result<()> {
     let (uid, gid) = owner.unwrap_or((0, 0));
     fsys::chown(dir.as_fd(), name, uid, gid)?;
+    if let Some(mode) = mode {
+        fsys::chmod(dir.as_fd(), name, mode & 0o777)?;
+    }
     if let Some(ts) = ts {
         let t = fsys::split_nanos(ts);
         fsys::set_times(dir, name, t, t)?;
@@ -43,7 +53,7 @@ pub fn mkdir(dest: &Tree, a: &Mkdir, owner: Option<(u32, u32)>) -> Result<(), Fi
         Err(e) if e == rustix::io::Errno::EXIST => return Ok(()),
         r => r.map_err(io::Error::from).map_err(fail(format!("mkdir {}", a.path)))?,
     }
-    finish(&at.dir, &at.name, owner, a.timestamp).map_err(fail(format!("mkdir {}", a.path)))
+    finish(&at.dir, &at.name, owner, Some(a.mode), a.timestamp).map_err(fail(format!("mkdir {}", a.path)))
 }
 
 pub fn mkfile(dest: &Tree, a: &Mkfile, owner: Option<(u32, u32)>) -> Result<(), FileOpError> {
@@ -58,16 +68,18 @@ pub fn mkfile(dest: &Tree, a: &Mkfile, owner: Option<(u32, u32)>) -> Result<(), 
         .map_err(io::Error::from)
         .map_err(fail(what()))?;
     std::fs::File::from(fd).write_all(&a.data.0).map_err(fail(what()))?;
-    finish(&at.dir, &at.name, owner, a.timestamp).map_err(fail(what()))
+    finish(&at.dir, &at.name, owner, Some(a.mode), a.timestamp).map_err(fail(what()))
 }
 
 pub fn rm(dest: &Tree, a: &Rm) -> Result<(), FileOpError> {
     let paths = if a.allow_wildcard {
         let filter = Filter::default();
-        View { tree: dest, filter: &filter }.resolve_wildcards(&a.path, false).or_else(|e| match e {
-            FileOpError::NotFound { .. } if a.allow_not_found => Ok(Vec::new()),
-            e => Err(e),
-        })?
+        View { tree: dest, filter: &filter, root_owned: false }.resolve_wildcards(&a.path, false).or_else(
+            |e| match e {
+                FileOpError::NotFound { .. } if a.allow_not_found => Ok(Vec::new()),
+                e => Err(e),
+            },
+        )?
     } else {
         vec![a.path.clone()]
     };
@@ -101,5 +113,5 @@ pub fn symlink(dest: &Tree, a: &Symlink, owner: Option<(u32, u32)>) -> Result<()
     rfs::symlinkat(OsStr::from_bytes(a.oldpath.as_bytes()), parent, at.name.as_os_str())
         .map_err(io::Error::from)
         .map_err(fail(what()))?;
-    finish(&at.dir, &at.name, owner, a.timestamp).map_err(fail(what()))
+    finish(&at.dir, &at.name, owner, None, a.timestamp).map_err(fail(what()))
 }

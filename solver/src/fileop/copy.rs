@@ -27,8 +27,16 @@ pub struct Overrides {
     pub replace: bool,
 }
 
-/// Creates the missing directories of real `comps` in `dest` (mode 0755 less the umask), owned by the
-/// copy's owner (root without one) and with the copy's time when set (fsutil's `MkdirAll`).
+/// The mode of the directories a copy creates on the way to its destination: `--chmod`'s permission
+/// bits when it is numeric, else 0755 (fsutil's `Copy` and `prepareTargetDir` pass `CopyInfo.Mode` to
+/// `MkdirAll`; special bits do not survive Go's `os.Mkdir`).
+fn parent_mode(chmod: Option<u32>) -> u32 {
+    chmod.map_or(0o755, |m| m & 0o777)
+}
+
+/// Creates the missing directories of real `comps` in `dest` with exactly the permission bits of `mode`
+/// (buildkitd runs with umask 0; this process's umask does not count), owned by the copy's owner (root
+/// without one) and with the copy's time when set (fsutil's `MkdirAll`).
 pub fn mkdir_all(
     dest: &Tree,
     comps: &[Vec<u8>],
@@ -40,10 +48,11 @@ pub fn mkdir_all(
         Err(e) if e.kind() == io::ErrorKind::NotFound && !comps.is_empty() => {
             let parent = mkdir_all(dest, &comps[..comps.len() - 1], mode, owner, time)?;
             let name = OsStr::from_bytes(&comps[comps.len() - 1]);
-            match rfs::mkdirat(&parent, name, Mode::from_raw_mode(mode)) {
+            match rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o700)) {
                 Ok(()) => {
                     let (uid, gid) = owner.unwrap_or((0, 0));
                     fsys::chown(&parent, name, uid, gid)?;
+                    fsys::chmod(&parent, name, mode & 0o777)?;
                     if let Some(t) = time {
                         fsys::set_times(&parent, name, t, t)?;
                     }
@@ -91,7 +100,7 @@ pub fn run(dest: &Tree, src: &View<'_>, copy: &Copy, owner: Option<(u32, u32)>) 
                     .map_err(io_at(format!("create destination {}", copy.dest)))?;
                 let into = Tree::open(&dest.path().join(rel_path(&at.real)))
                     .map_err(io_at(format!("open destination {}", copy.dest)))?;
-                unpack::extract(&mut f, &into, &source.matched)?;
+                unpack::extract(&mut f, &into, &source.matched, ov.owner)?;
                 continue;
             }
         }
@@ -120,9 +129,10 @@ fn copy_source(
             None => String::new(),
         }
     };
+    let dir_mode = parent_mode(ov.mode);
     if !ensure.is_empty() {
         let at = dest.resolve(&ensure, true).map_err(io_at(format!("resolve {shown}")))?;
-        mkdir_all(dest, &at.real, 0o755, ov.owner, ov.time).map_err(io_at(format!("create directory {ensure}")))?;
+        mkdir_all(dest, &at.real, dir_mode, ov.owner, ov.time).map_err(io_at(format!("create directory {ensure}")))?;
     }
     let at = dest.resolve(dest_path, true).map_err(io_at(format!("resolve {shown}")))?;
     let mut target = at.real.clone();
@@ -139,7 +149,7 @@ fn copy_source(
     }
     let parent_target: Vec<Vec<u8>> =
         if copy.dir_copy_contents && src_is_dir && fi_dest.is_none() { target.clone() } else { parent_of(&target) };
-    mkdir_all(dest, &parent_target, 0o755, ov.owner, ov.time)
+    mkdir_all(dest, &parent_target, dir_mode, ov.owner, ov.time)
         .map_err(io_at(format!("create directory {}", display(&parent_target))))?;
 
     let mut c = Copier { dest, ov, dirs: HashMap::new(), links: HashMap::new(), finish: Vec::new() };
@@ -273,8 +283,9 @@ impl Copier<'_> {
         let xattrs = fsys::xattrs(src_dir, src_name).unwrap_or_default();
         fsys::set_xattrs(dir, name, &xattrs);
         if !m.is_symlink() {
+            // A numeric --chmod is the whole mode, special bits included (fsutil's copyFileInfo).
             let mode = if let Some(mode) = self.ov.mode {
-                (m.mode & 0o7000) | (mode & 0o777)
+                mode & 0o7777
             } else if let Some(set) = &self.ov.mode_set {
                 set.apply(m.mode, m.is_dir())
             } else {

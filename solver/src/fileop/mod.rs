@@ -38,12 +38,21 @@ pub struct SourceDir {
     pub include: Vec<String>,
     /// Exclude patterns of a local source (.dockerignore).
     pub exclude: Vec<String>,
+    /// Every file reads as owned by root (uid and gid 0), whatever its owner on the host: a local
+    /// source, as BuildKit's client sends one (`resetUIDAndGID` in client/solve.go), so COPY, ADD and
+    /// RUN mounts of the context see root:root and the host's owners never reach an image or a key.
+    pub root_owned: bool,
 }
 
 impl SourceDir {
     /// A directory read as is, without filters.
     pub fn plain(path: impl Into<PathBuf>) -> SourceDir {
-        SourceDir { path: path.into(), include: Vec::new(), exclude: Vec::new() }
+        SourceDir { path: path.into(), include: Vec::new(), exclude: Vec::new(), root_owned: false }
+    }
+
+    /// A local source (a build context): filtered, and owned by root.
+    pub fn local(path: impl Into<PathBuf>, include: Vec<String>, exclude: Vec<String>) -> SourceDir {
+        SourceDir { path: path.into(), include, exclude, root_owned: true }
     }
 }
 
@@ -64,13 +73,26 @@ pub enum FileOpError {
     Pattern(#[from] PatternError),
 }
 
+/// A [`SourceDir`] opened for reading: [`OpenDir::view`] is what copies and checksums walk.
+pub(crate) struct OpenDir {
+    pub tree: Tree,
+    pub filter: Filter,
+    pub root_owned: bool,
+}
+
+impl OpenDir {
+    pub fn view(&self) -> View<'_> {
+        View { tree: &self.tree, filter: &self.filter, root_owned: self.root_owned }
+    }
+}
+
 impl SourceDir {
-    fn open(&self) -> Result<(Tree, Filter), FileOpError> {
+    pub(crate) fn open(&self) -> Result<OpenDir, FileOpError> {
         let tree = Tree::open(&self.path).map_err(|source| FileOpError::Io {
             what: format!("open source directory {}", self.path.display()),
             source,
         })?;
-        Ok((tree, Filter::new(&self.include, &self.exclude)?))
+        Ok(OpenDir { tree, filter: Filter::new(&self.include, &self.exclude)?, root_owned: self.root_owned })
     }
 }
 
@@ -176,7 +198,7 @@ pub fn run_chain(op: &FileOp, output: usize, dest: &Path, inputs: &[Option<Sourc
         // A by-name owner is looked up in the named input, or in `dest` when that is the chain itself.
         let tree_for = |input: Option<usize>| -> Result<Tree, FileOpError> {
             match FileSource::resolve(input, num_inputs) {
-                FileSource::Input(i) if Some(i) != base => Ok(input_dir(i)?.open()?.0),
+                FileSource::Input(i) if Some(i) != base => Ok(input_dir(i)?.open()?.tree),
                 _ => Tree::open(dest).map_err(|source| FileOpError::Io { what: "open destination".into(), source }),
             }
         };
@@ -184,14 +206,10 @@ pub fn run_chain(op: &FileOp, output: usize, dest: &Path, inputs: &[Option<Sourc
             FileActionKind::Copy(c) => {
                 let owner = users::resolve_owner(c.owner.as_ref(), &tree_for)?;
                 match FileSource::resolve(a.secondary_input, num_inputs) {
-                    FileSource::Input(s) => {
-                        let (tree, filter) = input_dir(s)?.open()?;
-                        copy::run(&dest_tree, &View { tree: &tree, filter: &filter }, c, owner)?;
-                    }
+                    FileSource::Input(s) => copy::run(&dest_tree, &input_dir(s)?.open()?.view(), c, owner)?,
                     FileSource::Scratch => {
                         let empty = EmptyDir::new()?;
-                        let (tree, filter) = SourceDir::plain(empty.path()).open()?;
-                        copy::run(&dest_tree, &View { tree: &tree, filter: &filter }, c, owner)?;
+                        copy::run(&dest_tree, &SourceDir::plain(empty.path()).open()?.view(), c, owner)?;
                     }
                     FileSource::Action(j) => return Err(copy_from_action(ai, j)),
                 }
@@ -211,10 +229,10 @@ pub fn run_chain(op: &FileOp, output: usize, dest: &Path, inputs: &[Option<Sourc
     Ok(())
 }
 
-/// Copies everything `src` shows (filters applied, owners, modes, times and xattrs kept) into `dest`:
-/// materialises a local context for RUN mounts.
+/// Copies everything `src` shows (filters applied, owners as it shows them, modes, times and xattrs kept)
+/// into `dest`: materialises a local context for RUN mounts.
 pub fn copy_dir(src: &SourceDir, dest: &Path) -> Result<(), FileOpError> {
-    let (tree, filter) = src.open()?;
+    let src = src.open()?;
     let dest_tree = Tree::open(dest)
         .map_err(|source| FileOpError::Io { what: format!("open destination {}", dest.display()), source })?;
     let c = llb::file::Copy {
@@ -224,7 +242,7 @@ pub fn copy_dir(src: &SourceDir, dest: &Path) -> Result<(), FileOpError> {
         create_dest_path: true,
         ..Default::default()
     };
-    copy::run(&dest_tree, &View { tree: &tree, filter: &filter }, &c, None)
+    copy::run(&dest_tree, &src.view(), &c, None)
 }
 
 /// An empty directory that a copy from scratch reads, removed on drop.

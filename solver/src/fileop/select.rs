@@ -115,6 +115,8 @@ pub struct Source {
 pub struct View<'a> {
     pub tree: &'a Tree,
     pub filter: &'a Filter,
+    /// Owners read as root (a local source: [`super::SourceDir::root_owned`]).
+    pub root_owned: bool,
 }
 
 fn io_err(what: String) -> impl FnOnce(io::Error) -> FileOpError {
@@ -122,6 +124,14 @@ fn io_err(what: String) -> impl FnOnce(io::Error) -> FileOpError {
 }
 
 impl View<'_> {
+    /// `lstat` as this view shows it.
+    fn shown(&self, mut meta: Meta) -> Meta {
+        if self.root_owned {
+            (meta.uid, meta.gid) = (0, 0);
+        }
+        meta
+    }
+
     fn visible(&self, real: &str, is_dir: bool) -> Result<Visit, FileOpError> {
         let rel = real.trim_start_matches('/');
         if rel.is_empty() || self.filter.is_empty() {
@@ -205,7 +215,7 @@ impl View<'_> {
     /// The source at `path` and what is below it.
     pub fn select_one(&self, path: &str, follow: bool, copy_filter: &Filter) -> Result<Source, FileOpError> {
         let at = self.tree.resolve(path, follow).map_err(|e| not_found_or(path, e))?;
-        let meta = at.lstat().map_err(|e| not_found_or(path, e))?;
+        let meta = self.shown(at.lstat().map_err(|e| not_found_or(path, e))?);
         let real = at.display();
         if self.visible(&real, meta.is_dir())? == Visit::Skip {
             return Err(FileOpError::NotFound { path: path.to_string() });
@@ -230,7 +240,7 @@ impl View<'_> {
     ) -> Result<(), FileOpError> {
         let names = fsys::read_dir_sorted(&*dir, ".".as_ref()).map_err(io_err(format!("read {real}")))?;
         for name in names {
-            let meta = fsys::lstat(&*dir, &name).map_err(io_err(format!("lstat {real}")))?;
+            let meta = self.shown(fsys::lstat(&*dir, &name).map_err(io_err(format!("lstat {real}")))?);
             let n = name.to_string_lossy();
             let child_rel = if rel.is_empty() { n.to_string() } else { format!("{rel}/{n}") };
             let child_real = join_real(real, &n);

@@ -57,8 +57,9 @@ fn header_checksum_ok(h: &[u8; 512]) -> bool {
     want == unsigned || want == signed
 }
 
-/// Extracts the archive in `f` into `dest` (an existing directory).
-pub fn extract(f: &mut File, dest: &Tree, shown: &str) -> Result<(), FileOpError> {
+/// Extracts the archive in `f` into `dest` (an existing directory). `owner` (ADD --chown) replaces every
+/// entry's owner (go-archive's `TarOptions.ChownOpts`, which BuildKit's unpack sets from the chown).
+pub fn extract(f: &mut File, dest: &Tree, shown: &str, owner: Option<(u32, u32)>) -> Result<(), FileOpError> {
     let fail = |what: String| move |source: io::Error| FileOpError::Io { what, source };
     let r = decompressed(f).map_err(fail(format!("read archive {shown}")))?;
     let mut ar = tar::Archive::new(r);
@@ -74,8 +75,7 @@ pub fn extract(f: &mut File, dest: &Tree, shown: &str) -> Result<(), FileOpError
         let kind = h.entry_type();
         // Blank numeric fields read as 0, as Go's archive/tar does.
         let mode = h.mode().unwrap_or(0);
-        let uid = h.uid().unwrap_or(0) as u32;
-        let gid = h.gid().unwrap_or(0) as u32;
+        let (uid, gid) = owner.unwrap_or((h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32));
         let mtime = h.mtime().unwrap_or(0) as i64;
         let mut xattrs = Vec::new();
         if let Ok(Some(exts)) = entry.pax_extensions() {

@@ -23,7 +23,10 @@ use crate::progress::{Event, EventKind, KeyIngredients, ProgressSink, StepRecord
 
 type Memo<R> = Result<Arc<Vec<R>>, SolveError>;
 
-const KEY_VERSION: &[u8] = b"rbuild.cachekey.v2";
+// v3: file ops and RUN steps give BuildKit v0.24's results (issue 17: --chmod on created parents, ADD
+// --chown of archives, root-owned contexts, supplementary groups, no /etc/hostname mount), so results
+// cached under v2 keys would differ from a fresh run.
+const KEY_VERSION: &[u8] = b"rbuild.cachekey.v3";
 
 pub(crate) struct Run<R: Clone + Send + Sync + 'static> {
     flights: Arc<Flights<R>>,

@@ -210,10 +210,28 @@ fn run(
         llb::NetworkMode::Host => sandbox::NetworkMode::Host,
         llb::NetworkMode::None => sandbox::NetworkMode::None,
     };
+    // Proxy build args, upper and lower case (BuildKit's proxyEnvList).
+    if let Some(p) = &meta.proxy_env {
+        for (name, value) in [
+            ("HTTP_PROXY", &p.http_proxy),
+            ("HTTPS_PROXY", &p.https_proxy),
+            ("FTP_PROXY", &p.ftp_proxy),
+            ("NO_PROXY", &p.no_proxy),
+            ("ALL_PROXY", &p.all_proxy),
+        ] {
+            if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+                spec.env.push(format!("{name}={v}"));
+                spec.env.push(format!("{}={v}", name.to_ascii_lowercase()));
+            }
+        }
+    }
     for se in &e.secret_env {
-        // Into the environment only: never into the definition, a key or a log.
-        if let Some(v) = provided.secrets.get(&se.id) {
-            spec.env.push(format!("{}={}", se.name, String::from_utf8_lossy(v)));
+        // Into the environment only: never into the definition, a key or a log. An optional secret
+        // that is not provided is set empty (BuildKit's loadSecretEnv).
+        match provided.secrets.get(&se.id) {
+            Some(v) => spec.env.push(format!("{}={}", se.name, String::from_utf8_lossy(v))),
+            None if se.optional => spec.env.push(format!("{}=", se.name)),
+            None => {}
         }
     }
 
@@ -239,18 +257,26 @@ fn run(
                 RunMountKind::Bind { source, readonly: m.readonly }
             }
             MountKind::Cache { id, sharing: mode } => {
-                let seed = match m.input {
+                // A cache with a base (uid/gid/mode given, or from=) is a cache of its own, rooted at the
+                // base's directory: BuildKit keys cache dirs by id and base ref ("cache-dir:<id>:<ref>")
+                // and mounts the base's selector, owner and mode included.
+                let (seed, key, (dir_mode, uid, gid)) = match m.input {
                     Some(_) => {
-                        let mut view = Snap::view(step, snap_of(m.input)?.as_deref(), "cache-seed")?;
+                        let base = snap_of(m.input)?;
+                        let mut view = Snap::view(step, base.as_deref(), "cache-seed")?;
                         let path = scoped(&view.mount(step)?, &m.selector);
                         scratch.push(view);
-                        Some(path)
+                        let root = std::fs::metadata(&path).map(|md| {
+                            use std::os::unix::fs::MetadataExt;
+                            (md.mode() & 0o7777, md.uid(), md.gid())
+                        });
+                        (Some(path), format!("{id}:{}", base.unwrap_or_default()), root.unwrap_or((0o755, 0, 0)))
                     }
-                    None => None,
+                    None => (None, id.clone(), (0o755, 0, 0)),
                 };
                 let lease = state
                     .cache_mounts
-                    .acquire(id, sharing(*mode), 0o755, 0, 0, seed.as_deref())
+                    .acquire(&key, sharing(*mode), dir_mode, uid, gid, seed.as_deref())
                     .map_err(|err| step.err(format!("cannot take cache mount {id:?} for {}: {err}", m.dest)))?;
                 let source = lease.path.clone();
                 leases.push(lease);

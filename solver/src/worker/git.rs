@@ -22,7 +22,8 @@ use crate::error::SolveError;
 use crate::fileop::{self, SourceDir};
 use crate::op::{BoxFuture, CacheMap, Op, OpContext, Prepared};
 
-const KEY_VERSION: &[u8] = b"rbuild.git.v1\n";
+// v2: a kept .git is detached at the commit (v1 checked a branch name out as a local branch).
+const KEY_VERSION: &[u8] = b"rbuild.git.v2\n";
 
 /// One fetch or checkout at a time in this process: git's own lock files would make a concurrent one
 /// fail rather than wait. (The state root's lock keeps other processes out.)
@@ -60,7 +61,7 @@ impl<'a> Spec<'a> {
     }
 
     /// The key of a checkout of `commit`: the commit, subdir, and with a kept .git directory (whose config
-    /// names the remote and the branch) the remote and reference too.
+    /// names the remote) the remote and reference too.
     fn cache_key(&self, commit: &str) -> Digest {
         let mut h = Sha256::new();
         h.update(KEY_VERSION);
@@ -258,11 +259,8 @@ fn checkout(bare: &Path, spec: &Spec<'_>, commit: &str, scratch: &Path, tree: &P
         git(Some(tree), &["remote", "add", "origin", spec.remote])?;
         let from = format!("file://{}", bare.display());
         git(Some(tree), &["fetch", "-q", "--depth=1", "--", &from, commit])?;
-        match spec.reference.filter(|r| !is_commit(r) && *r != "HEAD" && !r.starts_with("refs/")) {
-            // A branch or tag name: check it out as a local branch, as a clone would.
-            Some(name) => git(Some(tree), &["checkout", "-q", "-B", name, commit])?,
-            None => git(Some(tree), &["checkout", "-q", "--detach", commit])?,
-        };
+        // A detached HEAD at the commit, whatever the reference named (BuildKit checks out FETCH_HEAD).
+        git(Some(tree), &["checkout", "-q", "--detach", commit])?;
         return Ok(());
     }
     std::fs::create_dir_all(tree).map_err(|e| e.to_string())?;

@@ -135,7 +135,7 @@ impl Op<WorkerRef> for LocalOp {
                 .directory(include_patterns, exclude_patterns, &status)
                 .await
                 .map_err(|e| ctx.err(format!("context {name:?}: {}", error_chain(&e))))?;
-            let dir = SourceDir { path, include: include_patterns.clone(), exclude: exclude_patterns.clone() };
+            let dir = SourceDir::local(path, include_patterns.clone(), exclude_patterns.clone());
             Ok(Prepared { ready: Some(vec![WorkerRef::Local(dir)]), ..Prepared::default() })
         })
     }
