@@ -1,59 +1,70 @@
-//! Parity with BuildKit: every case under testdata/parity is built by rbuild and by dockerd's embedded
-//! BuildKit from the same context, and the two images must agree on the config fields a Dockerfile sets,
-//! the history (created_by, empty_layer, comment; not times), the number of layers and the flattened
-//! filesystem (path, type, mode with setuid/sticky bits, owner, size, content digest, link target,
-//! hardlink groups; not times).
+//! Parity with BuildKit v0.24: every case under testdata/parity is built by rbuild, and the image must
+//! agree with `buildkit-v0.24.json`, the normalised image BuildKit v0.24.0 built from the same context
+//! (see `parity/normalize.rs` for what is compared and testdata/parity/README.md for the case files).
+//! The golden files are data: these tests need no BuildKit.
 //!
-//! The reference is the BuildKit that the installed dockerd embeds (Debian's docker.io 20.10 vendors
-//! BuildKit v0.8); cases that need newer syntax carry a `Dockerfile.buildkit-v0.8` for the docker side and
-//! a `history.v0.24` with what BuildKit v0.24 writes (see testdata/parity/README.md).
+//! `write_golden_from_buildkit` (ignored) writes the golden files with a running buildkitd v0.24:
+//! `cargo test -p rbuild --test parity -- --ignored --nocapture write_golden_from_buildkit`, with
+//! `BUILDKIT_HOST` (default `unix:///run/buildkit-v0.24/buildkitd.sock`) and `BUILDCTL` (default
+//! `/opt/buildkit-v0.24/bin/buildctl`, else `buildctl` on $PATH); `PARITY_CASE=a,b` limits either test to
+//! those cases.
 //!
 //! Also: two SOURCE_DATE_EPOCH builds in different state roots give the same manifest digest.
 //!
-//! Skips, saying why, without root, the seeded registry, skopeo or a running dockerd
-//! (`scripts/start-dockerd` starts one).
+//! The builds skip, saying why, without root or the seeded registry.
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+#[path = "parity/git.rs"]
+mod git;
+#[path = "parity/normalize.rs"]
+mod normalize;
+
 use std::fmt::Write as _;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde_json::Value;
+use normalize::{differences, read_oci_archive, Normalized};
+use serde_json::{json, Value};
 use support::{skip, which, Rbuild, TestRegistry};
 
-const CASES: &[&str] = &[
-    "env-arg",
-    "cmd-entrypoint",
-    "user-workdir",
-    "metadata",
-    "copy-modes",
-    "add-tar",
-    "run-whiteouts",
-    "multistage",
-    "link-heredoc",
-];
-
-/// The image config fields a Dockerfile controls (BuildKit's and Docker's names).
-const CONFIG_FIELDS: &[&str] = &[
-    "Env",
-    "Cmd",
-    "Entrypoint",
-    "WorkingDir",
-    "User",
-    "Labels",
-    "ExposedPorts",
-    "Volumes",
-    "StopSignal",
-    "Healthcheck",
-    "OnBuild",
-    "Shell",
-];
+/// The golden file of a case: what BuildKit v0.24 built.
+const GOLDEN: &str = "buildkit-v0.24.json";
+/// Difference lines (as [`differences`] prints them) rbuild is known to have, each explained by `#` lines.
+const KNOWN: &str = "differences.txt";
+/// The docker.io mirror buildkitd uses when the golden files are written (scripts/local-mirror): what
+/// `{registry}` stands for then.
+const GOLDEN_REGISTRY: &str = "127.0.0.1:5555";
+/// What a case's files say instead of the registry address.
+const REGISTRY_PLACEHOLDER: &str = "{registry}";
+/// What a case's files say instead of the address of the git server ([`git::GitServer`]).
+const GIT_PLACEHOLDER: &str = "{git}";
+/// At least this many cases (issue 17).
+const MIN_CASES: usize = 60;
 
 fn parity_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/parity")
+}
+
+/// Every case: a directory with a Dockerfile.
+fn cases() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(parity_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("Dockerfile").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+fn selected_cases() -> Vec<String> {
+    let only = std::env::var("PARITY_CASE").ok();
+    let all = cases();
+    let wanted = |c: &str| only.as_deref().is_none_or(|o| o.split(',').any(|o| o.trim() == c));
+    let picked: Vec<String> = all.iter().filter(|c| wanted(c)).cloned().collect();
+    assert!(!picked.is_empty(), "PARITY_CASE={only:?} names no case in {all:?}");
+    picked
 }
 
 fn is_root() -> bool {
@@ -65,70 +76,17 @@ fn output_text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-/// The docker CLI whose `docker build` talks to dockerd's embedded BuildKit: the CLI of the daemon's own
-/// version (a newer CLI elsewhere on $PATH insists on the buildx plugin when DOCKER_BUILDKIT=1).
-fn docker_cli() -> Option<PathBuf> {
-    let mut cands: Vec<PathBuf> = Vec::new();
-    if let Some(d) = which("dockerd") {
-        cands.push(d.with_file_name("docker"));
-    }
-    cands.push(PathBuf::from("/usr/bin/docker"));
-    cands.extend(which("docker"));
-    cands.retain(|c| c.is_file());
-    let server = |cli: &Path| {
-        let o = Command::new(cli).args(["version", "--format", "{{.Server.Version}}"]).output().ok()?;
-        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let client = |cli: &Path| {
-        let o = Command::new(cli).args(["version", "--format", "{{.Client.Version}}"]).output().ok()?;
-        Some(String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let first = cands.first()?.clone();
-    let want = server(&first)?;
-    Some(cands.iter().find(|c| client(c).as_deref() == Some(want.as_str())).cloned().unwrap_or(first))
-}
-
-struct Env {
-    reg: TestRegistry,
-    docker: PathBuf,
-}
-
-impl Env {
-    fn new() -> Option<Env> {
-        if !is_root() {
-            skip("parity builds need root (overlay mounts and namespaces)");
-            return None;
-        }
-        let Some(docker) = docker_cli() else {
-            skip("no dockerd answers: run scripts/start-dockerd (installs docker.io) to compare with BuildKit");
-            return None;
-        };
-        if which("skopeo").is_none() {
-            skip("skopeo is not installed: run scripts/install-test-deps");
-            return None;
-        }
-        let reg = TestRegistry::seeded()?;
-        // The same base images in dockerd as rbuild pulls from the mirror.
-        for (repo, tag) in [("busybox", "latest"), ("debian", "bookworm-slim")] {
-            let out = Command::new("skopeo")
-                .arg("copy")
-                .arg("--src-tls-verify=false")
-                .arg(format!("docker://{}/library/{repo}:{tag}", reg.host()))
-                .arg(format!("docker-daemon:{repo}:{tag}"))
-                .output()
-                .expect("run skopeo");
-            assert!(out.status.success(), "skopeo copy {repo}:{tag} into dockerd: {}", output_text(&out));
-        }
-        Some(Env { reg, docker })
-    }
-}
-
 /// A copy of a case's context with `setup.sh` run in it.
 fn prepare_context(case: &str) -> tempfile::TempDir {
     let t = tempfile::tempdir().unwrap();
     let src = parity_dir().join(case);
     let st = Command::new("cp").arg("-a").arg(format!("{}/.", src.display())).arg(t.path()).status().unwrap();
     assert!(st.success(), "copying {}", src.display());
+    // The harness's own files are not part of the context (a golden file in it would change what it
+    // describes).
+    for f in [GOLDEN, KNOWN] {
+        let _ = std::fs::remove_file(t.path().join(f));
+    }
     if t.path().join("setup.sh").is_file() {
         let out = Command::new("sh").arg("setup.sh").current_dir(t.path()).output().unwrap();
         assert!(out.status.success(), "{case}/setup.sh failed: {}", output_text(&out));
@@ -136,388 +94,263 @@ fn prepare_context(case: &str) -> tempfile::TempDir {
     t
 }
 
-fn rbuild_image(rb: &Rbuild, ctx: &Path, dest: &Path, epoch: Option<&str>) -> Result<(), String> {
+/// The addresses a case's placeholders stand for in one run.
+struct Servers<'a> {
+    registry: String,
+    git: Option<&'a git::GitServer>,
+}
+
+impl Servers<'_> {
+    fn fill(&self, text: &str) -> String {
+        let text = text.replace(REGISTRY_PLACEHOLDER, &self.registry);
+        match self.git {
+            Some(g) => text.replace(GIT_PLACEHOLDER, &g.host()),
+            None => text,
+        }
+    }
+
+    /// The addresses written back as placeholders in an image's history and config.
+    fn unfill(&self, img: &mut Normalized) {
+        img.replace_text(&self.registry, REGISTRY_PLACEHOLDER);
+        if let Some(g) = self.git {
+            img.replace_text(&g.host(), GIT_PLACEHOLDER);
+        }
+    }
+}
+
+fn build_args_text(case: &str) -> String {
+    std::fs::read_to_string(parity_dir().join(case).join("build-args")).unwrap_or_default()
+}
+
+/// Whether a case builds from the git server.
+fn needs_git(case: &str) -> bool {
+    build_args_text(case).contains(GIT_PLACEHOLDER)
+}
+
+/// `build-args`: `KEY=VALUE` lines, `{registry}` and `{git}` standing for the servers' addresses;
+/// SOURCE_DATE_EPOCH=0 always, so both engines stamp the same times.
+fn build_args(case: &str, servers: &Servers<'_>) -> Vec<String> {
+    let mut args = vec!["SOURCE_DATE_EPOCH=0".to_string()];
+    args.extend(
+        build_args_text(case).lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).map(|l| servers.fill(l)),
+    );
+    args
+}
+
+/// The git server, started for the first case that needs it.
+fn git_server(slot: &mut Option<git::GitServer>) -> Result<&git::GitServer, String> {
+    if slot.is_none() {
+        *slot = Some(git::GitServer::start()?);
+    }
+    Ok(slot.as_ref().expect("just started"))
+}
+
+/// `target`: the stage to build, when not the last.
+fn target(case: &str) -> Option<String> {
+    std::fs::read_to_string(parity_dir().join(case).join("target")).ok().map(|t| t.trim().to_string())
+}
+
+/// The normalised image, or the build's error (its last line).
+type Built = Result<Normalized, String>;
+
+fn rbuild_image(rb: &Rbuild, servers: &Servers<'_>, case: &str, ctx: &Path, dest: &Path) -> Built {
     let mut c = rb.command();
     c.args(["build", "--progress", "plain", "-f"]).arg(ctx.join("Dockerfile"));
-    c.arg("-o").arg(format!("type=docker,dest={},compression=uncompressed", dest.display()));
-    c.arg(ctx);
-    match epoch {
-        Some(e) => c.env("SOURCE_DATE_EPOCH", e),
-        None => c.env_remove("SOURCE_DATE_EPOCH"),
-    };
+    for a in build_args(case, servers) {
+        c.arg("--build-arg").arg(a);
+    }
+    if let Some(t) = target(case) {
+        c.arg("--target").arg(t);
+    }
+    c.arg("-o").arg(format!("type=oci,dest={}", dest.display()));
+    c.arg(ctx).env_remove("SOURCE_DATE_EPOCH");
     let out = c.output().unwrap();
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("rbuild build failed ({}):\n{}", out.status, output_text(&out)))
-    }
-}
-
-fn docker_image(env: &Env, case: &str, ctx: &Path, dest: &Path) -> Result<(), String> {
-    let legacy = ctx.join("Dockerfile.buildkit-v0.8");
-    let dockerfile = if legacy.is_file() { legacy } else { ctx.join("Dockerfile") };
-    let tag = format!("rbuild-parity/{case}:latest");
-    let out = Command::new(&env.docker)
-        .env("DOCKER_BUILDKIT", "1")
-        .args(["build", "--progress", "plain", "--network", "host", "-t", &tag, "-f"])
-        .arg(&dockerfile)
-        .arg(ctx)
-        .output()
-        .unwrap();
     if !out.status.success() {
-        return Err(format!("docker build failed ({}):\n{}", out.status, output_text(&out)));
+        return Err(last_error_line(&out));
     }
-    let out = Command::new(&env.docker).args(["save", "-o"]).arg(dest).arg(&tag).output().unwrap();
-    let _ = Command::new(&env.docker).args(["rmi", "-f", &tag]).output();
-    if !out.status.success() {
-        return Err(format!("docker save failed: {}", output_text(&out)));
-    }
-    Ok(())
+    let mut img = read_oci_archive(dest).unwrap_or_else(|e| panic!("{case}: reading rbuild's image: {e}"));
+    servers.unfill(&mut img);
+    Ok(img)
 }
 
-/// What the parity check compares of one image.
-#[derive(Debug)]
-struct Image {
-    config: BTreeMap<String, Value>,
-    history: Vec<String>,
-    layers: usize,
-    files: BTreeMap<String, FileEntry>,
-    hardlinks: BTreeSet<Vec<String>>,
-    /// Malformed layer entries (e.g. a header field a strict tar reader rejects).
-    problems: Vec<String>,
+/// The error a failed build printed: its `ERROR:`/`error:` line, else its last line.
+fn last_error_line(out: &Output) -> String {
+    let text = output_text(out);
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let error = lines.iter().rev().find(|l| l.to_ascii_lowercase().starts_with("error:"));
+    error.or(lines.last()).copied().unwrap_or("").to_string()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FileEntry {
-    kind: char,
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    size: u64,
-    digest: String,
-    link: String,
-    /// Which hardlink group (an index into a per-image table) the file belongs to.
-    inode: usize,
+fn read_golden(case: &str) -> Value {
+    let path = parity_dir().join(case).join(GOLDEN);
+    let text = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (write it: see testdata/parity/README.md)", path.display()));
+    serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-impl FileEntry {
-    fn line(&self) -> String {
-        format!(
-            "{} {:04o} {}:{} size={} {}{}",
-            self.kind,
-            self.mode,
-            self.uid,
-            self.gid,
-            self.size,
-            if self.digest.is_empty() { String::new() } else { format!("sha256:{}", &self.digest[..16]) },
-            if self.link.is_empty() { String::new() } else { format!(" -> {}", self.link) }
-        )
-    }
-}
-
-/// Reads a docker-archive (`docker save` layout) into what [`Image`] compares.
-fn read_docker_archive(path: &Path) -> Image {
-    let dir = tempfile::tempdir().unwrap();
-    let st = Command::new("tar").arg("-xf").arg(path).arg("-C").arg(dir.path()).status().unwrap();
-    assert!(st.success(), "unpacking {}", path.display());
-    let manifest: Value = serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
-    let m = &manifest[0];
-    let config: Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join(m["Config"].as_str().unwrap())).unwrap()).unwrap();
-    let mut fields = BTreeMap::new();
-    for f in CONFIG_FIELDS {
-        match &config["config"][*f] {
-            Value::Null => {}
-            v => {
-                fields.insert(f.to_string(), v.clone());
-            }
-        }
-    }
-    let history = config["history"]
-        .as_array()
-        .map(|h| {
-            h.iter()
-                .map(|e| {
-                    format!(
-                        "{} | empty_layer={} | comment={}",
-                        e["created_by"].as_str().unwrap_or(""),
-                        e["empty_layer"].as_bool().unwrap_or(false),
-                        e["comment"].as_str().unwrap_or("")
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let layers: Vec<PathBuf> =
-        m["Layers"].as_array().unwrap().iter().map(|l| dir.path().join(l.as_str().unwrap())).collect();
-    let mut fs = Flattened::default();
-    for l in &layers {
-        fs.apply(l);
-    }
-    let problems = std::mem::take(&mut fs.problems);
-    let (files, hardlinks) = fs.finish();
-    Image { config: fields, history, layers: layers.len(), files, hardlinks, problems }
-}
-
-/// Layers applied in order, with OCI whiteouts, into one listing.
-#[derive(Default)]
-struct Flattened {
-    files: BTreeMap<String, FileEntry>,
-    inodes: usize,
-    problems: Vec<String>,
-}
-
-struct RawEntry {
-    path: String,
-    kind: char,
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    data: Vec<u8>,
-    link: String,
-}
-
-fn clean(p: &str) -> String {
-    let parts: Vec<&str> = p.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
-    format!("/{}", parts.join("/"))
-}
-
-fn parent(p: &str) -> &str {
-    match p.rfind('/') {
-        Some(0) | None => "/",
-        Some(i) => &p[..i],
-    }
-}
-
-fn under(p: &str, dir: &str) -> bool {
-    dir == "/" || p.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
-}
-
-impl Flattened {
-    fn apply(&mut self, layer: &Path) {
-        let mut raw = Vec::new();
-        std::fs::File::open(layer).unwrap().read_to_end(&mut raw).unwrap();
-        if raw.starts_with(&[0x1f, 0x8b]) {
-            let out = Command::new("gzip")
-                .arg("-dc")
-                .arg(layer)
-                .output()
-                .unwrap_or_else(|e| panic!("gzip -dc {}: {e}", layer.display()));
-            assert!(out.status.success(), "gzip -dc {}", layer.display());
-            raw = out.stdout;
-        }
-        let mut entries = Vec::new();
-        let mut archive = tar::Archive::new(raw.as_slice());
-        for e in archive.entries().unwrap() {
-            let mut e = e.unwrap();
-            let h = e.header().clone();
-            let path = clean(&e.path().unwrap().to_string_lossy());
-            let link = e.link_name().unwrap().map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
-            let kind = match h.entry_type() {
-                tar::EntryType::Regular | tar::EntryType::Continuous => 'f',
-                tar::EntryType::Directory => 'd',
-                tar::EntryType::Symlink => 'l',
-                tar::EntryType::Link => 'h',
-                tar::EntryType::Char => 'c',
-                tar::EntryType::Block => 'b',
-                tar::EntryType::Fifo => 'p',
-                other => panic!("{}: unexpected tar entry type {other:?} for {path}", layer.display()),
-            };
-            let mut data = Vec::new();
-            if kind == 'f' {
-                e.read_to_end(&mut data).unwrap();
-            }
-            let mut numeric = |what: &str, v: std::io::Result<u64>| {
-                v.unwrap_or_else(|e| {
-                    self.problems.push(format!("layer {}: {path}: bad {what} field: {e}", layer.display()));
-                    0
-                })
-            };
-            let mode = numeric("mode", h.mode().map(u64::from)) as u32 & 0o7777;
-            let uid = numeric("uid", h.uid());
-            let gid = numeric("gid", h.gid());
-            entries.push(RawEntry { path, kind, mode, uid, gid, data, link });
-        }
-        // Whiteouts apply to the layers below, before this layer's own entries.
-        for e in &entries {
-            let name = e.path.rsplit('/').next().unwrap_or("");
-            let dir = parent(&e.path).to_string();
-            if name == ".wh..wh..opq" {
-                self.files.retain(|p, _| !under(p, &dir));
-            } else if let Some(gone) = name.strip_prefix(".wh.") {
-                let gone = clean(&format!("{dir}/{gone}"));
-                self.files.retain(|p, _| *p != gone && !under(p, &gone));
-            }
-        }
-        for e in entries {
-            let name = e.path.rsplit('/').next().unwrap_or("");
-            if name.starts_with(".wh.") || e.path == "/" {
-                continue;
-            }
-            let entry = if e.kind == 'h' {
-                let target = clean(&e.link);
-                let mut t = self
-                    .files
-                    .get(&target)
-                    .cloned()
-                    .unwrap_or_else(|| panic!("{}: hardlink {} to missing {target}", layer.display(), e.path));
-                t.mode = e.mode;
-                t
-            } else {
-                self.inodes += 1;
-                FileEntry {
-                    kind: e.kind,
-                    mode: e.mode,
-                    uid: e.uid,
-                    gid: e.gid,
-                    size: e.data.len() as u64,
-                    digest: if e.kind == 'f' { llb::Digest::of(&e.data).hex() } else { String::new() },
-                    link: e.link,
-                    inode: self.inodes,
-                }
-            };
-            // A non-directory replaces whatever was there; a directory over a directory keeps its contents.
-            if entry.kind != 'd' {
-                self.files.retain(|p, _| !under(p, &e.path));
-            }
-            self.files.insert(e.path, entry);
-        }
-    }
-
-    fn finish(self) -> (BTreeMap<String, FileEntry>, BTreeSet<Vec<String>>) {
-        let mut groups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-        for (p, f) in &self.files {
-            if f.kind == 'f' {
-                groups.entry(f.inode).or_default().push(p.clone());
-            }
-        }
-        let hardlinks = groups.into_values().filter(|g| g.len() > 1).collect();
-        (self.files, hardlinks)
-    }
-}
-
-/// Every difference between the two images, one per line; empty when they agree.
-fn compare(rb: &Image, bk: &Image, history_v024: Option<&[String]>) -> Vec<String> {
-    let mut d = Vec::new();
-    for p in &rb.problems {
-        d.push(format!("rbuild archive: {p}"));
-    }
-    for f in CONFIG_FIELDS {
-        let (a, b) = (rb.config.get(*f), bk.config.get(*f));
-        if a != b {
-            let show = |v: Option<&Value>| v.map(|v| v.to_string()).unwrap_or_else(|| "(unset)".into());
-            d.push(format!("config {f}: rbuild {} / buildkit {}", show(a), show(b)));
-        }
-    }
-    let want_history = history_v024.unwrap_or(&bk.history);
-    for i in 0..rb.history.len().max(want_history.len()) {
-        let (a, b) = (rb.history.get(i), want_history.get(i));
-        if a != b {
-            let show = |h: Option<&String>| h.map(String::as_str).unwrap_or("(none)").to_string();
-            d.push(format!("history[{i}]: rbuild `{}` / buildkit `{}`", show(a), show(b)));
-        }
-    }
-    if rb.layers != bk.layers {
-        d.push(format!("layers: rbuild {} / buildkit {}", rb.layers, bk.layers));
-    }
-    let paths: BTreeSet<&String> = rb.files.keys().chain(bk.files.keys()).collect();
-    for p in paths {
-        match (rb.files.get(p), bk.files.get(p)) {
-            (Some(a), Some(b)) => {
-                let (mut a, mut b) = (a.clone(), b.clone());
-                a.inode = 0;
-                b.inode = 0;
-                if a != b {
-                    d.push(format!("{p}: rbuild {} / buildkit {}", a.line(), b.line()));
-                }
-            }
-            (Some(a), None) => d.push(format!("{p}: only in rbuild ({})", a.line())),
-            (None, Some(b)) => d.push(format!("{p}: only in buildkit ({})", b.line())),
-            (None, None) => unreachable!(),
-        }
-    }
-    for g in rb.hardlinks.difference(&bk.hardlinks) {
-        d.push(format!("hardlinks only in rbuild: {}", g.join(" = ")));
-    }
-    for g in bk.hardlinks.difference(&rb.hardlinks) {
-        d.push(format!("hardlinks only in buildkit: {}", g.join(" = ")));
-    }
-    d
-}
-
-/// `buildkit-v0.8.diff`: difference lines that come from BuildKit v0.8 (dockerd's) behaving unlike v0.24,
-/// each explained by a `#` comment with a source link in the file. Every listed line must still occur, so
-/// the list cannot go stale.
-fn known_v08_differences(case: &str) -> Vec<String> {
-    std::fs::read_to_string(parity_dir().join(case).join("buildkit-v0.8.diff"))
+/// `differences.txt`: difference lines rbuild is known to have, each explained by a `#` comment in the
+/// file. Every listed line must still occur, so the list cannot go stale.
+fn known_differences(case: &str) -> Vec<String> {
+    std::fs::read_to_string(parity_dir().join(case).join(KNOWN))
         .map(|t| t.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).map(str::to_string).collect())
         .unwrap_or_default()
 }
 
-/// `history.v0.24.json`: the history entries (a JSON array of strings in the form [`compare`] prints) that
-/// BuildKit v0.24 writes for this case's own steps, for a case dockerd's BuildKit cannot build as written.
-fn expected_history(case: &str) -> Option<Vec<String>> {
-    let path = parity_dir().join(case).join("history.v0.24.json");
-    let text = std::fs::read(&path).ok()?;
-    Some(serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-}
-
-fn run_case(env: &Env, case: &str) -> Result<(), String> {
-    let ctx = prepare_context(case);
-    let out = tempfile::tempdir().unwrap();
-    let rb = Rbuild::new(&env.reg);
-    rbuild_image(&rb, ctx.path(), &out.path().join("rbuild.tar"), None)?;
-    docker_image(env, case, ctx.path(), &out.path().join("docker.tar"))?;
-    let a = read_docker_archive(&out.path().join("rbuild.tar"));
-    let b = read_docker_archive(&out.path().join("docker.tar"));
-    let base_history = expected_history(case);
-    let expected = base_history.map(|tail| {
-        // The file lists this case's own steps; the base image's entries come first.
-        let mut h: Vec<String> = b.history.iter().take(b.history.len().saturating_sub(tail.len())).cloned().collect();
-        h.extend(tail);
-        h
-    });
-    let known = known_v08_differences(case);
-    let diff = compare(&a, &b, expected.as_deref());
-    let mut report: Vec<String> = diff.iter().filter(|l| !known.contains(l)).cloned().collect();
-    for k in known.iter().filter(|k| !diff.contains(k)) {
-        report.push(format!("listed in {case}/buildkit-v0.8.diff but no longer different: {k}"));
-    }
-    if report.is_empty() {
-        Ok(())
-    } else {
-        Err(report.join("\n"))
+fn compare_case(case: &str, built: &Built, golden: &Value) -> Vec<String> {
+    match (built, golden.get("error").and_then(Value::as_str)) {
+        (Ok(img), None) => {
+            let want = Normalized::from_json(golden).unwrap_or_else(|e| panic!("{case}/{GOLDEN}: {e}"));
+            differences(img, &want)
+        }
+        (Err(e), None) => vec![format!("build: rbuild failed: {e}")],
+        (Ok(_), Some(_)) => vec!["build: rbuild succeeded / buildkit failed".to_string()],
+        (Err(_), Some(_)) => Vec::new(),
     }
 }
 
 #[test]
-fn images_match_buildkit() {
-    let Some(env) = Env::new() else { return };
-    let only = std::env::var("PARITY_CASE").ok();
+fn images_match_buildkit_v024() {
+    if !is_root() {
+        skip("parity builds need root (overlay mounts and namespaces)");
+        return;
+    }
+    let Some(reg) = TestRegistry::seeded() else { return };
+    // One state root for all cases: later cases also check that cache hits give the same image.
+    let rb = Rbuild::new(&reg);
+    let report_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("parity");
+    std::fs::create_dir_all(&report_dir).unwrap();
     let mut failures = String::new();
-    let mut ran = 0;
-    for case in CASES.iter().filter(|c| only.as_deref().is_none_or(|o| o == **c)) {
-        ran += 1;
-        if let Err(e) = run_case(&env, case) {
-            writeln!(failures, "=== {case}\n{e}").unwrap();
+    let mut git = None;
+    for case in selected_cases() {
+        let golden = read_golden(&case);
+        let ctx = prepare_context(&case);
+        let out = tempfile::tempdir().unwrap();
+        let git = if needs_git(&case) {
+            if which("git").is_none() {
+                skip(&format!("{case}: git is not installed: run scripts/install-test-deps"));
+                continue;
+            }
+            Some(git_server(&mut git).unwrap_or_else(|e| panic!("{case}: {e}")))
+        } else {
+            None
+        };
+        let servers = Servers { registry: reg.host(), git };
+        let built = rbuild_image(&rb, &servers, &case, ctx.path(), &out.path().join("image.tar"));
+        let shown = match &built {
+            Ok(img) => img.to_json(),
+            Err(e) => json!({ "error": e }),
+        };
+        std::fs::write(report_dir.join(format!("{case}.json")), serde_json::to_string_pretty(&shown).unwrap()).unwrap();
+        let diff = compare_case(&case, &built, &golden);
+        let known = known_differences(&case);
+        let mut report: Vec<String> = diff.iter().filter(|l| !known.contains(l)).cloned().collect();
+        for k in known.iter().filter(|k| !diff.contains(k)) {
+            report.push(format!("listed in {case}/{KNOWN} but no longer different: {k}"));
+        }
+        if !report.is_empty() {
+            writeln!(failures, "=== {case}\n{}", report.join("\n")).unwrap();
         }
     }
-    assert!(ran > 0, "PARITY_CASE={only:?} names no case in {CASES:?}");
-    assert!(failures.is_empty(), "images differ from BuildKit's:\n{failures}");
+    assert!(
+        failures.is_empty(),
+        "images differ from BuildKit v0.24's (rbuild's side is in {}):\n{failures}",
+        report_dir.display()
+    );
 }
 
 #[test]
-fn every_case_is_listed() {
-    let mut on_disk: Vec<String> = std::fs::read_dir(parity_dir())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("Dockerfile").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    on_disk.sort();
-    let mut listed: Vec<String> = CASES.iter().map(|c| c.to_string()).collect();
-    listed.sort();
-    assert_eq!(on_disk, listed, "testdata/parity and CASES in cli/tests/parity.rs disagree");
+fn every_case_has_golden_data() {
+    let all = cases();
+    assert!(all.len() >= MIN_CASES, "testdata/parity holds {} cases, fewer than {MIN_CASES}", all.len());
+    for case in &all {
+        let golden = read_golden(case);
+        assert!(
+            golden.get("error").is_some() || Normalized::from_json(&golden).is_ok(),
+            "{case}/{GOLDEN} is neither an image nor an error"
+        );
+    }
+}
+
+/// buildctl, and the address of the buildkitd v0.24 it talks to.
+fn buildctl() -> Option<(PathBuf, String)> {
+    let bin = std::env::var_os("BUILDCTL")
+        .map(PathBuf::from)
+        .or_else(|| Some(PathBuf::from("/opt/buildkit-v0.24/bin/buildctl")).filter(|p| p.is_file()))
+        .or_else(|| which("buildctl"))?;
+    let addr =
+        std::env::var("BUILDKIT_HOST").unwrap_or_else(|_| "unix:///run/buildkit-v0.24/buildkitd.sock".to_string());
+    Some((bin, addr))
+}
+
+fn buildctl_image(
+    bin: &Path,
+    addr: &str,
+    servers: &Servers<'_>,
+    case: &str,
+    ctx: &Path,
+    dest: &Path,
+) -> Result<Value, String> {
+    let dockerfile = if ctx.join("Dockerfile.buildkit").is_file() { "Dockerfile.buildkit" } else { "Dockerfile" };
+    let mut c = Command::new(bin);
+    c.args(["--addr", addr, "build", "--progress", "plain", "--frontend", "dockerfile.v0"]);
+    c.arg("--local").arg(format!("context={}", ctx.display()));
+    c.arg("--local").arg(format!("dockerfile={}", ctx.display()));
+    c.arg("--opt").arg(format!("filename={dockerfile}"));
+    for a in build_args(case, servers) {
+        c.arg("--opt").arg(format!("build-arg:{a}"));
+    }
+    if let Some(t) = target(case) {
+        c.arg("--opt").arg(format!("target={t}"));
+    }
+    c.arg("--output").arg(format!("type=oci,dest={}", dest.display()));
+    let out = c.output().map_err(|e| format!("running {}: {e}", bin.display()))?;
+    if !out.status.success() {
+        return Err(last_error_line(&out));
+    }
+    let mut img = read_oci_archive(dest)?;
+    servers.unfill(&mut img);
+    Ok(img.to_json())
+}
+
+/// Writes `testdata/parity/*/buildkit-v0.24.json` from BuildKit v0.24 (see the module comment).
+#[test]
+#[ignore = "needs buildkitd v0.24 and the docker.io mirror on 127.0.0.1:5555; writes the golden files"]
+fn write_golden_from_buildkit() {
+    let (bin, addr) = buildctl().expect("buildctl not found: set BUILDCTL");
+    let version = Command::new(&bin).arg("--version").output().expect("buildctl --version");
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    assert!(version.contains(" v0.24."), "golden data comes from BuildKit v0.24, not {version}");
+    let who = format!("{} (buildctl build --frontend dockerfile.v0, OCI worker)", version.replacen("buildctl ", "", 1));
+    let mut git = None;
+    for case in selected_cases() {
+        let ctx = prepare_context(&case);
+        let out = tempfile::tempdir().unwrap();
+        let git = needs_git(&case).then(|| git_server(&mut git).unwrap_or_else(|e| panic!("{case}: {e}")));
+        let servers = Servers { registry: GOLDEN_REGISTRY.to_string(), git };
+        let mut doc = json!({ "reference": who });
+        match buildctl_image(&bin, &addr, &servers, &case, ctx.path(), &out.path().join("image.tar")) {
+            Ok(Value::Object(m)) => doc.as_object_mut().unwrap().extend(m),
+            Ok(other) => panic!("{case}: unexpected {other}"),
+            Err(e) => {
+                eprintln!("{case}: BuildKit failed: {e}");
+                // Cache ref ids (`p7mr9…::zywk…`) differ on every run.
+                let words: Vec<String> = e
+                    .split(' ')
+                    .map(|w| {
+                        if w.contains("::") {
+                            format!("…{}", if w.ends_with(':') { ":" } else { "" })
+                        } else {
+                            w.into()
+                        }
+                    })
+                    .collect();
+                doc["error"] = Value::String(words.join(" "));
+            }
+        }
+        let path = parity_dir().join(&case).join(GOLDEN);
+        std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap() + "\n").unwrap();
+        eprintln!("wrote {}", path.display());
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ ln -s file src/tree/sym
 ln src/tree/file src/tree/hard
 printf '#!/bin/sh\n' > src/tree/suid
 chmod 4755 src/tree/suid
-tar --owner=12 --group=34 --numeric-owner -C src -czf archive.tar.gz tree
-tar --owner=0 --group=0 --numeric-owner -C src -cf plain.tar tree
-echo 'not an archive' | gzip -c > notatar.gz
+tar --sort=name --mtime=@0 --owner=12 --group=34 --numeric-owner -C src -czf archive.tar.gz tree
+tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C src -cf plain.tar tree
+echo 'not an archive' | gzip -n -c > notatar.gz
 rm -rf src

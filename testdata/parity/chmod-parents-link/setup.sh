@@ -1,0 +1,6 @@
+set -e
+umask 022
+echo one > one.txt
+mkdir -p dir/sub
+echo f > dir/f
+echo g > dir/sub/g

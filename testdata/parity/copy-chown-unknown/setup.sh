@@ -1,0 +1,1 @@
+echo one > one.txt

@@ -1,0 +1,2 @@
+set -e
+echo from-context > file.txt

@@ -1,0 +1,4 @@
+set -e
+umask 022
+mkdir dir
+echo bound > dir/f
