@@ -1,6 +1,7 @@
-"""The seven scenarios of issue 7, the remote one of issue 12 and the fresh CI runner of issue 13. Each prepares
-untimed (contexts, warm-up builds, cache resets), then measures its tools interleaved, run by run (rbuild,
-BuildKit, buildah, rbuild, ...).
+"""The seven scenarios of issue 7 (BuildKit v0.24 beside docker's embedded BuildKit and buildah since issue 19),
+the remote one of issue 12, the fresh CI runner of issue 13 and issue 19's growth series. Each prepares untimed
+(contexts, warm-up builds, cache resets), then measures its tools interleaved, run by run (rbuild, BuildKit v0.24,
+docker, buildah, rbuild, ...).
 A scenario measures only the tools its metrics name (`b.metric(..., tools=...)`)."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 import os
 import random
 import re
+import resource
 import statistics
 import shutil
 import subprocess
@@ -20,12 +22,14 @@ from typing import Callable
 
 from . import gen
 from .netns import NetPair
-from .tools import BUILD_TIMEOUT, Buildah, Buildkit, Docker, Rbuild, Tool
-from .util import (BenchError, Daemon, Metric, Registry, in_netns, log, max_rss_mb, rmtree, run, timed,
-                   timed_lines, timed_shell)
+from .tools import BUILD_TIMEOUT, Buildkit, Rbuild, Tool
+from .util import (MIB_TO_MB, BenchError, Daemon, Metric, Registry, in_netns, log, max_rss_mb, peak_rss_mb, rmtree,
+                   run, timed, timed_lines, timed_quiet, timed_shell)
 
 HERE = Path(__file__).resolve().parents[1]
 SCENARIOS = HERE / "scenarios"
+# The tools of scenarios 1-7 and 10, in the order of the table's columns.
+TOOLS = ["rbuild", "buildkit", "docker", "buildah"]
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Bench:
     mirror: Registry
     push_reg: Registry
     logfile: Path
+    growth_runs: int = 0  # runs of the growth series (0: --runs)
     contexts: Path = field(init=False)
     out: Path = field(init=False)
 
@@ -48,29 +53,30 @@ class Bench:
         self.contexts.mkdir(parents=True, exist_ok=True)
         self.out.mkdir(parents=True, exist_ok=True)
 
-    def scenario(self, name: str) -> tuple[Path, Path]:
-        """(Dockerfile, generated context) of a scenario directory."""
+    def scenario(self, name: str, context: str | None = None, extra: tuple[str, ...] = ()) -> tuple[Path, Path]:
+        """(Dockerfile, generated context) of a scenario directory; `context` names the context directory when a
+        scenario has several (its generator then gets the `extra` arguments)."""
         d = SCENARIOS / name
-        ctx = self.contexts / name
-        log(f"{name}: generating the context (size {self.size})")
-        run(["python3", str(d / "gen"), str(ctx), "--size", str(self.size)], timeout=3600)
+        ctx = self.contexts / (context or name)
+        log(f"{context or name}: generating the context (size {self.size})")
+        run(["python3", str(d / "gen"), str(ctx), "--size", str(self.size), *extra], timeout=3600)
         return d / "Dockerfile", ctx
 
     def metric(self, scenario: str, name: str, unit: str = "s", tools: list[str] | None = None) -> Metric:
         m = Metric(scenario, name, unit)
-        for key in tools or ["rbuild", "docker", "buildah"]:
+        for key in tools or TOOLS:
             s = m.get(key)  # the tools this metric measures: each() and warm() run only these
             if key in self.skipped:
                 s.skipped = self.skipped[key]
         return m
 
     def each(self, m: Metric, fn: Callable[[str, Tool | None, int], float | None], only: list[str] | None = None,
-             extra: tuple[str, ...] = ()) -> None:
+             extra: tuple[str, ...] = (), runs: int | None = None) -> None:
         """Runs fn for every available tool (and the pseudo-tools in `extra`, given None), interleaved run by
         run; a failure is recorded, never a zero."""
         keys = [k for k in (list(self.tools) if only is None else only)
                 if k in self.tools and k in m.series and not m.get(k).skipped] + list(extra)
-        for i in range(self.runs):
+        for i in range(runs or self.runs):
             for key in keys:
                 s = m.get(key)
                 if len(s.errors) >= 2:
@@ -107,19 +113,104 @@ def bust(key: str, i: int) -> str:
     return f"{key}-{i}-{time.time_ns()}"
 
 
+def skip_all(metrics: list[Metric], key: str, why: str) -> None:
+    """`key` measures none of `metrics`, for this reason (unless it is already skipped for another)."""
+    for m in metrics:
+        s = m.get(key)
+        if not s.skipped:
+            s.skipped = why
+
+
+def busybox_rootfs(b: Bench) -> Path:
+    """The busybox base image of the mirror, unpacked (skopeo, tar) into a directory: the root of the bare
+    `chroot` references, the same files the builds' `FROM busybox` runs on."""
+    root, layout = b.work / "busybox-rootfs", b.work / "busybox-oci"
+    rmtree(root)
+    rmtree(layout)
+    run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{b.mirror.host}/library/busybox:latest",
+         f"oci:{layout}:latest"], timeout=600, logfile=b.logfile)
+
+    def blob(digest: str) -> Path:
+        algo, hexd = digest.split(":", 1)
+        return layout / "blobs" / algo / hexd
+
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads(blob(index["manifests"][0]["digest"]).read_text())
+    root.mkdir(parents=True)
+    for layer in manifest["layers"]:
+        run(["tar", "-xf", str(blob(layer["digest"])), "-C", str(root)], timeout=600)
+    rmtree(layout)
+    if not os.access(root / "bin" / "true", os.F_OK, follow_symlinks=False):
+        raise BenchError(f"the busybox image unpacked into {root} has no /bin/true")
+    return root
+
+
+PER_RUN_CALLS = 25
+
+
 def s1_per_run(b: Bench) -> list[Metric]:
     df, ctx = b.scenario("01-per-run")
     m = b.metric("1 per-RUN", "20 RUN steps, cold")
-    m.targets = [("docker", 0.25, "le")]
+    m.targets = [("buildkit", 0.25, "le")]
     b.warm(m, df, ctx, "bench/s1", {"BUST": "warm"})
     b.each(m, lambda key, t, i: t.build(df, ctx, "bench/s1", {"BUST": bust(key, i)}))
-    return [m]
+    return [m, per_run_reference(b)]
+
+
+def per_run_reference(b: Bench) -> Metric:
+    """One trivial RUN without a build around it: `rbuild debug run --network none -- true` beside the bare
+    namespaces and chroot it cannot do with less (`unshare ... chroot ROOT /bin/true`), on the same unpacked
+    busybox image, the two commands alternating call by call; each run's value is the median of its calls."""
+    m = b.metric("1 per-RUN", "one trivial RUN: `rbuild debug run --network none -- true`; ref: bare `unshare … "
+                  "chroot ROOT /bin/true`", "ms", tools=["rbuild", "ref"])
+    m.targets = [("ref", 2.5, "le")]
+    try:
+        root = busybox_rootfs(b)
+    except BenchError as e:
+        for k in ("rbuild", "ref"):
+            m.get(k).errors.append(f"could not unpack the busybox image: {e}")
+        return m
+    m.note = (f"ref = `unshare --fork --pid --mount --uts --ipc --net chroot ROOT /bin/true`, rbuild = `rbuild "
+              "debug run --rootfs ROOT --network none -- true` (ROOT read-only under its throwaway overlay); ROOT = "
+              f"the mirror's busybox image unpacked; median of {PER_RUN_CALLS} calls per run, the two commands "
+              "alternating call by call, after one untimed call each; wall time from fork to exit as the harness "
+              "sees it")
+    argvs = {"ref": ["unshare", "--fork", "--pid", "--mount", "--uts", "--ipc", "--net", "chroot", str(root),
+                     "/bin/true"]}
+    rb = b.tools.get("rbuild")
+    if isinstance(rb, Rbuild) and not m.get("rbuild").skipped:
+        argvs["rbuild"] = rb.argv("debug", "run", "--rootfs", str(root), "--network", "none", "--", "true")
+    keys = [k for k in ("rbuild", "ref") if k in argvs]
+    for k in list(keys):
+        try:
+            timed_quiet(argvs[k])
+        except BenchError as e:
+            log(f"1 per-RUN / trivial RUN / {k}: FAILED: {str(e)[:2000]}")
+            m.get(k).errors.append(str(e))
+            keys.remove(k)
+    for i in range(b.runs):
+        calls: dict[str, list[float]] = {k: [] for k in keys}
+        for _ in range(PER_RUN_CALLS):
+            for k in keys:
+                if len(m.get(k).errors) >= 2:
+                    continue
+                try:
+                    calls[k].append(timed_quiet(argvs[k]) * 1000)
+                except BenchError as e:
+                    log(f"1 per-RUN / trivial RUN / {k}: FAILED: {str(e)[:2000]}")
+                    m.get(k).errors.append(str(e))
+        for k, xs in calls.items():
+            if xs:
+                m.get(k).values.append(statistics.median(xs))
+                log(f"1 per-RUN / trivial RUN / {k} run {i + 1}: {statistics.median(xs):.2f} ms "
+                    f"(median of {len(xs)})")
+    return m
 
 
 def s2_noop(b: Bench) -> list[Metric]:
     df, ctx = b.scenario("02-noop")
     m = b.metric("2 no-op", f"rebuild, nothing changed ({round(10000 * b.size)} files, {gb(0.2 * b.size)})")
-    m.targets = [("docker", 0.3, "le")]
+    m.targets = [("buildkit", 0.3, "le")]
     b.warm(m, df, ctx, "bench/s2")
     b.each(m, lambda key, t, i: t.build(df, ctx, "bench/s2"))
     return [m]
@@ -128,7 +219,7 @@ def s2_noop(b: Bench) -> list[Metric]:
 def s3_incremental(b: Bench) -> list[Metric]:
     df, ctx = b.scenario("03-incremental")
     m = b.metric("3 incremental", "rebuild after one file changed")
-    m.targets = [("docker", 0.3, "le")]
+    m.targets = [("buildkit", 0.3, "le")]
     victim = ctx / "src" / "d000" / "f00000.c"
     original = victim.read_bytes()
     b.warm(m, df, ctx, "bench/s3")
@@ -151,30 +242,73 @@ def calibrate_loops(seconds: float, shell: tuple[str, ...] = ("/bin/busybox", "s
     return max(1000, int(n * seconds / max(t, 1e-3)))
 
 
+def concurrent_loops(shell: tuple[str, ...], loops: int, n: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of `n` copies of the stages' shell loop started at once and all waited for."""
+    script = f"i=0; while [ $i -lt {loops} ]; do i=$((i+1)); done"
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen([*shell, "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE) for _ in range(n)]
+    errs = [(p.wait(), p.stderr.read().decode(errors="replace") if p.stderr else "") for p in procs]
+    secs = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    bad = [e for code, e in errs if code != 0]
+    if bad:
+        raise BenchError(f"the bare loops failed: {bad[0][-2000:]}")
+    return secs, (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+
+
 def s4_parallel(b: Bench) -> list[Metric]:
     df, ctx = b.scenario("04-parallel")
-    loops = calibrate_loops(2.0 * b.size)
+    m = b.metric("4 parallel", "4 stages of ~2 s CPU, cold", tools=TOOLS + ["ref"])
+    try:
+        shell: tuple[str, ...] = ("chroot", str(busybox_rootfs(b)), "/bin/sh")
+        where = "`chroot ROOT /bin/sh -c LOOP` on the busybox image unpacked"
+    except BenchError as e:
+        log(f"4 parallel: no unpacked busybox image ({e}); the reference loops run in the host's /bin/busybox sh")
+        shell, where = ("/bin/busybox", "sh"), "the host's `/bin/busybox sh -c LOOP`"
+    loops = calibrate_loops(2.0 * b.size, shell)
     log(f"4 parallel: LOOPS={loops} (about {2.0 * b.size:.1f} s of CPU per stage)")
-    m = b.metric("4 parallel", "4 stages of ~2 s CPU, cold")
-    m.note = f"LOOPS={loops}; {os.cpu_count()} cores, so about {4 * 2.0 * b.size / (os.cpu_count() or 1):.1f} s at best"
-    m.targets = [("docker", 0.9, "le")]
+    cores = os.cpu_count() or 1
+    m.targets = [("ref", 1.02, "le")]
+    cpu: list[float] = []
     b.warm(m, df, ctx, "bench/s4", {"BUST": "warm", "LOOPS": "1"})
-    b.each(m, lambda key, t, i: t.build(df, ctx, "bench/s4", {"BUST": bust(key, i), "LOOPS": str(loops)}))
+
+    def one(key, t, i):
+        if key == "ref":
+            secs, c = concurrent_loops(shell, loops, 4)
+            cpu.append(c)
+            return secs
+        return t.build(df, ctx, "bench/s4", {"BUST": bust(key, i), "LOOPS": str(loops)})
+
+    b.each(m, one, extra=("ref",))
+    m.note = (f"LOOPS={loops}; ref = the CPU limit: the four stages' loops with nothing around them, 4 processes "
+              f"started at once on {cores} cores ({where})")
+    if cpu:
+        m.note += (f"; their CPU time / cores: median {statistics.median(cpu) / cores:.2f} s "
+                   f"({statistics.median(cpu):.2f} s of CPU)")
     return [m]
 
 
 class Saved:
-    """rbuild's state root right after the warm-up build, restored before each timed run so no run finds
-    what an earlier one left (compressed blobs, pushed-layer records)."""
+    """The state roots of rbuild and BuildKit v0.24 right after the warm-up build, restored before each timed run
+    so no run finds what an earlier one left (compressed blobs, pushed-layer records)."""
 
-    def __init__(self, b: Bench, name: str):
-        r = b.tools.get("rbuild")
-        self.path = r.save_root(name) if isinstance(r, Rbuild) else None
+    def __init__(self, b: Bench, name: str, keys: tuple[str, ...] = ("rbuild",)):
+        self.paths: dict[str, Path] = {}
+        for k in keys:
+            t = b.tools.get(k)
+            if isinstance(t, (Rbuild, Buildkit)):
+                self.paths[k] = t.save_root(name)
 
-    def restore(self, b: Bench) -> None:
-        r = b.tools.get("rbuild")
-        if self.path and isinstance(r, Rbuild):
-            r.restore_root(self.path)
+    def restore(self, b: Bench, key: str = "rbuild") -> None:
+        t = b.tools.get(key)
+        if key in self.paths and isinstance(t, (Rbuild, Buildkit)):
+            t.restore_root(self.paths[key])
+
+    def drop(self) -> None:
+        for p in self.paths.values():
+            rmtree(p)
 
 
 DOCKER_NO_OCI = ("dockerd's embedded BuildKit has no OCI exporter without buildx and the containerd image store; "
@@ -182,62 +316,92 @@ DOCKER_NO_OCI = ("dockerd's embedded BuildKit has no OCI exporter without buildx
 
 
 def s5_export(b: Bench) -> list[Metric]:
+    """Per tool and run, from the state right after an untimed warm-up build that filled the cache and stored
+    nothing compressed: (a) the cached build that stores the image under a tag, then (b) its export to an OCI
+    tar with gzip or zstd layers, timed separately; the target is on their sum."""
     df, ctx = b.scenario("05-export")
     raw = {"gzip": "gzip -6", "zstd": "zstd -3 -q -T0"}
-    metrics = {}
+    size = gb(b.size)
+    build, export, total = {}, {}, {}
     for comp in raw:
-        m = b.metric("5 export", f"{gb(b.size)} layer to OCI tar, {comp}", tools=["rbuild", "docker", "buildah", "ref"])
-        m.note = f"ref = `tar -cf - data | {raw[comp]} > file` on the same tree (the physical limit)"
-        m.targets = [("ref", 1 / 0.8, "le")]
-        if "docker" not in b.skipped:
-            m.get("docker").skipped = DOCKER_NO_OCI
-        metrics[comp] = m
-    # rbuild's warm-up build fills only the cache (no -t: tagging would compress and store the layer), so
-    # the timed export has to compress it; the other tools keep their images uncompressed anyway.
-    rb = b.tools.pop("rbuild", None)
-    if rb is not None and not metrics["gzip"].get("rbuild").skipped:
+        build[comp] = b.metric("5 export", f"{size} layer: cached build storing the image ({comp} run)")
+        export[comp] = b.metric("5 export", f"{size} layer: export of the built image to an OCI tar, {comp}",
+                                tools=TOOLS + ["ref"])
+        total[comp] = b.metric("5 export", f"{size} layer: cached build + export, {comp}")
+        export[comp].note = f"ref = `tar -cf - data | {raw[comp]} > file` on the same tree (the physical limit)"
+    build["gzip"].note = (
+        "each run starts from the state right after an untimed warm-up that filled the build cache and stored "
+        "no image (rbuild: a build without -t; BuildKit v0.24: buildctl build without --output; both state roots "
+        "restored from a copy before every run, buildkitd restarted on it untimed; buildah: its cached image), "
+        "then times the build that stores the image under a tag (rbuild -t, buildctl --output type=image, buildah "
+        "bud -t) and, separately, the export (rbuild and buildctl: the same build with an OCI tar output, "
+        "BuildKit with force-compression=true; buildah push oci-archive:)")
+    total["gzip"].targets = [("buildkit", 0.4, "le")]
+    total["zstd"].targets = [("buildkit", 0.5, "le")]
+    export["gzip"].targets = [("ref", 1.25, "le")]
+    export["zstd"].targets = [("ref", 1.3, "le")]
+    metrics = [m for comp in raw for m in (build[comp], export[comp], total[comp])]
+    skip_all(metrics, "docker", DOCKER_NO_OCI)
+    for key, t in b.tools.items():
+        if key == "docker" or build["gzip"].get(key).skipped:
+            continue
         try:
-            rb.build(df, ctx, "")
+            if key in ("rbuild", "buildkit"):
+                t.build_cache_only(df, ctx)
+            else:
+                t.build(df, ctx, "bench/s5")
         except BenchError as e:
-            metrics["gzip"].get("rbuild").errors.append(f"warm-up build failed: {e}")
-            metrics["gzip"].get("rbuild").skipped = "warm-up build failed (see errors)"
-    b.warm(metrics["gzip"], df, ctx, "bench/s5")
-    if rb is not None:
-        b.tools = {"rbuild": rb, **b.tools}
-    for k, s in metrics["gzip"].series.items():
-        if s.skipped:
-            metrics["zstd"].get(k).skipped = s.skipped
-            metrics["zstd"].get(k).errors = list(s.errors)
-    saved = Saved(b, "s5")
-    for comp, m in metrics.items():
-        dest = b.out / f"s5-{comp}.tar"
+            log(f"5 export: warm-up build with {key} FAILED: {str(e)[:2000]}")
+            for m in metrics:
+                m.get(key).errors.append(f"warm-up build failed: {e}")
+            skip_all(metrics, key, "warm-up build failed (see errors)")
+    saved = Saved(b, "s5", ("rbuild", "buildkit"))
+    try:
+        for comp in raw:
+            dest = b.out / f"s5-{comp}.tar"
 
-        def one(key, t, i, comp=comp, dest=dest):
-            dest.unlink(missing_ok=True)
-            try:
-                if key == "ref":
-                    return timed_shell(f"tar -C {ctx} -cf - data | {raw[comp]} > {dest}")
-                if key == "rbuild":
-                    saved.restore(b)
-                return t.export_oci(df, ctx, "bench/s5", dest, comp)
-            finally:
+            def one(key, t, i, comp=comp, dest=dest):
                 dest.unlink(missing_ok=True)
+                try:
+                    if key == "ref":
+                        return timed_shell(f"tar -C {ctx} -cf - data | {raw[comp]} > {dest}")
+                    saved.restore(b, key)
+                    try:
+                        tb = t.build(df, ctx, "bench/s5")
+                        build[comp].get(key).values.append(tb)
+                        te = t.export_oci(df, ctx, "bench/s5", dest, comp)
+                    except BenchError as e:
+                        total[comp].get(key).errors.append(str(e))
+                        raise
+                    total[comp].get(key).values.append(tb + te)
+                    log(f"5 export / {comp} / {key} run {i + 1}: build {tb:.3f} s + export {te:.3f} s")
+                    return te
+                finally:
+                    dest.unlink(missing_ok=True)
 
-        b.each(m, one, extra=("ref",))
+            b.each(export[comp], one, extra=("ref",))
+    finally:
+        saved.drop()
     pigz = b.metric("5 export", "reference: tar | pigz -6 (all cores)", tools=["ref"])
-    dest = b.out / "s5.tgz"
-    b.each(pigz, lambda key, t, i: timed_shell(f"tar -C {ctx} -cf - data | pigz -6 > {dest}"), only=[], extra=("ref",))
-    dest.unlink(missing_ok=True)
-    return [metrics["gzip"], metrics["zstd"], pigz]
+    if shutil.which("pigz"):
+        dest = b.out / "s5.tgz"
+        b.each(pigz, lambda key, t, i: timed_shell(f"tar -C {ctx} -cf - data | pigz -6 > {dest}"), only=[],
+               extra=("ref",))
+        dest.unlink(missing_ok=True)
+    else:
+        pigz.get("ref").skipped = "pigz is not installed (bench/setup installs it)"
+    return metrics + [pigz]
 
 
 def s6_push(b: Bench) -> list[Metric]:
     df, ctx = b.scenario("06-push")
-    first = b.metric("6 push", f"push {gb(b.size)} image to an empty registry", tools=["rbuild", "docker", "buildah", "ref"])
-    again = b.metric("6 push", "push again (nothing to send)", tools=["rbuild", "docker", "buildah", "ref"])
+    first = b.metric("6 push", f"push {gb(b.size)} image to an empty registry", tools=TOOLS + ["ref"])
+    again = b.metric("6 push", "push again (nothing to send)", tools=TOOLS + ["ref"])
     for m in (first, again):
         m.note = "ref = `skopeo copy` of the same image (gzip layers already compressed) from an OCI layout"
         m.targets = [("ref", 1.0, "le")]
+    first.note += ("; BuildKit v0.24: buildctl pushes only as a build's output, so its push is the cached build "
+                   "again with `--output type=image,name=REF,push=true` (that solve included)")
     b.warm(first, df, ctx, "bench/s6")
     for k, s in first.series.items():
         if s.skipped:
@@ -274,29 +438,67 @@ def s6_push(b: Bench) -> list[Metric]:
             again.get(key).errors.append(str(e))
         return secs
 
-    b.each(first, one, extra=("ref",) if not first.get("ref").skipped else ())
-    reg.stop()
+    try:
+        b.each(first, one, extra=("ref",) if not first.get("ref").skipped else ())
+    finally:
+        reg.stop()
+        saved.drop()
+        rmtree(layout)
     return [first, again]
+
+
+def peak(b: Bench, key: str, t: Tool, df: Path, ctx: Path, tag: str, parts: dict[str, list]) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one build. rbuild, buildah: the largest process GNU time waited for.
+    BuildKit v0.24: buildkitd is a daemon, so it is started afresh for the build (untimed) and the value is its
+    peak RSS (VmHWM: its start, its idle footprint and this build) plus buildctl's (the client, which sends the
+    context); `parts` keeps the daemon's, the client's and the daemon's idle footprint right after its start."""
+    if isinstance(t, Buildkit):
+        t.stop()
+        pid = t.daemon_pid()
+        parts.setdefault("idle", []).append(peak_rss_mb(pid))
+        secs, client = max_rss_mb(t.build_argv(df, ctx, tag, {}), timeout=BUILD_TIMEOUT, logfile=b.logfile)
+        daemon = peak_rss_mb(pid)
+        t.built[tag] = (df, ctx, {})
+        parts.setdefault("daemon", []).append(daemon)
+        parts.setdefault("client", []).append(client * MIB_TO_MB)
+        return secs, daemon + client * MIB_TO_MB
+    secs, mib = max_rss_mb(t.build_argv(df, ctx, tag, {}), env=t.env(), timeout=BUILD_TIMEOUT, logfile=b.logfile)
+    return secs, mib * MIB_TO_MB
+
+
+def memory_note(parts: dict[str, list], brief: bool = False) -> str:
+    """What the BuildKit v0.24 peak RSS values are made of (empty when it measured none)."""
+    if not parts.get("daemon"):
+        return ""
+    med = {k: statistics.median(v) for k, v in parts.items() if v}
+    if brief:
+        return (f"BuildKit v0.24: {med['daemon']:.0f} MB buildkitd ({med['idle']:.0f} MB of it before the build) + "
+                f"{med['client']:.0f} MB buildctl (medians)")
+    return (f"BuildKit v0.24 = peak RSS (VmHWM) of a buildkitd started afresh for the build + buildctl's peak RSS: "
+            f"medians {med['daemon']:.0f} MB buildkitd (of which {med['idle']:.0f} MB already right after its "
+            f"start, before any build) + {med['client']:.0f} MB buildctl")
 
 
 def s7_memory(b: Bench) -> list[Metric]:
     df, ctx = b.scenario("07-memory")
-    cold = b.metric("7 memory", f"peak RSS, first build ({gb(b.size)} context)", "MiB", tools=["rbuild", "docker", "buildah"])
-    noop = b.metric("7 memory", f"peak RSS, no-op rebuild ({gb(b.size)} context)", "MiB", tools=["rbuild", "docker", "buildah"])
+    cold = b.metric("7 memory", f"peak RSS, first build ({gb(b.size)} context)", "MB")
+    noop = b.metric("7 memory", f"peak RSS, no-op rebuild ({gb(b.size)} context)", "MB")
     for m in (cold, noop):
         m.targets = [("abs", 64, "le")]
-        if "docker" not in b.skipped:
-            m.get("docker").skipped = "the build runs inside dockerd; the client's RSS says nothing"
+    skip_all([cold, noop], "docker", "the build runs inside dockerd; the client's RSS says nothing")
+    parts: dict[str, dict[str, list]] = {"cold": {}, "noop": {}}
 
     def one(key, t, i):
         t.reset()
-        argv = t.build_argv(df, ctx, "bench/s7", {})
-        _, rss = max_rss_mb(argv, env=t.env(), timeout=3600, logfile=b.logfile)
-        _, rss2 = max_rss_mb(argv, env=t.env(), timeout=3600, logfile=b.logfile)
+        _, rss = peak(b, key, t, df, ctx, "bench/s7", parts["cold"])
+        _, rss2 = peak(b, key, t, df, ctx, "bench/s7", parts["noop"])
         noop.get(key).values.append(rss2)
         return rss
 
-    b.each(cold, one, only=[k for k in ("rbuild", "buildah") if k in b.tools])
+    b.each(cold, one, only=[k for k in ("rbuild", "buildkit", "buildah") if k in b.tools])
+    for m, kind in ((cold, "cold"), (noop, "noop")):
+        m.note = "; ".join(x for x in ("rbuild, buildah: the largest process of the build (GNU time -v)",
+                                       memory_note(parts[kind])) if x)
     return [cold, noop]
 
 
@@ -753,12 +955,119 @@ def s9_fresh_runner(b: Bench) -> list[Metric]:
 FRESH_LABELS = [("rbuild", "rbuild"), ("buildkit", "BuildKit")]
 
 
+# The growth series of issue 19: contexts of 1k, 10k and 100k files (4 kB each on average: the work grows with
+# the number of files) and images of 100 MB, 1 GB and 4 GB (16 MB files: it grows with the bytes), all scaled by
+# --size, each built cold (`COPY . /app`) and then rebuilt with nothing changed.
+GROWTH_FILES = (1_000, 10_000, 100_000)
+GROWTH_BYTES = (100e6, 1e9, 4e9)
+GROWTH_FILE_BYTES = 4096
+GROWTH_TOOLS = ["rbuild", "buildkit", "docker", "buildah"]
+NO_GROWTH = "the growth series compares rbuild with BuildKit v0.24 only (it is the longest scenario)"
+
+
+def count(n: int) -> str:
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
+def decimal_bytes(n: float) -> str:
+    for div, name in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if n >= div:
+            return f"{n / div:.3g} {name}"
+    return f"{n:g} B"
+
+
+def s10_growth(b: Bench) -> list[Metric]:
+    """Per point of each series, tool and run: a cold build on an empty state root (BuildKit v0.24: buildkitd
+    started afresh on an empty root, untimed) measured for time and peak RSS, then a no-op rebuild. The state
+    roots are emptied after each point (the 4 GB point needs about 4 × 4 GB of disk while it runs)."""
+    s = "10 growth"
+    points = [("files", n) for n in GROWTH_FILES] + [("bytes", n) for n in GROWTH_BYTES]
+    runs = b.growth_runs or b.runs
+    metrics: list[Metric] = []
+    summary: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
+    for axis, spec in points:
+        n = max(1, round(spec * b.size))  # as the generator scales it
+        if axis == "files":
+            label = f"context of {count(n)} files ({decimal_bytes(n * GROWTH_FILE_BYTES)})"
+            extra = ("--files", str(spec), "--file-bytes", str(GROWTH_FILE_BYTES))
+            ctx_name = f"10-growth-files-{n}"
+        else:
+            label = f"image of {decimal_bytes(n)}"
+            extra = ("--bytes", f"{spec:.0f}")
+            ctx_name = f"10-growth-bytes-{n}"
+        try:
+            df, ctx = b.scenario("10-growth", ctx_name, extra)
+        except BenchError as e:
+            m = b.metric(s, f"{label}: context generation failed", tools=GROWTH_TOOLS)
+            for k in ("rbuild", "buildkit"):
+                m.get(k).errors.append(str(e))
+            metrics.append(m)
+            continue
+        cold = b.metric(s, f"{label}: cold build", tools=GROWTH_TOOLS)
+        noop = b.metric(s, f"{label}: no-op rebuild", tools=GROWTH_TOOLS)
+        rss = b.metric(s, f"{label}: peak RSS, cold build", "MB", tools=GROWTH_TOOLS)
+        for m, measure in ((cold, "cold build"), (noop, "no-op rebuild"), (rss, "peak RSS, cold build")):
+            m.growth = {"axis": axis, "x": n, "measure": measure}
+            for k in ("docker", "buildah"):
+                if not m.get(k).skipped:
+                    m.get(k).skipped = NO_GROWTH
+        parts: dict[str, list] = {}
+        tag = "bench/s10"
+
+        def one(key, t, i):
+            t.reset()
+            secs, mb = peak(b, key, t, df, ctx, tag, parts)
+            rss.get(key).values.append(mb)
+            log(f"{s} / {label}: peak RSS / {key} run {i + 1}: {mb:.0f} MB")
+            try:
+                v = t.build(df, ctx, tag)
+            except BenchError as e:
+                log(f"{s} / {label}: no-op rebuild / {key}: FAILED: {str(e)[:2000]}")
+                noop.get(key).errors.append(str(e))
+            else:
+                noop.get(key).values.append(v)
+                log(f"{s} / {label}: no-op rebuild / {key} run {i + 1}: {v:.3f} s")
+            return secs
+
+        try:
+            b.each(cold, one, only=["rbuild", "buildkit"], runs=runs)
+        finally:
+            for k in ("rbuild", "buildkit"):  # the next point starts empty, and the disk is needed
+                t = b.tools.get(k)
+                if t is not None:
+                    try:
+                        t.reset()
+                    except BenchError as e:
+                        log(f"{s}: resetting {k}: {e}")
+        rss.note = memory_note(parts, brief=any(m.growth and m.unit == "MB" and m.note for m in metrics))
+        for m in (cold, noop, rss):
+            for k in ("rbuild", "buildkit"):
+                med = m.get(k).median()
+                if med is not None:
+                    summary.setdefault((axis, m.growth["measure"], k), []).append((n, med))
+        metrics += [cold, noop, rss]
+    # How each measure grew from the series' first point to its last, beside how the work grew.
+    for axis in ("files", "bytes"):
+        per_tool = []
+        for k, name in (("rbuild", "rbuild"), ("buildkit", "BuildKit v0.24")):
+            grew = [f"{measure} ×{pts[-1][1] / pts[0][1]:.1f}" for (ax, measure, kk), pts in summary.items()
+                    if ax == axis and kk == k and len(pts) >= 2 and pts[0][1] > 0]
+            if grew:
+                per_tool.append(f"{name}: " + ", ".join(grew))
+        first = next((m for m in metrics if m.growth and m.growth["axis"] == axis), None)
+        if first is not None and per_tool:
+            xs = [m.growth["x"] for m in metrics if m.growth and m.growth["axis"] == axis]
+            first.note = (f"from the series' first point to its last the work grows ×{xs[-1] / xs[0]:.0f} "
+                          f"({'files' if axis == 'files' else 'bytes'}); " + "; ".join(per_tool))
+    return metrics
+
+
 ALL: dict[str, Callable[[Bench], list[Metric]]] = {
     "1": s1_per_run, "2": s2_noop, "3": s3_incremental, "4": s4_parallel, "5": s5_export, "6": s6_push,
-    "7": s7_memory, "8": s8_remote, "9": s9_fresh_runner,
+    "7": s7_memory, "8": s8_remote, "9": s9_fresh_runner, "10": s10_growth,
 }
 
 
 def uses(scenario: str) -> list[str]:
     """The tools a scenario measures (the others never run in it)."""
-    return {"8": REMOTE_TOOLS, "9": FRESH_TOOLS}.get(scenario, ["rbuild", "docker", "buildah"])
+    return {"8": REMOTE_TOOLS, "9": FRESH_TOOLS, "10": ["rbuild", "buildkit"]}.get(scenario, TOOLS)

@@ -61,6 +61,10 @@ class Tool:
         """Forgets every cached build result and image (a cold start)."""
         raise NotImplementedError
 
+    def build_cache_only(self, dockerfile: Path, context: Path, args: dict[str, str] | None = None) -> float:
+        """Seconds of a build that fills the build cache but stores no image (nothing compressed)."""
+        raise BenchError(f"{self.label} has no build without an image")
+
 
 class Rbuild(Tool):
     key = "rbuild"
@@ -101,6 +105,10 @@ class Rbuild(Tool):
     def export_oci(self, dockerfile, context, tag, dest, compression):
         return timed(self.build_argv(dockerfile, context, tag, {}, f"type=oci,dest={dest},compression={compression}"),
                      env=self.env(), logfile=self.logfile, timeout=BUILD_TIMEOUT)
+
+    def build_cache_only(self, dockerfile, context, args=None):
+        return timed(self.build_argv(dockerfile, context, "", args or {}), env=self.env(), logfile=self.logfile,
+                     timeout=BUILD_TIMEOUT)
 
     def push(self, tag, ref):
         if ref != tag:
@@ -304,7 +312,7 @@ class Buildkit(Tool):
     `serve` starts one elsewhere instead (e.g. on TCP in another network namespace)."""
 
     key = "buildkit"
-    label = "BuildKit (buildctl)"
+    label = "BuildKit v0.24 (buildctl)"
 
     def __init__(self, bindir: Path, *a):
         super().__init__(*a)
@@ -312,6 +320,8 @@ class Buildkit(Tool):
         self.daemon: Daemon | None = None
         self.addr = f"unix://{self.work}/buildkitd.sock"
         self.client_netns: str | None = None
+        # What each tag was built from: buildctl pushes only as the output of a build, so push() builds again.
+        self.built: dict[str, tuple[Path, Path, dict[str, str]]] = {}
 
     def binary(self, name: str) -> str:
         p = self.bindir / name
@@ -357,9 +367,17 @@ class Buildkit(Tool):
         return d
 
     def ensure(self) -> None:
-        """The default daemon (unix socket in the work directory, the shared mirror), started once."""
+        """The default daemon (unix socket in the work directory, the shared mirror; the push registry over
+        plain HTTP), started once."""
         if self.daemon is None:
-            self.serve(self.work / "root", f"unix://{self.work}/buildkitd.sock", self.mirror.host)
+            self.serve(self.work / "root", f"unix://{self.work}/buildkitd.sock", self.mirror.host,
+                       http_hosts=(self.push_reg.host,))
+
+    def daemon_pid(self) -> int:
+        """The pid of the default daemon (started when needed)."""
+        self.ensure()
+        assert self.daemon is not None and self.daemon.proc is not None
+        return self.daemon.proc.pid
 
     def stop(self):
         if self.daemon is not None:
@@ -368,16 +386,26 @@ class Buildkit(Tool):
         self.addr, self.client_netns = f"unix://{self.work}/buildkitd.sock", None
 
     def build_argv(self, dockerfile, context, tag, args, output: str | None = None):
+        """`output` None: the image `tag` in buildkitd's store; "": no output at all (the build cache only)."""
         a = ["build", "--progress", "plain", "--frontend", "dockerfile.v0", "--local", f"context={context}",
              "--local", f"dockerfile={dockerfile.parent}", "--opt", f"filename={dockerfile.name}"]
         for k, v in args.items():
             a += ["--opt", f"build-arg:{k}={v}"]
-        a += ["--output", output or f"type=image,name={tag}"]
+        if output is None:
+            output = f"type=image,name={tag}"
+        if output:
+            a += ["--output", output]
         return self.buildctl(*a)
 
     def build(self, dockerfile, context, tag, args=None):
         self.ensure()
+        self.built[tag] = (dockerfile, context, dict(args or {}))
         return super().build(dockerfile, context, tag, args)
+
+    def build_cache_only(self, dockerfile, context, args=None):
+        self.ensure()
+        return timed(self.build_argv(dockerfile, context, "", args or {}, ""), logfile=self.logfile,
+                     timeout=BUILD_TIMEOUT)
 
     def export_oci(self, dockerfile, context, tag, dest, compression):
         self.ensure()
@@ -385,8 +413,29 @@ class Buildkit(Tool):
         return timed(self.build_argv(dockerfile, context, tag, {}, out), logfile=self.logfile, timeout=BUILD_TIMEOUT)
 
     def push(self, tag, ref):
-        raise BenchError("buildctl pushes only as the output of a build (--output type=image,push=true)")
+        """buildctl pushes only as the output of a build: the (cached) build of `tag` again, with
+        `--output type=image,name=REF,push=true`; the time includes that cached solve."""
+        if tag not in self.built:
+            raise BenchError(f"buildctl can push {tag} only by building it again, and it was not built here")
+        self.ensure()
+        df, ctx, args = self.built[tag]
+        out = f"type=image,name={ref},push=true,registry.insecure=true"
+        return timed(self.build_argv(df, ctx, tag, args, out), logfile=self.logfile, timeout=BUILD_TIMEOUT)
 
     def reset(self):
         self.stop()
         rmtree(self.work / "root")
+        self.built.clear()
+
+    def save_root(self, name: str) -> Path:
+        """Keeps a copy of the daemon's root (stopped for the copy; started again when next needed)."""
+        self.stop()
+        dest = self.work / f"saved-{name}"
+        rmtree(dest)
+        run(["cp", "-a", "--reflink=auto", str(self.work / "root"), str(dest)], timeout=3600)
+        return dest
+
+    def restore_root(self, saved: Path) -> None:
+        self.stop()
+        rmtree(self.work / "root")
+        run(["cp", "-a", "--reflink=auto", str(saved), str(self.work / "root")], timeout=3600)

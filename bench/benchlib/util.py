@@ -105,6 +105,34 @@ def max_rss_mb(argv: list[str], **kw) -> tuple[float, float]:
     raise BenchError(f"/usr/bin/time -v printed no 'Maximum resident set size' for {' '.join(argv)}")
 
 
+MIB_TO_MB = 1024 * 1024 / 1e6
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A running process's peak RSS so far (VmHWM of /proc/PID/status), in MB (10^6 bytes)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError as e:
+        raise BenchError(f"cannot read the peak RSS of process {pid}: {e}") from e
+    raise BenchError(f"/proc/{pid}/status has no VmHWM line")
+
+
+def timed_quiet(argv: list[str], timeout: float = 60) -> float:
+    """Wall-clock seconds of one successful run of a short command, output discarded unless it fails (for
+    per-invocation microbenchmarks, where capturing and logging would be part of what is measured)."""
+    t0 = time.perf_counter()
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       timeout=timeout)
+    secs = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise BenchError(f"`{' '.join(argv)}` exited with {p.returncode}:\n"
+                         f"{tail(p.stderr.decode(errors='replace'))}")
+    return secs
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -267,11 +295,14 @@ class Metric:
     """One row of the results table: a quantity measured for several tools."""
     scenario: str
     name: str
-    unit: str  # "s" or "MiB"
+    unit: str  # "s", "ms", "MB" (10^6 bytes), "MiB" (older results) or "B"
     series: dict[str, Series] = field(default_factory=dict)
     # (reference tool, target ratio, "le" | "ge" meaning rbuild/ref must be <= or >= the target)
     targets: list[tuple[str, float, str]] = field(default_factory=list)
     note: str = ""
+    # A point of a growth series (scenario 10): {"axis": "files" | "bytes", "x": N, "measure": "..."}; the chart
+    # draws these as lines over x instead of bars.
+    growth: dict | None = None
 
     def get(self, tool: str) -> Series:
         return self.series.setdefault(tool, Series())
