@@ -55,7 +55,8 @@ impl Mount {
         Mount { kind: "bind".into(), source: dir.display().to_string(), options: vec!["rbind".into(), rw.into()] }
     }
 
-    /// An overlay of one read-only `lower` with a writable `upper` (and its overlay `work` dir).
+    /// A scratch overlay of one read-only `lower` with a writable `upper` (and its overlay `work` dir),
+    /// [`VOLATILE`] like the mounts of active snapshots: tearing it down never syncs the filesystem.
     pub fn overlay(lower: &Path, upper: &Path, work: &Path) -> Mount {
         Mount {
             kind: "overlay".into(),
@@ -64,6 +65,7 @@ impl Mount {
                 format!("lowerdir={}", lower.display()),
                 format!("upperdir={}", upper.display()),
                 format!("workdir={}", work.display()),
+                VOLATILE.into(),
             ],
         }
     }

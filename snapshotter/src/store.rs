@@ -53,9 +53,8 @@ pub fn overlay_works(dir: &Path) -> bool {
             return false;
         }
     }
-    // Volatile, like the mounts of active snapshots: unmounting the probe must not sync the filesystem.
-    let mut m = Mount::overlay(&lower, &upper, &work);
-    m.options.push(crate::mount::VOLATILE.into());
+    // Volatile (as `Mount::overlay` is): unmounting the probe must not sync the filesystem.
+    let m = Mount::overlay(&lower, &upper, &work);
     match TempMount::new(&[m], t.path()) {
         Ok(mounted) => mounted.unmount().is_ok(),
         Err(_) => false,

@@ -84,7 +84,7 @@ fn run_copy(ctx: &SourceDir, dest: &Path, c: Copy) -> Result<(), FileOpError> {
     };
     assert_eq!(chain_base(&op, 2, 0).unwrap(), Some(0));
     assert_eq!(chain_sources(&op, 2, 0).unwrap(), vec![1]);
-    run_chain(&op, 0, dest, &[None, Some(ctx.clone())])
+    run_chain(&op, 0, dest, &[None, Some(ctx.clone())], None)
 }
 
 struct Fixture {
@@ -281,7 +281,7 @@ fn chown_by_name_reads_the_destination() {
     });
     let op =
         FileOp { actions: vec![FileAction { input: Some(0), secondary_input: None, output: Some(0), action: mkdir }] };
-    run_chain(&op, 0, f.dest.path(), &[None]).unwrap();
+    run_chain(&op, 0, f.dest.path(), &[None], None).unwrap();
     assert_eq!((m("work/dir").uid(), m("work/dir").gid()), (0, 0));
 }
 
@@ -341,8 +341,8 @@ fn mkdir_and_mkfile_modes_ignore_the_umask() {
         act(FileActionKind::Mkdir(Mkdir { path: path.into(), mode: 0o777, make_parents, owner: None, timestamp: None }))
     };
     // Whatever this process's umask, as buildkitd (umask 0) creates them.
-    run_chain(&mkdir("/open", false), 0, dest.path(), &[None]).unwrap();
-    run_chain(&mkdir("/deep/er", true), 0, dest.path(), &[None]).unwrap();
+    run_chain(&mkdir("/open", false), 0, dest.path(), &[None], None).unwrap();
+    run_chain(&mkdir("/deep/er", true), 0, dest.path(), &[None], None).unwrap();
     let mkfile = act(FileActionKind::Mkfile(Mkfile {
         path: "/open/f".into(),
         mode: 0o666,
@@ -350,7 +350,7 @@ fn mkdir_and_mkfile_modes_ignore_the_umask() {
         owner: None,
         timestamp: None,
     }));
-    run_chain(&mkfile, 0, dest.path(), &[None]).unwrap();
+    run_chain(&mkfile, 0, dest.path(), &[None], None).unwrap();
     assert_eq!(tree(dest.path()), ["deep/ 777 0:0", "deep/er/ 777 0:0", "open/ 777 0:0", "open/f 666 0:0 x"]);
 }
 
@@ -581,7 +581,7 @@ fn mkdir_mkfile_rm_symlink_chain() {
     };
     assert_eq!(chain_base(&op, 1, 0).unwrap(), Some(0));
     assert!(chain_sources(&op, 1, 0).unwrap().is_empty());
-    run_chain(&op, 0, dest.path(), &[None]).unwrap();
+    run_chain(&op, 0, dest.path(), &[None], None).unwrap();
     assert_eq!(
         tree(dest.path()),
         ["app/ 755 5:5", "app/data/ 755 5:5", "app/data/hello 600 0:0 hi", "app/link -> data/hello"]
@@ -595,8 +595,8 @@ fn mkdir_mkfile_rm_symlink_chain() {
             FileActionKind::Rm(Rm { path: "/gone".into(), allow_not_found: allow, allow_wildcard: false }),
         )],
     };
-    assert!(matches!(run_chain(&rm(false), 0, dest.path(), &[None]), Err(FileOpError::NotFound { .. })));
-    run_chain(&rm(true), 0, dest.path(), &[None]).unwrap();
+    assert!(matches!(run_chain(&rm(false), 0, dest.path(), &[None], None), Err(FileOpError::NotFound { .. })));
+    run_chain(&rm(true), 0, dest.path(), &[None], None).unwrap();
 }
 
 #[test]

@@ -14,6 +14,7 @@ use rustix::fs::{self as rfs, AtFlags, Mode};
 
 use super::fsys::{self, display, Meta, Tree};
 use super::mode::ModeSet;
+use super::reuse::{Attrs, Reuse};
 use super::select::{base_name, Selected, View};
 use super::{unpack, FileOpError};
 
@@ -71,7 +72,15 @@ fn io_at(what: String) -> impl FnOnce(io::Error) -> FileOpError {
 }
 
 /// Runs one copy action from `src` into `dest`.
-pub fn run(dest: &Tree, src: &View<'_>, copy: &Copy, owner: Option<(u32, u32)>) -> Result<(), FileOpError> {
+/// With `reuse`, regular files the previous result of the same copy already has are left for
+/// [`Reuse::finish`] to link (see [`super::reuse`]).
+pub fn run(
+    dest: &Tree,
+    src: &View<'_>,
+    copy: &Copy,
+    owner: Option<(u32, u32)>,
+    mut reuse: Option<&mut Reuse>,
+) -> Result<(), FileOpError> {
     if !copy.create_dest_path {
         let at = dest.resolve(&copy.dest, true).map_err(io_at(format!("failed to stat {}", copy.dest)))?;
         if at.real.len() > 1 {
@@ -104,7 +113,7 @@ pub fn run(dest: &Tree, src: &View<'_>, copy: &Copy, owner: Option<(u32, u32)>) 
                 continue;
             }
         }
-        copy_source(dest, copy, &source.matched, &source.entries, &ov)?;
+        copy_source(dest, copy, &source.matched, &source.entries, &ov, reuse.as_deref_mut())?;
     }
     Ok(())
 }
@@ -117,6 +126,7 @@ fn copy_source(
     matched: &str,
     entries: &[Selected],
     ov: &Overrides,
+    reuse: Option<&mut Reuse>,
 ) -> Result<(), FileOpError> {
     let dest_path = &copy.dest;
     let shown = dest_path.clone();
@@ -152,7 +162,7 @@ fn copy_source(
     mkdir_all(dest, &parent_target, dir_mode, ov.owner, ov.time)
         .map_err(io_at(format!("create directory {}", display(&parent_target))))?;
 
-    let mut c = Copier { dest, ov, dirs: HashMap::new(), links: HashMap::new(), finish: Vec::new() };
+    let mut c = Copier { dest, ov, dirs: HashMap::new(), links: HashMap::new(), finish: Vec::new(), reuse };
     for e in entries {
         let mut comps = target.clone();
         if !e.rel.is_empty() {
@@ -179,6 +189,7 @@ struct Copier<'a> {
     dirs: HashMap<Vec<Vec<u8>>, Arc<OwnedFd>>,
     links: HashMap<(u64, u64), (Arc<OwnedFd>, Vec<u8>)>,
     finish: Vec<Finish>,
+    reuse: Option<&'a mut Reuse>,
 }
 
 impl Copier<'_> {
@@ -212,6 +223,7 @@ impl Copier<'_> {
         let dir = self.parent(comps).map_err(fail("open parent of"))?;
         let name = OsStr::from_bytes(last);
         let existing = fsys::lstat(&*dir, name).ok();
+        let absent = existing.is_none();
         let m = e.meta;
         if m.is_dir() {
             let mut created = false;
@@ -254,6 +266,11 @@ impl Copier<'_> {
                     return Ok(());
                 }
                 self.links.insert((m.dev, m.ino), (dir.clone(), last.clone()));
+            } else if absent && self.reuse.is_some() {
+                let attrs = self.attrs(&m, &e.dir, &e.name);
+                if self.reuse.as_deref_mut().is_some_and(|r| r.offer(comps, e, &attrs)) {
+                    return Ok(());
+                }
             }
             let mut from = fsys::open_file(&*e.dir, &e.name).map_err(fail(&format!("open {} for", e.real)))?;
             let mut to = fsys::create_file(&*dir, name, 0o600).map_err(fail("create"))?;
@@ -278,25 +295,32 @@ impl Copier<'_> {
     /// fsutil's `copyFileInfo` and `copyXAttrs`: owner, mode, xattrs, times.
     fn metadata(&self, dir: &OwnedFd, name: &[u8], m: &Meta, src_dir: &OwnedFd, src_name: &OsStr) -> io::Result<()> {
         let name = OsStr::from_bytes(name);
-        let (uid, gid) = self.ov.owner.unwrap_or((m.uid, m.gid));
-        fsys::chown(dir, name, uid, gid)?;
-        let xattrs = fsys::xattrs(src_dir, src_name).unwrap_or_default();
-        fsys::set_xattrs(dir, name, &xattrs);
+        let a = self.attrs(m, src_dir, src_name);
+        fsys::chown(dir, name, a.uid, a.gid)?;
+        fsys::set_xattrs(dir, name, &a.xattrs);
         if !m.is_symlink() {
-            // A numeric --chmod is the whole mode, special bits included (fsutil's copyFileInfo).
-            let mode = if let Some(mode) = self.ov.mode {
-                mode & 0o7777
-            } else if let Some(set) = &self.ov.mode_set {
-                set.apply(m.mode, m.is_dir())
-            } else {
-                m.mode & 0o7777
-            };
-            fsys::chmod(dir, name, mode)?;
+            fsys::chmod(dir, name, a.mode)?;
         }
-        match self.ov.time {
-            Some(t) => fsys::set_times(dir, name, t, t),
-            None => fsys::set_times(dir, name, m.atime, m.mtime),
-        }
+        fsys::set_times(dir, name, a.atime, a.mtime)
+    }
+
+    /// What an entry copied from `m` ends with: the overrides applied to the source's attributes.
+    fn attrs(&self, m: &Meta, src_dir: &OwnedFd, src_name: &OsStr) -> Attrs {
+        let (uid, gid) = self.ov.owner.unwrap_or((m.uid, m.gid));
+        // A numeric --chmod is the whole mode, special bits included (fsutil's copyFileInfo).
+        let mode = if let Some(mode) = self.ov.mode {
+            mode & 0o7777
+        } else if let Some(set) = &self.ov.mode_set {
+            set.apply(m.mode, m.is_dir())
+        } else {
+            m.mode & 0o7777
+        };
+        let (atime, mtime) = match self.ov.time {
+            Some(t) => (t, t),
+            None => (m.atime, m.mtime),
+        };
+        let xattrs = fsys::xattrs(src_dir, src_name).unwrap_or_default();
+        Attrs { uid, gid, mode, atime, mtime, xattrs }
     }
 }
 

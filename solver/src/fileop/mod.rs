@@ -12,6 +12,7 @@ mod actions;
 mod copy;
 pub mod fsys;
 mod mode;
+pub mod reuse;
 pub mod select;
 mod unpack;
 mod users;
@@ -24,6 +25,7 @@ use llb::file::FileSource;
 use llb::{FileActionKind, FileOp, UserOpt};
 
 pub use mode::ModeSet;
+pub use reuse::{Donor, DonorRecord, Reuse, Reused, SourceStat};
 
 use crate::context::ignore::PatternError;
 use fsys::Tree;
@@ -182,9 +184,34 @@ fn owners(a: &FileActionKind) -> Vec<&UserOpt> {
 
 /// Runs the chain producing `output` into `dest`, which already holds the chain base's content (or is
 /// empty for scratch). `inputs[i]` is input `i`'s directory; those [`chain_sources`] names must be `Some`.
-pub fn run_chain(op: &FileOp, output: usize, dest: &Path, inputs: &[Option<SourceDir>]) -> Result<(), FileOpError> {
+///
+/// `reuse` serves a chain that is one copy from a local source (the rest run without it; its
+/// `active` flag says whether it served): see [`reuse`].
+pub fn run_chain(
+    op: &FileOp,
+    output: usize,
+    dest: &Path,
+    inputs: &[Option<SourceDir>],
+    mut reuse: Option<&mut Reuse>,
+) -> Result<(), FileOpError> {
     let num_inputs = inputs.len();
     let (actions, base) = chain(op, num_inputs, output)?;
+    let single_local_copy = match actions.as_slice() {
+        [only] => match (&op.actions[*only].action, FileSource::resolve(op.actions[*only].secondary_input, num_inputs))
+        {
+            (FileActionKind::Copy(_), FileSource::Input(s)) => {
+                inputs.get(s).and_then(Option::as_ref).is_some_and(|d| d.root_owned)
+            }
+            _ => false,
+        },
+        _ => false,
+    };
+    if !single_local_copy {
+        reuse = None;
+    }
+    if let Some(r) = reuse.as_deref_mut() {
+        r.active = true;
+    }
     let dest_tree = Tree::open(dest)
         .map_err(|source| FileOpError::Io { what: format!("open destination {}", dest.display()), source })?;
     let input_dir = |i: usize| -> Result<&SourceDir, FileOpError> {
@@ -206,10 +233,12 @@ pub fn run_chain(op: &FileOp, output: usize, dest: &Path, inputs: &[Option<Sourc
             FileActionKind::Copy(c) => {
                 let owner = users::resolve_owner(c.owner.as_ref(), &tree_for)?;
                 match FileSource::resolve(a.secondary_input, num_inputs) {
-                    FileSource::Input(s) => copy::run(&dest_tree, &input_dir(s)?.open()?.view(), c, owner)?,
+                    FileSource::Input(s) => {
+                        copy::run(&dest_tree, &input_dir(s)?.open()?.view(), c, owner, reuse.as_deref_mut())?
+                    }
                     FileSource::Scratch => {
                         let empty = EmptyDir::new()?;
-                        copy::run(&dest_tree, &SourceDir::plain(empty.path()).open()?.view(), c, owner)?;
+                        copy::run(&dest_tree, &SourceDir::plain(empty.path()).open()?.view(), c, owner, None)?;
                     }
                     FileSource::Action(j) => return Err(copy_from_action(ai, j)),
                 }
@@ -242,7 +271,7 @@ pub fn copy_dir(src: &SourceDir, dest: &Path) -> Result<(), FileOpError> {
         create_dest_path: true,
         ..Default::default()
     };
-    copy::run(&dest_tree, &src.view(), &c, None)
+    copy::run(&dest_tree, &src.view(), &c, None, None)
 }
 
 /// An empty directory that a copy from scratch reads, removed on drop.

@@ -7,8 +7,10 @@ use llb::{FileOp as LlbFile, Op as LlbOp};
 use super::snap::Step;
 use super::{blocking, snapshot_of, Base, Snap, WorkerRef};
 use crate::error::SolveError;
-use crate::fileop::{self, SourceDir};
+use crate::fileop::{self, Donor, DonorRecord, Reuse, SourceDir};
 use crate::op::{BoxFuture, CacheMap, Op, OpContext};
+use snapshotter::redb::TableDefinition;
+use snapshotter::snapshot::{ApplyTarget, DiffSource, Kind};
 
 pub(crate) struct FileOp(pub(crate) Base);
 
@@ -62,11 +64,52 @@ fn run(step: &Step<'_>, ctx: &OpContext, f: &LlbFile, inputs: &[WorkerRef]) -> R
                 }
             });
         }
-        fileop::run_chain(f, o, &dest_dir, &dirs).map_err(|e| step.err(e))?;
+        let donor_key = format!("{}/{o}", ctx.vertex());
+        let mut reuse = reuse_for(step, &dest, &donor_key);
+        fileop::run_chain(f, o, &dest_dir, &dirs, reuse.as_mut()).map_err(|e| step.err(e))?;
         drop(views);
         // Nothing is committed for a step that was cancelled: the guard removes the snapshot.
         ctx.check_cancelled()?;
-        outputs.push(WorkerRef::Snapshot(Some(dest.commit(step, &o.to_string())?)));
+        let reuse = reuse.filter(|r| r.active);
+        let mut record = None;
+        if let Some(mut r) = reuse {
+            // Links go into the upper directory, which must not change under a mounted overlay.
+            dest.unmount(step)?;
+            r.finish().map_err(|e| step.err(e))?;
+            record = Some(r.into_record());
+        }
+        let name = dest.commit(step, &o.to_string())?;
+        if let Some(files) = record.filter(|f| !f.is_empty()) {
+            // Only an optimisation for the next run: a record that cannot be written costs a full copy then.
+            let _ = step.state.worker.meta.put(COPY_DONORS, &donor_key, &DonorRecord { snapshot: name.clone(), files });
+        }
+        outputs.push(WorkerRef::Snapshot(Some(name)));
     }
     Ok(outputs)
+}
+
+/// The donor records of copies (see [`fileop::reuse`]), by `<vertex>/<output>`: the committed result of
+/// the last run of that copy and the source stats of its files.
+pub(crate) const COPY_DONORS: TableDefinition<&str, &[u8]> = TableDefinition::new("copy_donors");
+
+/// Reuse for the copy writing into `dest`: its own directory, and the last result of the same copy as
+/// the donor when that is still a committed overlay snapshot.
+fn reuse_for(step: &Step<'_>, dest: &Snap, donor_key: &str) -> Option<Reuse> {
+    let sn = step.snapshotter();
+    let upper = match sn.apply_target(&dest.key).ok()? {
+        ApplyTarget::Upper { upper, .. } => upper,
+        ApplyTarget::Tree(own) => own,
+    };
+    let donor = step.state.worker.meta.get::<DonorRecord>(COPY_DONORS, donor_key).ok().flatten().and_then(|rec| {
+        let info = sn.stat(&rec.snapshot).ok()?;
+        if info.kind != Kind::Committed {
+            return None;
+        }
+        // Only overlay snapshots have their own directory of just the copied files.
+        match sn.diff_source(&rec.snapshot).ok()? {
+            DiffSource::Upper(dir) => Some(Donor { dir, files: rec.files }),
+            DiffSource::Trees { .. } => None,
+        }
+    });
+    Some(Reuse::new(upper, donor))
 }
