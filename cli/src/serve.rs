@@ -1,14 +1,18 @@
 //! `rbuild serve`: the build daemon on a unix socket (default `/run/rbuild/rbuild.sock`) and/or TCP with
-//! mutual TLS, running every client's builds on one state root.
+//! mutual TLS, running every client's builds on one state root; with `--docker-api`, the Docker Engine
+//! API's image endpoints too.
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use daemon::docker::{DockerApi, DockerApiOptions};
 use daemon::server::{Daemon, ServeOptions};
 use daemon::Address;
 use engine::{Engine, EngineOptions, Entitlement};
+use tokio_util::sync::CancellationToken;
 
 use crate::images::Globals;
 
@@ -19,6 +23,10 @@ pub struct ServeArgs {
     /// unix:///run/rbuild/rbuild.sock). TCP needs --tlscacert, --tlscert and --tlskey.
     #[arg(long = "addr", value_name = "ADDRESS")]
     addrs: Vec<String>,
+    /// Also serve the Docker Engine API's image endpoints (for `DOCKER_HOST`, docker-py, ...) on
+    /// `unix:///PATH` or `tcp://HOST:PORT`; repeatable. TCP has the same TLS rules as --addr.
+    #[arg(long = "docker-api", value_name = "ADDRESS")]
+    docker_api: Vec<String>,
     /// Serve TCP without TLS: anyone who reaches the port can run builds as root.
     #[arg(long)]
     insecure_tcp: bool,
@@ -43,9 +51,13 @@ pub fn run(a: ServeArgs, g: &Globals) -> Result<ExitCode> {
         a.allow.iter().map(|e| e.parse()).collect::<Result<_, _>>().context("--allow")?;
     let opts =
         ServeOptions { addrs, tls: crate::remote::tls_of(g)?, insecure_tcp: a.insecure_tcp, allow: allow.clone() };
+    let docker_addrs: Vec<Address> =
+        a.docker_api.iter().map(|s| s.parse()).collect::<Result<_, _>>().context("--docker-api")?;
+    let docker_opts = DockerApiOptions { addrs: docker_addrs, tls: opts.tls.clone(), insecure_tcp: a.insecure_tcp };
     // Refused before anything is opened: a TCP address without TLS.
     daemon::server::check(&opts)?;
-    for addr in &opts.addrs {
+    daemon::docker::check(&docker_opts)?;
+    for addr in opts.addrs.iter().chain(&docker_opts.addrs) {
         if matches!(addr, Address::Tcp(_)) && opts.tls.is_none() {
             eprintln!("warning: serving {addr} without TLS (--insecure-tcp): anyone who reaches it can build as root");
         }
@@ -62,12 +74,37 @@ pub fn run(a: ServeArgs, g: &Globals) -> Result<ExitCode> {
     };
     let engine = Engine::open(eopts, &mut |w| eprintln!("{w}"))?;
     let daemon = Daemon::new(engine, allow);
-    let listening: Vec<String> = opts.addrs.iter().map(|a| a.to_string()).collect();
+    let mut listening: Vec<String> = opts.addrs.iter().map(|a| a.to_string()).collect();
+    listening.extend(docker_opts.addrs.iter().map(|a| format!("{a} (Docker API)")));
     let ready = || {
         eprintln!("rbuild daemon {} serving {} on {}", env!("CARGO_PKG_VERSION"), root.display(), listening.join(", "))
     };
-    rt.block_on(daemon::server::serve(daemon, &opts, ready, stopped()))?;
-    for addr in &opts.addrs {
+    // Registry requests of Docker API clients that send no login use the daemon's, as its builds do.
+    let creds = registry::auth::DockerConfig::load(&registry::auth::DockerConfig::default_path())?;
+    let docker = DockerApi::new(daemon.clone(), Arc::new(creds));
+    rt.block_on(async {
+        let stop = CancellationToken::new();
+        let signalled = stop.clone();
+        tokio::spawn(async move {
+            stopped().await;
+            signalled.cancel();
+        });
+        let docker_served = match docker_opts.addrs.is_empty() {
+            true => None,
+            false => {
+                let listeners = daemon::docker::bind(&docker_opts).await?;
+                Some(tokio::spawn(listeners.serve(docker, stop.clone().cancelled_owned())))
+            }
+        };
+        let served = daemon::server::serve(daemon, &opts, ready, stop.clone().cancelled_owned()).await;
+        // The gRPC side stopped (or failed): so does the Docker API, after its requests in flight.
+        stop.cancel();
+        if let Some(d) = docker_served {
+            let _ = d.await;
+        }
+        served
+    })?;
+    for addr in opts.addrs.iter().chain(&docker_opts.addrs) {
         if let Address::Unix(p) = addr {
             let _ = std::fs::remove_file(p);
         }

@@ -14,6 +14,7 @@
 pub mod address;
 pub mod client;
 mod convert;
+pub mod docker;
 mod mirror;
 pub mod server;
 pub mod tls;

@@ -66,6 +66,16 @@ impl Daemon {
     pub fn counters(&self) -> &Arc<Counters> {
         &self.counters
     }
+
+    /// The engine every build runs on (the Docker API's too).
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// The entitlements builds may use.
+    pub(crate) fn allowed(&self) -> &BTreeSet<Entitlement> {
+        &self.allow
+    }
 }
 
 /// Validates `opts` before anything listens: a TCP address needs TLS unless `--insecure-tcp`.
@@ -134,7 +144,7 @@ pub async fn serve(
 }
 
 /// Binds the socket (replacing a stale one) with mode 0660.
-fn bind_unix(path: &PathBuf) -> Result<tokio::net::UnixListener, DaemonError> {
+pub(crate) fn bind_unix(path: &PathBuf) -> Result<tokio::net::UnixListener, DaemonError> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(DaemonError::io(format!("creating {}", dir.display())))?;

@@ -1,0 +1,700 @@
+//! `rbuild serve --docker-api`: the Docker Engine API's image endpoints, driven by real clients. The docker
+//! CLI (`DOCKER_HOST`, `DOCKER_BUILDKIT=0`: the classic build protocol) builds, lists, tags, pushes, saves
+//! and removes, and what it pushes equals what `rbuild build` makes; docker-py builds, lists, gets, pushes
+//! and raises `BuildError` with the Dockerfile's line; the same CLI over TCP with mutual TLS from another
+//! network namespace (ip netns + veth); malformed requests get clear 4xx answers and the daemon keeps
+//! serving. Every test points its clients at its own daemon (never at a dockerd on the machine).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{skip, which, Rbuild, TestRegistry};
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+fn out_text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// The docker CLI: Debian's (`docker.io`, /usr/bin/docker) where installed, else the one on `$PATH`.
+fn docker_cli() -> Option<PathBuf> {
+    let debian = PathBuf::from("/usr/bin/docker");
+    if debian.is_file() {
+        return Some(debian);
+    }
+    which("docker")
+}
+
+/// `rbuild serve` (killed on drop), optionally inside a network namespace.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(netns: Option<&str>, root: &Path, config: &Path, args: &[String], log: PathBuf) -> Daemon {
+        let mut c = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(env!("CARGO_BIN_EXE_rbuild"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_rbuild")),
+        };
+        c.env("DOCKER_CONFIG", root.with_extension("docker-config"));
+        c.arg("--root").arg(root).arg("--config").arg(config).arg("serve").args(args);
+        let f = std::fs::File::create(&log).unwrap();
+        let child = c.stdin(Stdio::null()).stdout(f.try_clone().unwrap()).stderr(f).spawn().unwrap();
+        let mut d = Daemon { child, log };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !d.log().contains("serving") {
+            if let Ok(Some(st)) = d.child.try_wait() {
+                panic!("the daemon exited ({st}):\n{}", d.log());
+            }
+            assert!(Instant::now() < deadline, "the daemon did not start:\n{}", d.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A daemon serving its gRPC API and the Docker API on unix sockets of a temp dir, with its registry.
+struct Local {
+    reg: TestRegistry,
+    tmp: tempfile::TempDir,
+    daemon: Daemon,
+    docker_sock: PathBuf,
+}
+
+impl Local {
+    fn new() -> Option<Local> {
+        if !is_root() {
+            skip("Docker API tests need root (the daemon mounts overlays and makes namespaces)");
+            return None;
+        }
+        let reg = TestRegistry::seeded()?;
+        let tmp = tempfile::tempdir().unwrap();
+        let docker_sock = tmp.path().join("docker.sock");
+        let args = vec![
+            "--addr".to_string(),
+            format!("unix://{}", tmp.path().join("rbuild.sock").display()),
+            "--docker-api".to_string(),
+            format!("unix://{}", docker_sock.display()),
+        ];
+        let daemon =
+            Daemon::start(None, &tmp.path().join("root"), reg.config_path(), &args, tmp.path().join("daemon.log"));
+        Some(Local { reg, tmp, daemon, docker_sock })
+    }
+
+    /// The docker CLI pointed at this daemon, with a config dir of its own (no logins, no contexts).
+    fn docker(&self, cli: &Path) -> Command {
+        let mut c = Command::new(cli);
+        c.env("DOCKER_HOST", format!("unix://{}", self.docker_sock.display()))
+            .env("DOCKER_BUILDKIT", "0")
+            .env("DOCKER_CONFIG", self.tmp.path().join("docker-config"))
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH")
+            .env_remove("DOCKER_API_VERSION");
+        c
+    }
+}
+
+const APP: &str = "FROM busybox\n\
+    ARG V\n\
+    COPY . /ctx/\n\
+    RUN echo \"v=$V\" > /v && cat /ctx/a.txt\n\
+    LABEL purpose=docker-api\n";
+
+/// A context with the Dockerfile in `sub/` and a .dockerignore.
+fn app_context(dir: &Path) -> PathBuf {
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(ctx.join("sub")).unwrap();
+    std::fs::write(ctx.join("sub/Dockerfile"), APP).unwrap();
+    std::fs::write(ctx.join("a.txt"), "hello from the docker api\n").unwrap();
+    std::fs::write(ctx.join("ignored.txt"), "never sent\n").unwrap();
+    std::fs::write(ctx.join(".dockerignore"), "ignored.txt\n").unwrap();
+    ctx
+}
+
+fn ok(c: &mut Command, what: &str) -> String {
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{what} failed ({}):\n{}", out.status, out_text(&out));
+    out_text(&out)
+}
+
+fn skopeo(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("skopeo").args(args).output().unwrap();
+    assert!(out.status.success(), "skopeo {args:?}: {}", out_text(&out));
+    out.stdout
+}
+
+/// The digest a push printed (`TAG: digest: sha256:... size: N`).
+fn pushed_digest(text: &str) -> String {
+    let i = text.find("digest: sha256:").unwrap_or_else(|| panic!("no digest in:\n{text}"));
+    text[i + "digest: ".len()..].split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn the_docker_cli_builds_tags_pushes_saves_and_removes_images_as_rbuild_build_makes_them() {
+    let Some(cli) = docker_cli() else {
+        skip("the docker CLI is not installed: run scripts/install-test-deps (docker.io)");
+        return;
+    };
+    if which("skopeo").is_none() || which("umoci").is_none() {
+        skip("skopeo and umoci are not installed: run scripts/install-test-deps");
+        return;
+    }
+    let Some(l) = Local::new() else { return };
+    let ctx = app_context(l.tmp.path());
+    let reg = l.reg.host();
+    let app = format!("{reg}/app");
+    let iid = l.tmp.path().join("docker.iid");
+    let build = ok(
+        l.docker(&cli)
+            .current_dir(&ctx)
+            .args(["build", "-t", &app, "--build-arg", "V=1", "--build-arg", "SOURCE_DATE_EPOCH=1700000000"])
+            .arg("--iidfile")
+            .arg(&iid)
+            .args(["-f", "sub/Dockerfile", "."]),
+        "docker build",
+    );
+    assert!(build.contains("hello from the docker api"), "the RUN output is not shown:\n{build}");
+    assert!(build.contains("Successfully built "), "{build}");
+    assert!(build.contains(&format!("Successfully tagged {app}:latest")), "{build}");
+    let id = std::fs::read_to_string(&iid).unwrap().trim().to_string();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+
+    let images = ok(l.docker(&cli).args(["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]), "docker images");
+    assert!(images.contains(&format!("{app}:latest {}", &id[7..19])), "{images}");
+    let inspect = ok(l.docker(&cli).args(["image", "inspect", &app]), "docker image inspect");
+    let inspect: serde_json::Value = serde_json::from_str(inspect.trim()).unwrap();
+    assert_eq!(inspect[0]["Id"], id.as_str());
+    assert_eq!(inspect[0]["Config"]["Labels"]["purpose"], "docker-api");
+
+    ok(l.docker(&cli).args(["tag", &app, &format!("{app}:v2")]), "docker tag");
+    let images = ok(l.docker(&cli).args(["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]), "docker images");
+    assert!(images.contains(&format!("{app}:v2 {}", &id[7..19])), "{images}");
+    let history = ok(l.docker(&cli).args(["history", "--no-trunc", &format!("{app}:v2")]), "docker history");
+    assert!(history.contains("echo \"v=$V\""), "{history}");
+
+    let pushed = ok(l.docker(&cli).args(["push", &format!("{app}:v2")]), "docker push");
+    let docker_digest = pushed_digest(&pushed);
+    // What the registry holds, seen by skopeo: the manifest the push named, the config of the image ID,
+    // the RUN's file in its top layer.
+    let remote = format!("docker://{app}:v2");
+    let seen: serde_json::Value = serde_json::from_slice(&skopeo(&["inspect", "--tls-verify=false", &remote])).unwrap();
+    assert_eq!(seen["Digest"], docker_digest.as_str(), "{seen}");
+    assert_eq!(seen["Labels"]["purpose"], "docker-api", "{seen}");
+    let config = skopeo(&["inspect", "--tls-verify=false", "--config", "--raw", &remote]);
+    assert_eq!(format!("sha256:{}", llb::Digest::of(&config).hex()), id, "the registry's config is not the image ID's");
+    let oci = l.tmp.path().join("pulled-oci");
+    skopeo(&["copy", "--src-tls-verify=false", &remote, &format!("oci:{}:v2", oci.display())]);
+    let unpacked = l.tmp.path().join("unpacked");
+    let st = Command::new("umoci")
+        .args(["raw", "unpack", "--rootless", "--image"])
+        .arg(format!("{}:v2", oci.display()))
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(st.success(), "umoci unpack");
+    assert_eq!(std::fs::read_to_string(unpacked.join("v")).unwrap(), "v=1\n");
+    assert_eq!(std::fs::read_to_string(unpacked.join("ctx/a.txt")).unwrap(), "hello from the docker api\n");
+    assert!(!unpacked.join("ctx/ignored.txt").exists(), ".dockerignore was not applied");
+
+    let save = format!(
+        "DOCKER_HOST=unix://{} DOCKER_CONFIG={} {} save {app}:v2 | tar t",
+        l.docker_sock.display(),
+        l.tmp.path().join("docker-config").display(),
+        cli.display()
+    );
+    let listing = ok(Command::new("sh").args(["-c", &save]), "docker save | tar t");
+    assert!(listing.lines().any(|e| e == "manifest.json"), "{listing}");
+    assert!(listing.lines().any(|e| e.starts_with(&format!("blobs/sha256/{}", &id[7..]))), "{listing}");
+
+    let rmi = ok(l.docker(&cli).args(["rmi", &format!("{app}:v2"), &app]), "docker rmi");
+    assert!(rmi.contains(&format!("Untagged: {app}:v2")) && rmi.contains(&format!("Deleted: {id}")), "{rmi}");
+    let images = ok(l.docker(&cli).args(["images", "-q"]), "docker images -q");
+    assert!(!images.contains(&id[7..19]), "{images}");
+    let missing = l.docker(&cli).args(["image", "inspect", &app]).output().unwrap();
+    assert!(!missing.status.success() && out_text(&missing).contains("No such image"), "{}", out_text(&missing));
+
+    // Containers are not rbuild's business, and it says so.
+    let run = l.docker(&cli).args(["run", "--rm", "busybox", "true"]).output().unwrap();
+    assert!(!run.status.success());
+    assert!(out_text(&run).contains("does not run containers"), "{}", out_text(&run));
+
+    // `rbuild build` on another state root, from the same directory, makes the same image and pushes the
+    // same manifest.
+    let rb = Rbuild::new(&l.reg);
+    let cli_iid = l.tmp.path().join("rbuild.iid");
+    let same = format!("{reg}/app-by-rbuild:v2");
+    rb.ok(&[
+        "build",
+        "--progress",
+        "quiet",
+        "-t",
+        &same,
+        "--build-arg",
+        "V=1",
+        "--build-arg",
+        "SOURCE_DATE_EPOCH=1700000000",
+        "--iidfile",
+        cli_iid.to_str().unwrap(),
+        "-f",
+        ctx.join("sub/Dockerfile").to_str().unwrap(),
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(&cli_iid).unwrap().trim(), id, "rbuild build made another image");
+    let out = rb.command().args(["push", &same]).output().unwrap();
+    assert!(out.status.success(), "{}", out_text(&out));
+    assert_eq!(pushed_digest(&out_text(&out)), docker_digest, "the two pushes sent different manifests");
+    assert!(l.daemon.log().contains("Docker API"), "{}", l.daemon.log());
+}
+
+#[test]
+fn docker_py_builds_lists_gets_pushes_and_raises_build_errors_with_the_line() {
+    // scripts/install-test-deps puts docker-py in a venv of its own.
+    let venv = PathBuf::from("/opt/rbuild-docker-py/bin/python");
+    let Some(python) = venv.is_file().then_some(venv).or_else(|| which("python3")) else {
+        skip("python3 is not installed");
+        return;
+    };
+    let has_docker_py = Command::new(&python).args(["-c", "import docker"]).output().is_ok_and(|o| o.status.success());
+    if !has_docker_py {
+        skip("docker-py is not installed: run scripts/install-test-deps (pip install docker)");
+        return;
+    }
+    let Some(l) = Local::new() else { return };
+    let ctx = app_context(l.tmp.path());
+    let broken = l.tmp.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("Dockerfile"), "FROM busybox\nRUN true\nRUNN echo hi\n").unwrap();
+    let script = r#"
+import json, os, sys
+import docker
+c = docker.DockerClient(base_url=os.environ["RBUILD_DOCKER_HOST"], version="auto")
+out = {"api": c.api._version}
+img, logs = c.images.build(path=sys.argv[1], dockerfile="sub/Dockerfile", tag="pyapp:1",
+                           buildargs={"V": "7"}, rm=True)
+out["id"] = img.id
+out["tags"] = img.tags
+out["labels"] = img.labels
+out["log"] = "".join(l.get("stream", "") for l in logs)
+out["list"] = sorted(t for i in c.images.list() for t in i.tags)
+out["get"] = c.images.get("pyapp:1").id
+untagged, _ = c.images.build(path=sys.argv[1], dockerfile="sub/Dockerfile", buildargs={"V": "8"})
+out["untagged"] = [untagged.id, untagged.tags, c.images.get(untagged.short_id).id]
+target = sys.argv[3] + "/py/app"
+assert img.tag(target, tag="1")
+out["push"] = [json.loads(l) if isinstance(l, str) else l
+               for l in c.images.push(target, tag="1", stream=True, decode=True)]
+try:
+    c.images.build(path=sys.argv[2])
+    out["build_error"] = None
+except docker.errors.BuildError as e:
+    out["build_error"] = e.msg
+print(json.dumps(out))
+"#;
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&ctx)
+        .arg(&broken)
+        .arg(l.reg.host())
+        .env("RBUILD_DOCKER_HOST", format!("unix://{}", l.docker_sock.display()))
+        .env("DOCKER_CONFIG", l.tmp.path().join("docker-config"))
+        .env_remove("DOCKER_HOST")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the docker-py script failed:\n{}\ndaemon:\n{}", out_text(&out), l.daemon.log());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["api"], "1.41");
+    let id = r["id"].as_str().unwrap();
+    assert!(id.starts_with("sha256:"), "{r}");
+    assert_eq!(r["tags"], serde_json::json!(["pyapp:1"]));
+    assert_eq!(r["labels"]["purpose"], "docker-api");
+    assert!(r["log"].as_str().unwrap().contains("Successfully built"), "{r}");
+    assert!(r["list"].as_array().unwrap().iter().any(|t| t == "pyapp:1"), "{r}");
+    assert_eq!(r["get"], id);
+    // A build without a tag is kept as an untagged image, found by its short ID.
+    let u = &r["untagged"];
+    assert_ne!(u[0], id);
+    assert_eq!(u[1], serde_json::json!([]));
+    assert_eq!(u[2], u[0]);
+    let push = r["push"].as_array().unwrap();
+    assert!(push.iter().all(|m| m.get("error").is_none()), "{push:?}");
+    assert!(push.iter().any(|m| m["aux"]["Digest"].as_str().is_some_and(|d| d.starts_with("sha256:"))), "{push:?}");
+    let e = r["build_error"].as_str().unwrap_or_else(|| panic!("a broken Dockerfile built: {r}"));
+    assert!(e.contains("Dockerfile:3") && e.contains("RUNN"), "{e}");
+}
+
+/// One request over the daemon's unix socket; the whole answer (the connection is closed after it).
+fn raw(sock: &Path, head: &str, body: &[u8], half_close: bool) -> (u16, String) {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    // The daemon may answer (and stop reading) before a bad body is all sent.
+    let _ = s.write_all(body);
+    if half_close {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+fn post_build(sock: &Path, query: &str, body: &[u8]) -> (u16, String) {
+    let head = format!(
+        "POST /v1.41/build{query} HTTP/1.1\r\nHost: rbuild\r\nContent-Type: application/x-tar\r\nContent-Length: \
+         {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    raw(sock, &head, body, false)
+}
+
+/// A tar of `(path, data)` files, written raw so that hostile names survive.
+fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn malformed_requests_get_clear_4xx_answers_and_the_daemon_keeps_serving() {
+    let Some(l) = Local::new() else { return };
+    let sock = &l.docker_sock;
+    let dockerfile: &[u8] = b"FROM busybox\nRUN echo built-after-abuse\n";
+
+    let (st, text) = post_build(sock, "", &[b'x'; 4096]);
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("not a tar archive"), "{text}");
+
+    let (st, text) = post_build(sock, "", &tar_of(&[("Dockerfile", dockerfile), ("../escape", b"x")]));
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("../escape") && text.contains("parent directory"), "{text}");
+    assert!(!l.tmp.path().join("root/tmp/escape").exists());
+
+    for (query, named) in [
+        ("?networkmode=bogus", "networkmode"),
+        ("?nocache=maybe", "nocache"),
+        ("?buildargs=%7Bnot-json", "buildargs"),
+        ("?platform=windows%2Fsparc64%2Fx", "platform"),
+        ("?t=Bad%20Tag", "Bad Tag"),
+        ("?dockerfile=..%2F..%2Fetc%2Fpasswd", "outside the build context"),
+        ("?memory=1073741824", "memory"),
+    ] {
+        let (st, text) = post_build(sock, query, &tar_of(&[("Dockerfile", dockerfile)]));
+        assert_eq!(st, 400, "{query}: {text}");
+        assert!(text.contains(named), "{query}: {text}");
+    }
+    let (st, text) = post_build(sock, "?dockerfile=missing%2FDockerfile", &tar_of(&[("Dockerfile", dockerfile)]));
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("Cannot locate specified Dockerfile: missing/Dockerfile"), "{text}");
+
+    // A 2 GB body that stops after 1 MB: the client shuts its side, the daemon says what happened.
+    let mut start = tar::Header::new_gnu();
+    start.set_path("big.bin").unwrap();
+    start.set_size(3 << 30);
+    start.set_mode(0o644);
+    start.set_cksum();
+    let mut body = start.as_bytes().to_vec();
+    body.extend(vec![0u8; 1 << 20]);
+    let head = "POST /v1.41/build HTTP/1.1\r\nHost: rbuild\r\nContent-Type: application/x-tar\r\nContent-Length: \
+                2147483648\r\n\r\n";
+    let (st, text) = raw(sock, head, &body, true);
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("ended after") && text.contains("2147483648"), "{text}");
+
+    let (st, text) =
+        raw(sock, "GET /v1.99/images/json HTTP/1.1\r\nHost: rbuild\r\nConnection: close\r\n\r\n", b"", false);
+    assert_eq!(st, 400, "{text}");
+    assert!(text.contains("too new"), "{text}");
+    for path in ["/v1.41/containers/json", "/containers/create", "/v1.41/volumes", "/v1.41/exec/x/start"] {
+        let (st, text) =
+            raw(sock, &format!("GET {path} HTTP/1.1\r\nHost: rbuild\r\nConnection: close\r\n\r\n"), b"", false);
+        assert_eq!(st, 501, "{path}: {text}");
+        assert!(text.contains("\"message\"") && text.contains("does not run containers"), "{path}: {text}");
+    }
+    let (st, text) = raw(
+        sock,
+        "GET /v1.41/images/nothing:here/json HTTP/1.1\r\nHost: rbuild\r\nConnection: close\r\n\r\n",
+        b"",
+        false,
+    );
+    assert_eq!(st, 404, "{text}");
+    assert!(text.contains("No such image: nothing:here"), "{text}");
+
+    // Nothing of the refused contexts is left, and the daemon still builds.
+    let (st, text) = post_build(sock, "?t=after%3A1", &tar_of(&[("Dockerfile", dockerfile)]));
+    assert_eq!(st, 200, "{text}");
+    assert!(text.contains("built-after-abuse") && text.contains("Successfully tagged after:1"), "{text}");
+    let (st, text) = raw(sock, "HEAD /_ping HTTP/1.1\r\nHost: rbuild\r\nConnection: close\r\n\r\n", b"", false);
+    assert_eq!(st, 200, "{text}");
+    assert!(text.to_ascii_lowercase().contains("api-version: 1.41"), "{text}");
+    let leftovers: Vec<_> =
+        walk(&l.tmp.path().join("root/tmp")).into_iter().filter(|p| p.contains("docker-context-")).collect();
+    assert!(leftovers.is_empty(), "contexts left behind: {leftovers:?}");
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            out.push(e.path().display().to_string());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(walk(&e.path()));
+            }
+        }
+    }
+    out
+}
+
+/// Two network namespaces joined by a veth pair: the daemon's at .1, the client's at .2. Removed on drop.
+struct NetPair {
+    daemon: String,
+    client: String,
+    daemon_ip: String,
+}
+
+impl NetPair {
+    fn new(tag: &str) -> NetPair {
+        let n = std::process::id() % 100_000;
+        let subnet = 10 + (std::process::id() % 200);
+        let (d, c) = (format!("rbd-{tag}-{n}"), format!("rbc-{tag}-{n}"));
+        let (vd, vc) = (format!("vd{tag}{n}"), format!("vc{tag}{n}"));
+        let pair = NetPair { daemon: d.clone(), client: c.clone(), daemon_ip: format!("10.232.{subnet}.1") };
+        let ip = |args: &[&str]| {
+            let st = Command::new("ip").args(args).status().unwrap();
+            assert!(st.success(), "ip {}", args.join(" "));
+        };
+        ip(&["netns", "add", &d]);
+        ip(&["netns", "add", &c]);
+        ip(&["link", "add", &vd, "type", "veth", "peer", "name", &vc]);
+        ip(&["link", "set", &vd, "netns", &d]);
+        ip(&["link", "set", &vc, "netns", &c]);
+        ip(&["-n", &d, "addr", "add", &format!("10.232.{subnet}.1/24"), "dev", &vd]);
+        ip(&["-n", &c, "addr", "add", &format!("10.232.{subnet}.2/24"), "dev", &vc]);
+        for (ns, dev) in [(&d, &vd), (&c, &vc)] {
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        pair
+    }
+}
+
+impl Drop for NetPair {
+    fn drop(&mut self) {
+        for ns in [&self.daemon, &self.client] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A CA and the certificates it signs (openssl), laid out as docker's `DOCKER_CERT_PATH` wants them.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path, ca: &str) -> Pki {
+        let dir = dir.join(ca);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pki = Pki { dir };
+        pki.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={ca}"),
+        ]);
+        pki
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl").args(args).current_dir(&self.dir).output().unwrap();
+        assert!(out.status.success(), "openssl {}: {}", args.join(" "), out_text(&out));
+    }
+
+    /// `name.pem` and `name-key.pem`, for a server at `ip` or a client.
+    fn issue(&self, name: &str, ip: Option<&str>) -> (PathBuf, PathBuf) {
+        let key = format!("{name}-key.pem");
+        let csr = format!("{name}.csr");
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        let ext = match ip {
+            Some(ip) => format!("subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth\n"),
+            None => "extendedKeyUsage=clientAuth\n".to_string(),
+        };
+        std::fs::write(self.dir.join(format!("{name}.ext")), ext).unwrap();
+        let cert = format!("{name}.pem");
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-out",
+            &cert,
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+        (self.dir.join(cert), self.dir.join(key))
+    }
+
+    /// A `DOCKER_CERT_PATH` directory: `ca.pem`, `cert.pem`, `key.pem`.
+    fn cert_path(&self, name: &str, cert: &Path, key: &Path, ca: &Path) -> PathBuf {
+        let d = self.dir.join(format!("docker-{name}"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(ca, d.join("ca.pem")).unwrap();
+        std::fs::copy(cert, d.join("cert.pem")).unwrap();
+        std::fs::copy(key, d.join("key.pem")).unwrap();
+        d
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+}
+
+#[test]
+fn the_docker_cli_builds_and_pushes_over_mutual_tls_from_another_network_namespace() {
+    let Some(cli) = docker_cli() else {
+        skip("the docker CLI is not installed: run scripts/install-test-deps (docker.io)");
+        return;
+    };
+    if !is_root() || which("ip").is_none() || which("openssl").is_none() || which("curl").is_none() {
+        skip("the TLS test needs root, ip (iproute2), openssl and curl");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // A TCP Docker API without TLS is refused before anything is opened.
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .arg("--root")
+        .arg(tmp.path().join("unused-root"))
+        .args(["serve", "--addr"])
+        .arg(format!("unix://{}", tmp.path().join("unused.sock").display()))
+        .args(["--docker-api", "tcp://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out_text(&out).contains("--insecure-tcp"), "{}", out_text(&out));
+    assert!(!tmp.path().join("unused-root").exists(), "the refused daemon opened its state root");
+
+    let net = NetPair::new("k");
+    let Some(reg) = TestRegistry::seeded_in_netns(&net.daemon) else { return };
+    let pki = Pki::new(tmp.path(), "rbuild-ca");
+    let (server, server_key) = pki.issue("daemon", Some(&net.daemon_ip));
+    let (client, client_key) = pki.issue("client", None);
+    let rogue = Pki::new(tmp.path(), "other-ca");
+    let (rogue_cert, rogue_key) = rogue.issue("intruder", None);
+    let addr = format!("tcp://{}:2376", net.daemon_ip);
+    let args: Vec<String> = vec![
+        "--tlscacert".into(),
+        pki.ca().display().to_string(),
+        "--tlscert".into(),
+        server.display().to_string(),
+        "--tlskey".into(),
+        server_key.display().to_string(),
+        "--addr".into(),
+        format!("unix://{}", tmp.path().join("rbuild.sock").display()),
+        "--docker-api".into(),
+        addr.clone(),
+    ];
+    let daemon = Daemon::start(
+        Some(&net.daemon),
+        &tmp.path().join("root"),
+        reg.config_path(),
+        &args,
+        tmp.path().join("daemon.log"),
+    );
+    let ctx = app_context(tmp.path());
+    let good = pki.cert_path("client", &client, &client_key, &pki.ca());
+    let bad = rogue.cert_path("intruder", &rogue_cert, &rogue_key, &pki.ca());
+    let docker = |certs: &Path, args: &[&str]| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &net.client]).arg(&cli).args(args);
+        c.current_dir(&ctx)
+            .env("DOCKER_HOST", &addr)
+            .env("DOCKER_TLS_VERIFY", "1")
+            .env("DOCKER_CERT_PATH", certs)
+            .env("DOCKER_BUILDKIT", "0")
+            .env("DOCKER_CONFIG", tmp.path().join("docker-config"))
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_API_VERSION");
+        c.output().unwrap()
+    };
+    let app = format!("{}/tls/app:1", reg.host());
+    let out = docker(&good, &["build", "-t", &app, "--build-arg", "V=tls", "-f", "sub/Dockerfile", "."]);
+    assert!(out.status.success(), "the build over TLS failed:\n{}\ndaemon:\n{}", out_text(&out), daemon.log());
+    assert!(out_text(&out).contains(&format!("Successfully tagged {app}")), "{}", out_text(&out));
+    let out = docker(&good, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(out.status.success() && out_text(&out).contains(&app), "{}", out_text(&out));
+    let out = docker(&good, &["push", &app]);
+    assert!(out.status.success(), "the push over TLS failed:\n{}", out_text(&out));
+    assert!(out_text(&out).contains("digest: sha256:"), "{}", out_text(&out));
+
+    // A client whose certificate another CA signed gets nothing; neither does plain HTTP.
+    let out = docker(&bad, &["images"]);
+    assert!(!out.status.success(), "a client of another CA was served:\n{}", out_text(&out));
+    assert!(!out_text(&out).contains(&app), "{}", out_text(&out));
+    let plain = Command::new("ip")
+        .args(["netns", "exec", &net.client, "curl", "-s", "-m", "10"])
+        .arg(format!("http://{}:2376/_ping", net.daemon_ip))
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("OK"), "plain HTTP was answered");
+}
