@@ -255,6 +255,10 @@ impl ContentWriter for LocalWriter {
         self.offset
     }
 
+    fn digest(&self) -> Digest {
+        digest::from_hasher(self.hasher.clone())
+    }
+
     fn commit(mut self, expected_size: Option<u64>, expected: Option<&Digest>) -> Result<Digest, ContentError> {
         let data_path = self.dir.join("data");
         let sync_err = |source| ContentError::Sync { path: data_path.clone(), source };

@@ -48,6 +48,10 @@ pub trait Ingester {
 pub trait ContentWriter: Write + Send {
     /// Bytes written so far (including those of a resumed ingest).
     fn offset(&self) -> u64;
+    /// The digest of every byte written so far (those of a resumed ingest included): the name
+    /// [`commit`](Self::commit) gives the blob. A caller that needs the digest of what it wrote asks here
+    /// rather than hashing the same bytes a second time.
+    fn digest(&self) -> Digest;
     /// Verifies size and digest (when given), fsyncs and renames the data into place. On a mismatch the
     /// ingest is removed and nothing is left behind.
     fn commit(self, expected_size: Option<u64>, expected: Option<&Digest>) -> Result<Digest, ContentError>;

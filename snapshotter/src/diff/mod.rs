@@ -132,20 +132,57 @@ impl<W: Write> Write for Compressor<W> {
 
 /// Writes the changes of `source` as a layer into `out`: returns (diffID, blob digest, blob size).
 pub fn write_layer<W: Write>(source: &DiffSource, out: W, opts: DiffOptions) -> io::Result<(Digest, Digest, u64, W)> {
+    if opts.compression == Compression::None {
+        // The blob is the tar: one hash gives both digests.
+        let tar_stream = DigestWriter::new(io::BufWriter::with_capacity(1 << 20, out));
+        let (diff_id, size, buffered) = write_changes(source, tar_stream, opts)?.finish();
+        let out = buffered.into_inner().map_err(|e| e.into_error())?;
+        return Ok((diff_id.clone(), diff_id, size, out));
+    }
     let blob = DigestWriter::new(out);
-    let compressor = Compressor::new(opts.compression, blob)?;
-    let tar_stream = DigestWriter::new(io::BufWriter::with_capacity(1 << 20, compressor));
-    let mut tw = TarWriter::new(tar_stream, opts.source_date_epoch);
+    let (diff_id, blob) = write_compressed(source, blob, opts)?;
+    let (digest, size, out) = blob.finish();
+    Ok((diff_id, digest, size, out))
+}
+
+/// [`write_layer`] into the content store's writer `w`, whose own running digest names the blob: each
+/// byte is hashed once for the diffID and, when compressed, once for the blob. Returns (diffID, blob
+/// digest, bytes written, the writer).
+fn write_layer_into<W: ContentWriter>(
+    source: &DiffSource,
+    w: W,
+    opts: DiffOptions,
+) -> io::Result<(Digest, Digest, u64, W)> {
+    let start = w.offset();
+    let (diff_id, w) = match opts.compression {
+        Compression::None => {
+            // The content writer buffers small writes itself.
+            let w = write_changes(source, w, opts)?;
+            (w.digest(), w)
+        }
+        _ => write_compressed(source, w, opts)?,
+    };
+    let digest = w.digest();
+    Ok((diff_id, digest, w.offset() - start, w))
+}
+
+/// The changes of `source` as a tar stream into `out`.
+fn write_changes<W: Write>(source: &DiffSource, out: W, opts: DiffOptions) -> io::Result<W> {
+    let mut tw = TarWriter::new(out, opts.source_date_epoch);
     match source {
         DiffSource::Upper(upper) => changes::upper_changes(upper, &mut |c| tw.change(&c))?,
         DiffSource::Trees { lower, upper } => changes::tree_changes(lower.as_deref(), upper, &mut |c| tw.change(&c))?,
     }
-    let tar_stream = tw.finish()?;
-    let (diff_id, _, buffered) = tar_stream.finish();
+    tw.finish()
+}
+
+/// The changes of `source` compressed into `out`: the diffID (of the tar before compression) and `out`.
+fn write_compressed<W: Write>(source: &DiffSource, out: W, opts: DiffOptions) -> io::Result<(Digest, W)> {
+    let compressor = Compressor::new(opts.compression, out)?;
+    let tar_stream = DigestWriter::new(io::BufWriter::with_capacity(1 << 20, compressor));
+    let (diff_id, _, buffered) = write_changes(source, tar_stream, opts)?.finish();
     let compressor = buffered.into_inner().map_err(|e| e.into_error())?;
-    let blob = compressor.finish()?;
-    let (digest, size, out) = blob.finish();
-    Ok((diff_id, digest, size, out))
+    Ok((diff_id, compressor.finish()?))
 }
 
 /// Turns snapshots into layer blobs, once per (snapshot, compression, epoch).
@@ -185,10 +222,11 @@ impl<S: Snapshotter + ?Sized, C: Ingester + InfoProvider> Differ<'_, S, C> {
         // A unique ingest: two computations of one layer may race, and both commit the same blob safely.
         let reference = format!("layer-{memo}-{}-{:?}", std::process::id(), std::thread::current().id());
         let w = self.content.writer(&reference, None)?;
-        let (diff_id, digest, size, w) = match write_layer(&source, w, opts) {
+        let (diff_id, digest, size, w) = match write_layer_into(&source, w, opts) {
             Ok(r) => r,
             Err(e) => return Err(wr(e)),
         };
+        // The writer hashed what it stored; a resumed ingest's leftovers show up as a size mismatch.
         let committed = w.commit(Some(size), Some(&digest))?;
         let layer = Layer { digest: committed, size, diff_id, media_type: opts.compression.media_type().to_string() };
         self.meta.touch_blob(layer.digest.as_ref(), size, Some(&layer.media_type))?;
@@ -231,8 +269,8 @@ pub fn compress_blob<C: Provider + Ingester + InfoProvider>(
     let mut reader = content.reader(blob)?;
     let reference = format!("compress-{memo}-{}-{:?}", std::process::id(), std::thread::current().id());
     let w = content.writer(&reference, None)?;
-    let out = DigestWriter::new(w);
-    let compressor = Compressor::new(compression, out)
+    let start = w.offset();
+    let compressor = Compressor::new(compression, w)
         .map_err(|source| DiffError::Compressor { compression: compression.name(), source })?;
     let mut tar_stream = DigestWriter::new(io::BufWriter::with_capacity(1 << 20, compressor));
     io::copy(&mut reader, &mut tar_stream).map_err(wr)?;
@@ -244,8 +282,8 @@ pub fn compress_blob<C: Provider + Ingester + InfoProvider>(
         )));
     }
     let compressor = buffered.into_inner().map_err(|e| wr(e.into_error()))?;
-    let out = compressor.finish().map_err(wr)?;
-    let (digest, csize, w) = out.finish();
+    let w = compressor.finish().map_err(wr)?;
+    let (digest, csize) = (w.digest(), w.offset() - start);
     let committed = w.commit(Some(csize), Some(&digest))?;
     let layer = Layer { digest: committed, size: csize, diff_id, media_type: compression.media_type().to_string() };
     meta.touch_blob(layer.digest.as_ref(), csize, Some(&layer.media_type))?;
