@@ -3,6 +3,7 @@
 mod build;
 mod debug;
 mod debug_run;
+mod fleet;
 mod images;
 mod info;
 mod remote;

@@ -39,6 +39,8 @@ pub struct ServeArgs {
     /// What runs RUN steps: `namespace`, `runc`, `crun` or a path to an OCI runtime.
     #[arg(long = "oci-runtime", value_name = "RUNTIME", default_value = "namespace")]
     oci_runtime: String,
+    #[command(flatten)]
+    fleet: crate::fleet::FleetServeArgs,
 }
 
 pub fn run(a: ServeArgs, g: &Globals) -> Result<ExitCode> {
@@ -73,7 +75,7 @@ pub fn run(a: ServeArgs, g: &Globals) -> Result<ExitCode> {
         max_parallelism: Some(a.max_parallelism.unwrap_or(cores).max(1)),
     };
     let engine = Engine::open(eopts, &mut |w| eprintln!("{w}"))?;
-    let daemon = Daemon::new(engine, allow);
+    let daemon = Daemon::new(engine, allow).with_fleet(a.fleet.fleet(g)?);
     let mut listening: Vec<String> = opts.addrs.iter().map(|a| a.to_string()).collect();
     listening.extend(docker_opts.addrs.iter().map(|a| format!("{a} (Docker API)")));
     let ready = || {
@@ -85,10 +87,16 @@ pub fn run(a: ServeArgs, g: &Globals) -> Result<ExitCode> {
     rt.block_on(async {
         let stop = CancellationToken::new();
         let signalled = stop.clone();
+        let fleet = daemon.fleet().clone();
         tokio::spawn(async move {
             stopped().await;
+            // Not ready from now on; builds in flight (their cache exports included) finish first.
+            fleet.health.drain().await;
+            fleet.health.idle().await;
             signalled.cancel();
         });
+        let health_stop = CancellationToken::new();
+        let health_served = a.fleet.serve_health(&daemon, health_stop.clone()).await?;
         let docker_served = match docker_opts.addrs.is_empty() {
             true => None,
             false => {
@@ -101,6 +109,10 @@ pub fn run(a: ServeArgs, g: &Globals) -> Result<ExitCode> {
         stop.cancel();
         if let Some(d) = docker_served {
             let _ = d.await;
+        }
+        health_stop.cancel();
+        if let Some(h) = health_served {
+            let _ = h.await;
         }
         served
     })?;

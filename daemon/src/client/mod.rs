@@ -3,6 +3,7 @@
 //! listings, hashes and file contents (only for files the listing offered), secrets, ssh agent
 //! connections; and it writes client-side outputs (`-o type=local|tar|oci|docker,dest=...`, `--load`).
 
+mod health;
 mod images;
 mod outputs;
 
@@ -32,10 +33,22 @@ use outputs::OutputSinks;
 pub struct Connection {
     addr: Address,
     client: BuilderClient<Channel>,
+    /// The same channel, for grpc.health.v1.
+    channel: Channel,
 }
 
 /// Connects to the daemon at `addr` (TLS for TCP when `tls` is given).
 pub async fn connect(addr: &Address, tls: Option<&TlsFiles>) -> Result<Connection, DaemonError> {
+    connect_as(addr, tls, None).await
+}
+
+/// [`connect`], checking the daemon's certificate for `server_name` rather than the address's host (a
+/// fleet member found by a DNS name is dialled at its IP address and named by the DNS name).
+pub async fn connect_as(
+    addr: &Address,
+    tls: Option<&TlsFiles>,
+    server_name: Option<&str>,
+) -> Result<Connection, DaemonError> {
     let fail = |message: String| DaemonError::Connect { addr: addr.to_string(), message };
     let channel = match addr {
         Address::Unix(path) => {
@@ -54,14 +67,14 @@ pub async fn connect(addr: &Address, tls: Option<&TlsFiles>) -> Result<Connectio
             let scheme = if tls.is_some() { "https" } else { "http" };
             let mut ep = Endpoint::from_shared(format!("{scheme}://{hp}")).map_err(|e| fail(e.to_string()))?;
             if let Some(tls) = tls {
-                let domain = addr.host().unwrap_or_default();
+                let domain = server_name.or(addr.host()).unwrap_or_default();
                 ep = ep.tls_config(tls.client_config(domain)?).map_err(|e| fail(chain(&e)))?;
             }
             ep.connect().await.map_err(|e| fail(chain(&e)))?
         }
     };
-    let client = BuilderClient::new(channel).max_decoding_message_size(16 << 20);
-    Ok(Connection { addr: addr.clone(), client })
+    let client = BuilderClient::new(channel.clone()).max_decoding_message_size(16 << 20);
+    Ok(Connection { addr: addr.clone(), client, channel })
 }
 
 /// An error and its causes on one line (tonic's transport errors hide the useful part in a source).

@@ -54,13 +54,25 @@ pub struct Daemon {
     mirrors: Arc<Mirrors>,
     allow: BTreeSet<Entitlement>,
     counters: Arc<Counters>,
+    fleet: Arc<crate::fleet::Fleet>,
 }
 
 impl Daemon {
     /// A daemon over `engine`; client contexts are mirrored under the state root (`contexts/`).
     pub fn new(engine: Arc<Engine>, allow: BTreeSet<Entitlement>) -> Daemon {
         let mirrors = Arc::new(Mirrors::new(engine.store().root.path().join("contexts")));
-        Daemon { engine, mirrors, allow, counters: Arc::default() }
+        Daemon { engine, mirrors, allow, counters: Arc::default(), fleet: Arc::default() }
+    }
+
+    /// This daemon as one of a fleet: its cache backend, `--max-builds`.
+    pub fn with_fleet(mut self, fleet: crate::fleet::Fleet) -> Daemon {
+        self.fleet = Arc::new(fleet);
+        self
+    }
+
+    /// Readiness, drain and metrics.
+    pub fn fleet(&self) -> &Arc<crate::fleet::Fleet> {
+        &self.fleet
     }
 
     pub fn counters(&self) -> &Arc<Counters> {
@@ -109,7 +121,9 @@ pub async fn serve(
             Address::Unix(path) => {
                 let listener = bind_unix(path)?;
                 let incoming = UnixListenerStream::new(listener);
-                let server = tonic::transport::Server::builder().add_service(svc);
+                let server = tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .add_service(daemon.fleet.health.grpc_service());
                 servers.push(tokio::spawn(async move { server.serve_with_incoming_shutdown(incoming, stopped).await }));
             }
             Address::Tcp(hp) => {
@@ -125,11 +139,12 @@ pub async fn serve(
                 if let Some(tls) = &opts.tls {
                     builder = builder.tls_config(tls.server_config()?).map_err(|e| DaemonError::Tls(e.to_string()))?;
                 }
-                let server = builder.add_service(svc);
+                let server = builder.add_service(svc).add_service(daemon.fleet.health.grpc_service());
                 servers.push(tokio::spawn(async move { server.serve_with_incoming_shutdown(incoming, stopped).await }));
             }
         }
     }
+    daemon.fleet.health.listening().await;
     ready();
     shutdown.await;
     let _ = stop_tx.send(true);
@@ -178,8 +193,12 @@ impl Builder for Daemon {
         let Some(client_message::Msg::Start(start)) = first.msg else {
             return Err(Status::invalid_argument("a build stream starts with `start`"));
         };
+        // A draining daemon takes no new build: the client moves to another daemon of the fleet.
+        let Some(admitted) = self.fleet.health.admit().await else {
+            return Err(Status::unavailable("this rbuild daemon is draining (shutting down): use another"));
+        };
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(self.clone().run(start, inbound, tx));
+        tokio::spawn(self.clone().run(start, inbound, tx, admitted));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -267,7 +286,13 @@ impl Builder for Daemon {
 type Streamed = Vec<u32>;
 
 impl Daemon {
-    async fn run(self, start: BuildStart, inbound: Streaming<ClientMessage>, tx: session::Outbound) {
+    async fn run(
+        self,
+        start: BuildStart,
+        inbound: Streaming<ClientMessage>,
+        tx: session::Outbound,
+        _admitted: crate::health::BuildGuard,
+    ) {
         let c = self.counters.clone();
         c.builds_running.fetch_add(1, Ordering::Relaxed);
         c.builds_total.fetch_add(1, Ordering::Relaxed);
@@ -281,10 +306,12 @@ impl Daemon {
                 let reader = tokio::spawn(session.clone().read(inbound, handle.canceller()));
                 if let Some(mut events) = handle.events() {
                     while let Some(e) = events.recv().await {
+                        self.fleet.metrics.event(&e);
                         let _ = session.send(server_message::Msg::Event(event_to_proto(&e))).await;
                     }
                 }
                 let result = handle.wait().await;
+                self.fleet.metrics.build_done(result.as_ref().ok().map(|r| r.steps.as_slice()));
                 reader.abort();
                 for index in streamed {
                     let end = proto::OutputData { index, data: Vec::new(), eof: true };
@@ -399,6 +426,9 @@ impl Daemon {
                 engine::cache::CacheTo::Local { .. } => return Err(format!("--cache-to {s}: {}", local_cache())),
                 c => req.cache_to.push(c),
             }
+        }
+        if let Some(fleet) = &self.fleet.cache {
+            fleet.apply(&mut req);
         }
         Ok((req, streamed))
     }
