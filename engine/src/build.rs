@@ -28,12 +28,21 @@ pub(crate) async fn run(
     cancel: CancellationToken,
 ) -> Result<BuildResult, BuildError> {
     check(&req)?;
+    if req.call == crate::check::Call::Check {
+        return crate::check::run(&engine, &req, &events).await;
+    }
     let converted = tokio::select! {
         c = convert(&engine, &req) => c?,
         _ = cancel.cancelled() => return Err(BuildError::Cancelled),
     };
     for w in &converted.warnings {
         let _ = events.send(Event::Warning(w.clone()));
+    }
+    for w in &converted.checks.warnings {
+        let _ = events.send(Event::Warning(w.diagnostic()));
+    }
+    if let Some(diagnostic) = converted.checks.error() {
+        return Err(BuildError::Dockerfile { filename: req.dockerfile_name.clone(), diagnostic });
     }
     let imports = import_caches(&engine, &req, &events).await;
     let stores = imports.iter().map(|c| c.clone() as Arc<dyn solver::op::CacheStore<solver::WorkerRef>>).collect();
@@ -139,6 +148,16 @@ fn check(req: &BuildRequest) -> Result<(), BuildError> {
 /// Parses and converts the Dockerfile. Base images are resolved while converting (the frontend asks for
 /// their configs), so conversion runs on a blocking thread.
 async fn convert(engine: &Arc<Engine>, req: &BuildRequest) -> Result<Converted, BuildError> {
+    let (opts, resolver) = convert_setup(engine, req);
+    let (dockerfile, filename) = (req.dockerfile.clone(), req.dockerfile_name.clone());
+    tokio::task::spawn_blocking(move || frontend::convert::convert(&dockerfile, &opts, &resolver))
+        .await
+        .map_err(|e| BuildError::Internal(format!("converting the Dockerfile failed: {e}")))?
+        .map_err(|diagnostic| BuildError::Dockerfile { filename, diagnostic })
+}
+
+/// The frontend's options for a request, and the resolver that answers its base images.
+pub(crate) fn convert_setup(engine: &Arc<Engine>, req: &BuildRequest) -> (ConvertOptions, RegistryResolver) {
     let excludes = match &req.dockerignore {
         Some(text) => solver::context::parse_dockerignore(text),
         None => Vec::new(),
@@ -174,11 +193,7 @@ async fn convert(engine: &Arc<Engine>, req: &BuildRequest) -> Result<Converted, 
         store: engine.images.clone(),
         pull: req.cache.pull,
     };
-    let (dockerfile, filename) = (req.dockerfile.clone(), req.dockerfile_name.clone());
-    tokio::task::spawn_blocking(move || frontend::convert::convert(&dockerfile, &opts, &resolver))
-        .await
-        .map_err(|e| BuildError::Internal(format!("converting the Dockerfile failed: {e}")))?
-        .map_err(|diagnostic| BuildError::Dockerfile { filename, diagnostic })
+    (opts, resolver)
 }
 
 /// Reads every `--cache-from`; one that cannot be read is a warning, never a failure.

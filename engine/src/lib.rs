@@ -12,6 +12,7 @@
 mod bases;
 mod build;
 pub mod cache;
+mod check;
 mod error;
 pub mod export;
 pub mod images;
@@ -27,6 +28,7 @@ use snapshotter::store::{SnapshotterKind, Store};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use check::{result_txt as check_result_txt, Call};
 pub use error::{BuildError, EngineError, ExportError};
 pub use progress::{CacheEvent, Event, EventSink, ExportEvent};
 pub use request::{BuildRequest, CacheOptions, Entitlement, NamedContext, UnknownEntitlement};

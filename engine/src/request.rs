@@ -111,6 +111,8 @@ pub struct BuildRequest {
     pub source_date_epoch: Option<i64>,
     /// How many steps run at once (default: the number of cores).
     pub max_parallelism: Option<usize>,
+    /// `--call`: build, or run the build checks only.
+    pub call: crate::check::Call,
 }
 
 impl BuildRequest {
@@ -138,6 +140,7 @@ impl BuildRequest {
             add_hosts: Vec::new(),
             source_date_epoch: None,
             max_parallelism: None,
+            call: crate::check::Call::Build,
         }
     }
 }

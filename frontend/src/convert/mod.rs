@@ -62,6 +62,24 @@ impl ImageResolver for OfflineResolver {
     }
 }
 
+/// A resolver that answers each (reference, platform) from the inner one once.
+struct Memo<'a> {
+    inner: &'a dyn ImageResolver,
+    seen: std::cell::RefCell<BTreeMap<(String, String), Option<ResolvedImage>>>,
+}
+
+impl ImageResolver for Memo<'_> {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<Option<ResolvedImage>, ResolveError> {
+        let key = (reference.to_string(), platform.to_string());
+        if let Some(hit) = self.seen.borrow().get(&key) {
+            return Ok(hit.clone());
+        }
+        let r = self.inner.resolve(reference, platform)?;
+        self.seen.borrow_mut().insert(key, r.clone());
+        Ok(r)
+    }
+}
+
 /// A `--build-context name=...` value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NamedContext {
@@ -125,6 +143,8 @@ pub struct Converted {
     /// Names (or indices) of the stages converted, dependencies first.
     pub stages: Vec<String>,
     pub warnings: Vec<Diagnostic>,
+    /// The build checks' findings on the converted stages ([`crate::checks`]).
+    pub checks: crate::checks::CheckResult,
 }
 
 /// Parse and convert a Dockerfile.
@@ -132,7 +152,8 @@ pub fn convert(source: &[u8], opts: &ConvertOptions, resolver: &dyn ImageResolve
     let ast = parser::parse(source)?;
     let df = parse_dockerfile(&ast)?;
     let lexer = Lexer::new(df.escape);
-    let mut warnings = ast.warnings.clone();
+    // The parser's warnings (empty continuation lines) are the NoEmptyContinuation check's.
+    let mut warnings = Vec::new();
 
     let target_platform = opts.target_platform.clone().unwrap_or_else(|| opts.build_platform.clone());
     let mut global = scope::GlobalScope::default();
@@ -159,9 +180,14 @@ pub fn convert(source: &[u8], opts: &ConvertOptions, resolver: &dyn ImageResolve
         }
     }
 
-    let plans = stages::plan(&df, opts, &global, &lexer, &mut warnings)?;
+    let plans = stages::plan(&df, opts, &global, &lexer)?;
     let target = stages::target_index(&df, opts.target.as_deref())?;
     let order = stages::order(&df, &plans, target)?;
+
+    // Checks and conversion ask for the same base images: ask the caller once.
+    let resolver = &Memo { inner: resolver, seen: Default::default() };
+    let converted: BTreeSet<usize> = order.iter().copied().collect();
+    let checks = crate::checks::run(source, &ast, &df, opts, resolver, Some(&converted))?;
 
     let mut conv = dispatch::Converter::new(&df, opts, &plans, &global, &lexer, resolver);
     for &i in &order {
@@ -183,5 +209,5 @@ pub fn convert(source: &[u8], opts: &ConvertOptions, resolver: &dyn ImageResolve
 
     let stage_names =
         order.iter().map(|&i| df.stages[i].name.clone().unwrap_or_else(|| format!("stage-{i}"))).collect();
-    Ok(Converted { definition, image, base_history, stages: stage_names, warnings })
+    Ok(Converted { definition, image, base_history, stages: stage_names, warnings, checks })
 }

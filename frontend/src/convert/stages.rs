@@ -77,18 +77,12 @@ pub(crate) fn plan(
     opts: &ConvertOptions,
     global: &GlobalScope,
     lexer: &Lexer,
-    warnings: &mut Vec<Diagnostic>,
 ) -> Result<Vec<StagePlan>, Diagnostic> {
     let mut plans: Vec<StagePlan> = Vec::with_capacity(df.stages.len());
     for (i, stage) in df.stages.iter().enumerate() {
         let expanded =
             lexer.process_word(&stage.base, global).map_err(|e| Diagnostic::spanned(e.to_string(), stage.span))?;
-        for name in &expanded.unset {
-            warnings.push(Diagnostic::spanned(
-                format!("FROM uses undefined variable ${name}: declare it with ARG before the first FROM"),
-                stage.span,
-            ));
-        }
+        // An undefined variable here is the UndefinedArgInFrom check's to report (crate::checks).
         let base_word = expanded.value;
         if base_word.is_empty() {
             return Err(Diagnostic::spanned(format!("base name ({}) should not be blank", stage.base), stage.span));

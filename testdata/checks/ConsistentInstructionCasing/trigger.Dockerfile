@@ -1,0 +1,3 @@
+FROM busybox
+run true
+RUN true

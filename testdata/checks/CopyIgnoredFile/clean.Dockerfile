@@ -1,0 +1,4 @@
+# check=experimental=CopyIgnoredFile
+FROM busybox
+COPY README.md src /x/
+COPY --from=busybox /bin/node_modules /y

@@ -1,0 +1,3 @@
+FROM busybox AS base
+FROM base AS final
+RUN true

@@ -1,0 +1,2 @@
+FROM busybox
+EXPOSE 127.0.0.1:80:80 8080:80

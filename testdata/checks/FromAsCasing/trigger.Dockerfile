@@ -1,0 +1,2 @@
+FROM busybox as builder
+RUN true

@@ -1,0 +1,3 @@
+FROM --platform=linux/amd64 busybox AS builder-amd64
+FROM --platform=$BUILDPLATFORM busybox
+RUN true

@@ -1,0 +1,2 @@
+FROM arm64-only
+RUN true

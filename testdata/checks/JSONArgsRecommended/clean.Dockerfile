@@ -1,0 +1,5 @@
+FROM busybox
+ENTRYPOINT ["my-app", "start"]
+FROM busybox
+SHELL ["/bin/sh", "-c"]
+CMD my-app start

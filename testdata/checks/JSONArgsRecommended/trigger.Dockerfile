@@ -1,0 +1,2 @@
+FROM busybox
+ENTRYPOINT my-app start

@@ -1,0 +1,3 @@
+FROM busybox
+ENV DEBUG true
+LABEL org.example.team platform

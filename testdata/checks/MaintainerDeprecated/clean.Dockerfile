@@ -1,0 +1,2 @@
+FROM busybox
+LABEL org.opencontainers.image.authors="moby@example.com"

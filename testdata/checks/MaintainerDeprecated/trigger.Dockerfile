@@ -1,0 +1,2 @@
+FROM busybox
+MAINTAINER moby@example.com

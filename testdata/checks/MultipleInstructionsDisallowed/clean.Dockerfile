@@ -1,0 +1,5 @@
+FROM busybox AS one
+CMD ["a"]
+FROM one
+CMD ["b"]
+ENTRYPOINT ["c"]

@@ -1,0 +1,5 @@
+FROM busybox
+CMD ["a"]
+HEALTHCHECK CMD true
+CMD ["b"]
+HEALTHCHECK NONE

@@ -1,0 +1,3 @@
+FROM busybox
+ARG GITHUB_TOKEN
+ENV aws_secret_access_key=x

@@ -1,0 +1,6 @@
+FROM busybox
+ARG VERSION=1
+ARG UNSET
+COPY app-$VERSION /app
+ENV PATH=/opt/bin:$PATH
+COPY $UNSET /x

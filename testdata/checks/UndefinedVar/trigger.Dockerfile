@@ -1,0 +1,4 @@
+FROM busybox
+ARG VERSION=1
+COPY app-$VERSON /app
+ENV PATH=$PYTHON_HOME/bin:$PATH

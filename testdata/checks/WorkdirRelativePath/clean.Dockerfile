@@ -1,0 +1,3 @@
+FROM busybox
+WORKDIR /app
+WORKDIR src

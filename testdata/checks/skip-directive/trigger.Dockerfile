@@ -1,0 +1,4 @@
+# check=skip=JSONArgsRecommended,MaintainerDeprecated
+FROM busybox as base
+MAINTAINER x
+CMD run
