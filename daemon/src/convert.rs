@@ -48,6 +48,12 @@ pub(crate) fn event_to_proto(e: &EngineEvent) -> proto::Event {
             span_end: d.span.map(|s| s.end as u64),
         }),
         EngineEvent::Cache(c) => event::Kind::Cache(cache_to_proto(c)),
+        EngineEvent::Miss(m) => event::Kind::Miss(proto::StepMiss {
+            vertex: m.vertex.to_string(),
+            name: m.name.clone(),
+            reason: m.reason.clone(),
+            first_build: m.first_build,
+        }),
         EngineEvent::Export(EngineExport::Named { reference }) => {
             event::Kind::Export(proto::ExportEvent { reference: reference.clone(), ..Default::default() })
         }
@@ -91,6 +97,12 @@ pub(crate) fn event_from_proto(e: proto::Event) -> Option<EngineEvent> {
             EngineEvent::Warning(Diagnostic { message: w.message, span: span(w.span_start, w.span_end) })
         }
         event::Kind::Cache(c) => EngineEvent::Cache(cache_from_proto(c)?),
+        event::Kind::Miss(m) => EngineEvent::Miss(engine::StepMiss {
+            vertex: m.vertex.parse().ok()?,
+            name: m.name,
+            reason: m.reason,
+            first_build: m.first_build,
+        }),
         event::Kind::Export(x) if x.pushed => EngineEvent::Export(EngineExport::Pushed {
             reference: x.reference,
             uploaded: x.uploaded as usize,

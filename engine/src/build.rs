@@ -47,6 +47,9 @@ pub(crate) async fn run(
     let imports = import_caches(&engine, &req, &events).await;
     let stores = imports.iter().map(|c| c.clone() as Arc<dyn solver::op::CacheStore<solver::WorkerRef>>).collect();
     let solved = solve(&engine, &req, &converted, stores, &events, &cancel).await?;
+    for miss in crate::explain::explain(&engine, &req, &converted.definition, &solved.steps).await {
+        let _ = events.send(Event::Miss(miss));
+    }
 
     let cx = ExportContext::new(
         engine.clone(),

@@ -14,6 +14,7 @@ mod build;
 pub mod cache;
 mod check;
 mod error;
+mod explain;
 pub mod export;
 pub mod images;
 mod progress;
@@ -30,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use check::{result_txt as check_result_txt, Call};
 pub use error::{BuildError, EngineError, ExportError};
-pub use progress::{CacheEvent, Event, EventSink, ExportEvent};
+pub use progress::{CacheEvent, Event, EventSink, ExportEvent, StepMiss};
 pub use request::{BuildRequest, CacheOptions, Entitlement, NamedContext, UnknownEntitlement};
 pub use result::{BuildResult, ExportedImage};
 pub use solver::{LocalDir, LocalSource, SecretSource, SessionError, SshSockets, SshSource, StaticSecrets};

@@ -13,6 +13,20 @@ pub enum Event {
     Export(ExportEvent),
     /// A cache import or export (`--cache-from`, `--cache-to`).
     Cache(CacheEvent),
+    /// Why a step ran (sent after the steps, one per step that ran).
+    Miss(StepMiss),
+}
+
+/// Why a step ran: the first ingredient of its cache key that differs from the last build of the same
+/// Dockerfile target on this state root (`src/main.rs changed`, `build arg VERSION changed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepMiss {
+    pub vertex: llb::Digest,
+    /// The step's name (`[3/7] COPY src/ /app`).
+    pub name: String,
+    pub reason: String,
+    /// There was no earlier build to compare with (every step of a first build says so).
+    pub first_build: bool,
 }
 
 /// What a cache import or export did.

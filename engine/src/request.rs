@@ -113,6 +113,9 @@ pub struct BuildRequest {
     pub max_parallelism: Option<usize>,
     /// `--call`: build, or run the build checks only.
     pub call: crate::check::Call,
+    /// What makes two builds "the same Dockerfile" for explaining cache misses (with the target): the CLI
+    /// gives the Dockerfile's absolute path; `None` uses `dockerfile_name`.
+    pub explain_key: Option<String>,
 }
 
 impl BuildRequest {
@@ -141,6 +144,7 @@ impl BuildRequest {
             source_date_epoch: None,
             max_parallelism: None,
             call: crate::check::Call::Build,
+            explain_key: None,
         }
     }
 }

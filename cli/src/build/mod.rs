@@ -3,6 +3,7 @@
 //! Ctrl-C, and what is printed or written at the end (errors against the Dockerfile, `--iidfile`,
 //! `--metadata-file`). The build itself is the engine's.
 
+mod github;
 mod local;
 mod progress;
 mod remote;
@@ -169,7 +170,16 @@ pub fn run(a: BuildArgs, g: &Globals) -> Result<ExitCode> {
         None => None,
     };
     let source = String::from_utf8_lossy(&dockerfile.bytes).into_owned();
-    let renderer = Renderer::new(mode, log, dockerfile.name.clone(), source.clone(), a.quiet);
+    let mut renderer = Renderer::new(mode, log, dockerfile.name.clone(), source.clone(), a.quiet);
+    // In a GitHub Actions job, errors point at the Dockerfile as the pull request names it.
+    let annotate = github::active().then(|| match a.file.as_deref() {
+        Some("-") | None => github::annotation_path(&context.join("Dockerfile")),
+        Some(f) => github::annotation_path(std::path::Path::new(f)),
+    });
+    if let Some(path) = &annotate {
+        renderer = renderer.with_github(path.clone());
+    }
+    let report = renderer.report();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (outcome, stopped) = match crate::remote::daemon_for(g)? {
         Some(target) => rt.block_on(remote::run(target, parsed, renderer))?,
@@ -181,6 +191,9 @@ pub fn run(a: BuildArgs, g: &Globals) -> Result<ExitCode> {
         }
     };
 
+    if let Some(path) = &annotate {
+        github_ending(path, &outcome, &report.lock().unwrap_or_else(|e| e.into_inner()));
+    }
     let (image_id, metadata) = match outcome {
         Outcome::Done { image_id, metadata } => (image_id, metadata),
         Outcome::Cancelled => {
@@ -221,6 +234,52 @@ pub fn run(a: BuildArgs, g: &Globals) -> Result<ExitCode> {
         eprintln!("writing image {id} done");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// In a GitHub Actions job: the failure as an annotation on the Dockerfile's line, and the job summary.
+fn github_ending(path: &str, outcome: &Outcome, report: &github::Report) {
+    use github::{annotation, Level, Place};
+    let at = |line: Option<usize>, end: Option<usize>| Place { file: Some(path.to_string()), line, end_line: end };
+    let error = match outcome {
+        Outcome::Done { .. } => None,
+        Outcome::Cancelled => Some("the build was cancelled".to_string()),
+        Outcome::Dockerfile(d) => {
+            let place = at(d.span.map(|s| s.start), d.span.map(|s| s.end));
+            eprintln!("{}", annotation(Level::Error, &place, "Dockerfile error", &d.message));
+            Some(format!("{path}: {}", d.message))
+        }
+        Outcome::Run(f) => {
+            let message = format!("process \"{}\" did not complete successfully: {}", f.command, f.status);
+            let loc = f.locations.first();
+            let place = at(loc.map(|l| l.start_line as usize), loc.map(|l| l.end_line as usize));
+            eprintln!("{}", annotation(Level::Error, &place, &format!("{} failed", f.vertex), &message));
+            Some(format!("{}: {message}", f.vertex))
+        }
+        Outcome::Solve(m) => {
+            eprintln!("{}", annotation(Level::Error, &Place::default(), "rbuild build failed", m));
+            Some(m.clone())
+        }
+        Outcome::Other(e) => {
+            let m = format!("{e:#}");
+            eprintln!("{}", annotation(Level::Error, &Place::default(), "rbuild build failed", &m));
+            Some(m)
+        }
+    };
+    let (image_id, metadata) = match outcome {
+        Outcome::Done { image_id, metadata } => (image_id.as_deref(), Some(metadata)),
+        _ => (None, None),
+    };
+    let field = |k: &str| metadata.and_then(|m| m.get(k)).and_then(|v| v.as_str());
+    let end = github::Ending {
+        image_names: field("image.name"),
+        digest: field("containerimage.digest"),
+        image_id,
+        error: error.as_deref(),
+    };
+    // The summary is a courtesy: a runner that cannot take it does not fail the build.
+    if let Err(e) = github::write_summary(report, &end) {
+        eprintln!("WARNING: cannot append the job summary to $GITHUB_STEP_SUMMARY: {e}");
+    }
 }
 
 /// Renders progress events from `events` until it closes.

@@ -2,11 +2,15 @@
 //! arrive, `tty` keeps a live view (a line per step with its timer, the last lines of running steps'
 //! output, collapsed when done), `rawjson` prints one JSON object per event for tools, `quiet` prints
 //! nothing. Every mode can also append the full, untruncated log to a file (`--log-file`). Dockerfile
-//! warnings are shown against the Dockerfile's lines, and exporters' messages after the steps.
+//! warnings are shown against the Dockerfile's lines; after the steps, why each step ran (`MISS [3/7] COPY
+//! src/ /app: src/main.rs changed`), then exporters' messages. In a GitHub Actions job ([`super::github`])
+//! warnings are also annotations, plain progress is grouped per stage, and the renderer keeps a
+//! [`Report`] for the job summary.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::ValueEnum;
@@ -14,6 +18,8 @@ use engine::{CacheEvent, ExportEvent};
 use llb::Digest;
 use solver::progress::LogStream;
 use solver::{Event, EventKind};
+
+use super::github::{self, Groups, Level, Place, Report, StepLine};
 
 /// `--progress`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -47,6 +53,8 @@ struct Step {
     started: Instant,
     done: Option<Duration>,
     cached: bool,
+    /// The imported cache the result came from.
+    imported: Option<String>,
     canceled: bool,
     error: Option<String>,
     tail: VecDeque<String>,
@@ -70,6 +78,16 @@ pub struct Renderer {
     quiet: bool,
     /// The step view is final (exports have begun).
     finished: bool,
+    /// In a GitHub Actions job: the Dockerfile's path for annotations, and the stage groups.
+    github: Option<String>,
+    groups: Groups,
+    /// Why steps ran, by vertex.
+    misses: BTreeMap<Digest, String>,
+    first_build: bool,
+    imports: Vec<(String, Result<usize, String>)>,
+    exports: Vec<(String, Result<String, String>)>,
+    /// The latest [`Report`], for whoever renders a summary after the build.
+    report: Arc<Mutex<Report>>,
 }
 
 fn secs(d: Duration) -> String {
@@ -93,6 +111,74 @@ impl Renderer {
             source,
             quiet,
             finished: false,
+            github: None,
+            groups: Groups::default(),
+            misses: BTreeMap::new(),
+            first_build: false,
+            imports: Vec::new(),
+            exports: Vec::new(),
+            report: Arc::default(),
+        }
+    }
+
+    /// GitHub Actions output: annotations on `dockerfile_path` (as the pull request names it) and stage groups.
+    pub fn with_github(mut self, dockerfile_path: String) -> Renderer {
+        self.github = Some(dockerfile_path);
+        self
+    }
+
+    /// Where the renderer leaves its [`Report`] (complete once the event stream has ended).
+    pub fn report(&self) -> Arc<Mutex<Report>> {
+        self.report.clone()
+    }
+
+    fn build_report(&self) -> Report {
+        let steps = self
+            .order
+            .iter()
+            .map(|d| {
+                let s = &self.steps[d];
+                StepLine {
+                    name: s.name.clone(),
+                    cached: s.cached,
+                    imported: s.imported.clone(),
+                    duration: s.done,
+                    failed: s.error.is_some(),
+                    miss: self.misses.get(d).cloned(),
+                }
+            })
+            .collect();
+        Report {
+            steps,
+            imports: self.imports.clone(),
+            exports: self.exports.clone(),
+            first_build: self.first_build,
+            elapsed: self.start.elapsed(),
+        }
+    }
+
+    /// Why a step ran: a line after the steps (one line for all of a first build's).
+    fn miss(&mut self, m: &engine::StepMiss) {
+        self.finish();
+        self.finished = true;
+        self.misses.insert(m.vertex, m.reason.clone());
+        if self.mode == ProgressMode::Rawjson {
+            let v =
+                serde_json::json!({"vertex": m.vertex.to_string(), "kind": "miss", "name": m.name, "reason": m.reason});
+            println!("{v}");
+        }
+        let line = if m.first_build {
+            if self.first_build {
+                return;
+            }
+            self.first_build = true;
+            format!("MISS: {}", m.reason)
+        } else {
+            format!("MISS {}: {}", m.name, m.reason)
+        };
+        self.log_line(&line);
+        if !self.quiet {
+            eprintln!("{line}");
         }
     }
 
@@ -100,8 +186,19 @@ impl Renderer {
     pub fn event(&mut self, e: &engine::Event) {
         match e {
             engine::Event::Step(e) => self.step_event(e),
-            engine::Event::Warning(d) => eprintln!("{}", d.render(&self.filename, &self.source)),
+            engine::Event::Warning(d) => {
+                eprintln!("{}", d.render(&self.filename, &self.source));
+                if let Some(file) = &self.github {
+                    let place = Place {
+                        file: Some(file.clone()),
+                        line: d.span.map(|s| s.start),
+                        end_line: d.span.map(|s| s.end),
+                    };
+                    eprintln!("{}", github::annotation(Level::Warning, &place, "Dockerfile warning", &d.message));
+                }
+            }
             engine::Event::Cache(c) => self.cache_event(c),
+            engine::Event::Miss(m) => self.miss(m),
             engine::Event::Export(x) => {
                 // The steps are over: draw them a last time, then the exporters' lines below.
                 self.finish();
@@ -140,6 +237,7 @@ impl Renderer {
                     started: Instant::now(),
                     done: None,
                     cached: false,
+                    imported: None,
                     canceled: false,
                     error: None,
                     tail: VecDeque::new(),
@@ -155,9 +253,11 @@ impl Renderer {
         let line = match c {
             CacheEvent::Importing { .. } => return,
             CacheEvent::Imported { from, results } => {
+                self.imports.push((from.clone(), Ok(*results)));
                 format!("importing cache manifest from {from}: {results} cached results")
             }
             CacheEvent::ImportFailed { from, error } => {
+                self.imports.push((from.clone(), Err(error.clone())));
                 format!("WARNING: cannot import cache from {from}: {error}; building without it")
             }
             CacheEvent::Miss { from, key, error } => {
@@ -170,12 +270,12 @@ impl Renderer {
                 return;
             }
             CacheEvent::Exported { to, results, layers, new, bytes } => {
-                format!(
-                    "exporting cache to {to}: {results} results, {layers} layers, {new} new, {} sent",
-                    human(*bytes)
-                )
+                let figures = format!("{results} results, {layers} layers, {new} new, {} sent", human(*bytes));
+                self.exports.push((to.clone(), Ok(figures.clone())));
+                format!("exporting cache to {to}: {figures}")
             }
             CacheEvent::ExportFailed { to, error } => {
+                self.exports.push((to.clone(), Err(error.clone())));
                 format!("WARNING: exporting cache to {to} failed (ignore-error=true): {error}")
             }
         };
@@ -197,6 +297,13 @@ impl Renderer {
             ProgressMode::Quiet | ProgressMode::Auto => {}
             ProgressMode::Plain => {
                 if let Some(text) = plain {
+                    if self.github.is_some() && !self.finished {
+                        let name = match &e.kind {
+                            EventKind::Started { name } => name.clone(),
+                            _ => self.steps.get(&e.vertex).map(|s| s.name.clone()).unwrap_or_default(),
+                        };
+                        eprint!("{}", self.groups.enter(&github::stage_of(&name)));
+                    }
                     eprint!("{text}");
                 }
             }
@@ -212,8 +319,9 @@ impl Renderer {
                 step.name = name.clone();
                 step.started = Instant::now();
             }
-            EventKind::Cached { .. } => {
+            EventKind::Cached { source } => {
                 step.cached = true;
+                step.imported = source.clone();
                 step.done.get_or_insert(Duration::ZERO);
             }
             EventKind::Log { line, .. } => {
@@ -334,9 +442,15 @@ impl Renderer {
         lines
     }
 
-    /// Final draw, and in plain mode nothing more.
+    /// Final draw (in plain mode: the end of the open stage group), and the report brought up to date.
     pub fn finish(&mut self) {
         self.tick();
+        let close = self.groups.close();
+        if !close.is_empty() {
+            eprint!("{close}");
+        }
+        let report = self.build_report();
+        *self.report.lock().unwrap_or_else(|e| e.into_inner()) = report;
     }
 }
 
@@ -447,6 +561,36 @@ mod tests {
         let lines = r.tty_lines();
         assert_eq!(lines.len(), 2);
         assert!(lines[0].contains("(1/1) FINISHED"));
+    }
+
+    #[test]
+    fn the_report_has_steps_misses_and_cache_figures() {
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        let mut r = Renderer::new(ProgressMode::Quiet, None, "Dockerfile".into(), String::new(), true);
+        r.step_event(&ev(a, EventKind::Started { name: "[1/2] FROM busybox".into() }));
+        r.step_event(&ev(a, EventKind::Cached { source: Some("gha:main".into()) }));
+        r.step_event(&ev(b, EventKind::Started { name: "[2/2] COPY src/ /app".into() }));
+        r.step_event(&ev(b, EventKind::Completed { duration: Duration::from_millis(300) }));
+        r.event(&engine::Event::Cache(CacheEvent::Imported { from: "gha:main".into(), results: 3 }));
+        let miss = |first_build| engine::StepMiss {
+            vertex: b,
+            name: "[2/2] COPY src/ /app".into(),
+            reason: "src/main.rs changed".into(),
+            first_build,
+        };
+        r.event(&engine::Event::Miss(miss(false)));
+        r.finish();
+        let report = r.report().lock().unwrap().clone();
+        assert_eq!(report.steps.len(), 2);
+        assert_eq!(report.steps[0].imported.as_deref(), Some("gha:main"));
+        assert!(report.steps[0].cached && !report.steps[1].cached);
+        assert_eq!(report.steps[1].miss.as_deref(), Some("src/main.rs changed"));
+        assert_eq!(report.steps[1].duration, Some(Duration::from_millis(300)));
+        assert_eq!(report.imports, vec![("gha:main".to_string(), Ok(3))]);
+        assert!(!report.first_build);
+        r.event(&engine::Event::Miss(miss(true)));
+        r.finish();
+        assert!(r.report().lock().unwrap().first_build);
     }
 
     #[test]

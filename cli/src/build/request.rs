@@ -51,6 +51,8 @@ pub struct Parsed {
     add_hosts: Vec<llb::HostIp>,
     source_date_epoch: Option<i64>,
     max_parallelism: Option<usize>,
+    /// The Dockerfile's absolute path (what "the same Dockerfile" is for miss explanations).
+    explain_key: String,
 }
 
 /// The build `a` describes, on the canonical context directory `context`.
@@ -73,14 +75,46 @@ pub fn parse(a: &BuildArgs, context: &Path, dockerfile: &DockerfileSource) -> Re
         secrets: parse_secrets(&a.secrets)?,
         ssh: parse_ssh(&a.ssh)?,
         cache: CacheOptions { no_cache: a.no_cache, no_cache_filter: a.no_cache_filter.clone(), pull: a.pull },
-        cache_from: checked(&a.cache_from, |s| engine::cache::parse_cache_from(s).map(drop))?,
-        cache_to: checked(&a.cache_to, |s| engine::cache::parse_cache_to(s).map(drop))?,
+        cache_from: with_gha_service(checked(&a.cache_from, |s| engine::cache::parse_cache_from(s).map(drop))?),
+        cache_to: with_gha_service(checked(&a.cache_to, |s| engine::cache::parse_cache_to(s).map(drop))?),
         network: a.network.parse().context("--network")?,
         allow,
         add_hosts: parse_add_hosts(&a.add_hosts)?,
         source_date_epoch,
         max_parallelism: a.max_parallelism,
+        explain_key: match a.file.as_deref() {
+            Some("-") => format!("{}/-", context.display()),
+            Some(f) => std::path::absolute(f).unwrap_or_else(|_| PathBuf::from(f)).display().to_string(),
+            None => context.join("Dockerfile").display().to_string(),
+        },
     })
+}
+
+/// `type=gha` values without `url=`/`token=` get them from this process's environment (the runner's), so a
+/// daemon that runs the build reaches the service too. Checked before, so no error message shows the token.
+fn with_gha_service(values: Vec<String>) -> Vec<String> {
+    use engine::cache::gha::{TOKEN_VAR, URL_VAR};
+    values
+        .into_iter()
+        .map(|v| {
+            let keys: Vec<&str> = v.split(',').filter_map(|f| f.split_once('=')).map(|(k, _)| k.trim()).collect();
+            if !v.split(',').any(|f| f.trim() == "type=gha") {
+                return v;
+            }
+            let mut v = v.clone();
+            if !keys.iter().any(|k| *k == "url" || *k == "url_v2") {
+                if let Some(url) = std::env::var(URL_VAR).ok().filter(|u| !u.is_empty()) {
+                    v.push_str(&format!(",url_v2={url}"));
+                }
+            }
+            if !keys.contains(&"token") {
+                if let Some(token) = std::env::var(TOKEN_VAR).ok().filter(|t| !t.is_empty()) {
+                    v.push_str(&format!(",token={token}"));
+                }
+            }
+            v
+        })
+        .collect()
 }
 
 /// The values, each checked by `check` (the daemon parses them again on its side).
@@ -130,6 +164,7 @@ impl Parsed {
         req.add_hosts = self.add_hosts;
         req.source_date_epoch = self.source_date_epoch;
         req.max_parallelism = self.max_parallelism;
+        req.explain_key = Some(self.explain_key);
         req
     }
 

@@ -351,6 +351,8 @@ impl Daemon {
         req.dockerfile_name =
             if start.dockerfile_name.is_empty() { "Dockerfile".into() } else { start.dockerfile_name.clone() };
         req.dockerignore = start.dockerignore.clone();
+        // Miss explanations compare with the last build of this client's context and Dockerfile.
+        req.explain_key = Some(format!("{}/{}/{}", start.client_id, start.context_key, req.dockerfile_name));
         for (name, c) in &start.named_contexts {
             let nc = match &c.source {
                 Some(proto::named_context::Source::LocalKey(k)) => NamedContext::Local(context(k)),

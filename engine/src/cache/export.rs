@@ -61,7 +61,7 @@ pub async fn export(
         CacheTo::Registry { reference, .. } => Some(
             Reference::parse(reference).map_err(|e| ExportError::Other(format!("--cache-to ref={reference}: {e}")))?,
         ),
-        CacheTo::Local { .. } | CacheTo::Inline { .. } => None,
+        CacheTo::Local { .. } | CacheTo::Inline { .. } | CacheTo::Gha { .. } => None,
     };
     for (i, layers) in &written.foreign {
         imports[*i]
@@ -86,6 +86,12 @@ pub async fn export(
         }
         CacheTo::Inline { .. } => {
             Err(ExportError::Other("an inline cache is written into the image's config, not exported".into()))
+        }
+        CacheTo::Gha { scope, service, .. } => {
+            let g = super::gha::GhaCache::new(service, scope)
+                .map_err(|m| ExportError::Other(format!("exporting cache to {}: {m}", to.describe())))?;
+            let (new, bytes) = g.push(engine, &written.top, &written.blobs).await?;
+            Ok(ExportReport { results, layers, new, bytes })
         }
         CacheTo::Local { dest, tag, .. } => {
             let (e, dest, tag) = (engine.clone(), dest.clone(), tag.clone());

@@ -23,6 +23,7 @@ use crate::Engine;
 enum Source {
     Registry(Reference),
     Local(PathBuf),
+    Gha(Arc<super::gha::GhaCache>),
 }
 
 /// An imported cache.
@@ -166,10 +167,14 @@ pub async fn import(engine: &Arc<Engine>, from: &CacheFrom, events: EventSink) -
                 .map_err(|e| format!("reading the cache failed: {e}"))??;
             (record, Source::Local(src.clone()))
         }
+        CacheFrom::Gha { scope, service } => {
+            let g = Arc::new(super::gha::GhaCache::new(service, scope)?);
+            (g.read_record().await?, Source::Gha(g))
+        }
     };
     let origin = match &source {
         Source::Registry(r) => Some((r.registry().to_string(), r.repository().to_string())),
-        Source::Local(_) => None,
+        Source::Local(_) | Source::Gha(_) => None,
     };
     let unpacker = Arc::new(Unpacker {
         name: name.clone(),
@@ -182,7 +187,7 @@ pub async fn import(engine: &Arc<Engine>, from: &CacheFrom, events: EventSink) -
     Ok(ImportedCache { name, record, unpacker, origin })
 }
 
-fn check_config_type(config: &Descriptor, what: &str) -> Result<(), String> {
+pub(super) fn check_config_type(config: &Descriptor, what: &str) -> Result<(), String> {
     if config.media_type().as_ref() != CONFIG_MEDIA_TYPE {
         return Err(format!(
             "{what} is not an rbuild cache (its config is {}, not {CONFIG_MEDIA_TYPE})",
@@ -248,6 +253,16 @@ impl Unpacker {
                     }
                 }
             }
+            Source::Gha(g) => {
+                for d in &todo {
+                    if self.engine.images.has_blob(d.digest()).map_err(|e| e.to_string())? {
+                        continue;
+                    }
+                    if !g.has_blob(d.digest().as_ref()).await? {
+                        return Err(format!("blob {} is gone from the GitHub Actions cache", d.digest()));
+                    }
+                }
+            }
         }
         let mut present = self.present.lock().unwrap_or_else(|e| e.into_inner());
         present.extend(todo.iter().map(|d| d.digest().to_string()));
@@ -266,6 +281,13 @@ impl Unpacker {
                 tokio::task::spawn_blocking(move || copy_in(&e, &dir, &descs))
                     .await
                     .map_err(|e| format!("copying cache blobs failed: {e}"))??;
+            }
+            Source::Gha(g) => {
+                for d in descs {
+                    if !e.images.has_blob(d.digest()).map_err(|e| e.to_string())? {
+                        g.fetch(e, d).await?;
+                    }
+                }
             }
         }
         Ok(())

@@ -7,12 +7,14 @@
 //! blobs. An import reads the manifest and the record only; a hit fetches and unpacks the chain's blobs then,
 //! verified against their digests (a blob that is gone or corrupted is a miss, and the step runs).
 //! `type=inline` puts the record (mode=min) in the exported image's config under [`INLINE_KEY`]; that image
-//! then works as a `--cache-from`.
+//! then works as a `--cache-from`. `type=gha` keeps the same artifact in the GitHub Actions cache service
+//! ([`gha`]).
 
 /// The image config field that holds an inline cache record.
 pub const INLINE_KEY: &str = "rbuild.cache.v1";
 
 mod export;
+pub mod gha;
 mod import;
 pub(crate) use export::inline_record;
 mod layout;
@@ -80,12 +82,21 @@ pub enum CacheTo {
     Inline {
         opts: ExportOptions,
     },
+    /// The GitHub Actions cache service, in a scope of its own (always as one manifest).
+    Gha {
+        scope: String,
+        service: gha::Service,
+        opts: ExportOptions,
+    },
 }
 
 impl CacheTo {
     pub fn options(&self) -> &ExportOptions {
         match self {
-            CacheTo::Registry { opts, .. } | CacheTo::Local { opts, .. } | CacheTo::Inline { opts } => opts,
+            CacheTo::Registry { opts, .. }
+            | CacheTo::Local { opts, .. }
+            | CacheTo::Inline { opts }
+            | CacheTo::Gha { opts, .. } => opts,
         }
     }
 
@@ -95,6 +106,7 @@ impl CacheTo {
             CacheTo::Registry { reference, .. } => reference.clone(),
             CacheTo::Local { dest, tag, .. } => format!("{}:{tag}", dest.display()),
             CacheTo::Inline { .. } => "the image (inline)".into(),
+            CacheTo::Gha { scope, .. } => gha::describe(scope),
         }
     }
 }
@@ -104,6 +116,7 @@ impl CacheTo {
 pub enum CacheFrom {
     Registry { reference: String },
     Local { src: PathBuf, tag: String },
+    Gha { scope: String, service: gha::Service },
 }
 
 impl CacheFrom {
@@ -111,8 +124,23 @@ impl CacheFrom {
         match self {
             CacheFrom::Registry { reference } => reference.clone(),
             CacheFrom::Local { src, tag } => format!("{}:{tag}", src.display()),
+            CacheFrom::Gha { scope, .. } => gha::describe(scope),
         }
     }
+}
+
+/// The default scope of `type=gha` (buildx's is `buildkit`).
+pub const GHA_DEFAULT_SCOPE: &str = "rbuild";
+
+/// A `scope=` of `type=gha`: part of cache entry keys, which hold no comma.
+fn gha_scope(flag: &str, scope: Option<String>) -> Result<String, CacheSpecError> {
+    let scope = scope.unwrap_or_else(|| GHA_DEFAULT_SCOPE.into());
+    if scope.is_empty() || scope.len() > 256 || scope.chars().any(|c| c == ',' || c.is_control()) {
+        return Err(CacheSpecError(format!(
+            "invalid {flag} scope={scope:?}: use up to 256 characters without commas (e.g. the branch name)"
+        )));
+    }
+    Ok(scope)
 }
 
 /// `key=value,...` as buildx reads these flags.
@@ -143,6 +171,7 @@ pub fn parse_cache_to(s: &str) -> Result<CacheTo, CacheSpecError> {
     let flag = "--cache-to";
     let mut ty = None;
     let (mut reference, mut dest, mut tag) = (None, None, None);
+    let (mut scope, mut service) = (None, gha::Service::default());
     let mut opts = ExportOptions::default();
     for (k, v) in fields(s, flag)? {
         match k.as_str() {
@@ -150,6 +179,10 @@ pub fn parse_cache_to(s: &str) -> Result<CacheTo, CacheSpecError> {
             "ref" => reference = Some(v),
             "dest" => dest = Some(PathBuf::from(v)),
             "tag" => tag = Some(v),
+            "scope" => scope = Some(v),
+            // buildx's `url` is the v1 service; rbuild speaks v2 only, at the same address.
+            "url" | "url_v2" => service.url = Some(v),
+            "token" => service.token = Some(v),
             "mode" => {
                 opts.mode = match v.as_str() {
                     "min" => Mode::Min,
@@ -173,7 +206,7 @@ pub fn parse_cache_to(s: &str) -> Result<CacheTo, CacheSpecError> {
             "oci-mediatypes" => opts.oci_mediatypes = boolean(flag, &k, &v)?,
             "ignore-error" => opts.ignore_error = boolean(flag, &k, &v)?,
             // Tuning knobs of BuildKit's that change nothing here.
-            "compression-level" | "force-compression" => {}
+            "compression-level" | "force-compression" | "timeout" | "repository" | "ghtoken" => {}
             other => return Err(CacheSpecError(format!("unknown {flag} key {other:?}"))),
         }
     }
@@ -188,8 +221,13 @@ pub fn parse_cache_to(s: &str) -> Result<CacheTo, CacheSpecError> {
             Ok(CacheTo::Local { dest, tag: tag.unwrap_or_else(|| "latest".into()), opts })
         }
         "inline" => Ok(CacheTo::Inline { opts: ExportOptions { mode: Mode::Min, ..opts } }),
+        "gha" => Ok(CacheTo::Gha {
+            scope: gha_scope(flag, scope)?,
+            service,
+            opts: ExportOptions { image_manifest: true, ..opts },
+        }),
         other => Err(CacheSpecError(format!(
-            "unsupported {flag} type={other}: use type=registry,ref=... or type=local,dest=DIR"
+            "unsupported {flag} type={other}: use type=registry,ref=..., type=local,dest=DIR, type=inline or type=gha"
         ))),
     }
 }
@@ -201,13 +239,17 @@ pub fn parse_cache_from(s: &str) -> Result<CacheFrom, CacheSpecError> {
         return Ok(CacheFrom::Registry { reference: s.to_string() });
     }
     let (mut ty, mut reference, mut src, mut tag) = (None, None, None, None);
+    let (mut scope, mut service) = (None, gha::Service::default());
     for (k, v) in fields(s, flag)? {
         match k.as_str() {
             "type" => ty = Some(v),
             "ref" => reference = Some(v),
             "src" => src = Some(PathBuf::from(v)),
             "tag" => tag = Some(v),
-            "digest" => {}
+            "scope" => scope = Some(v),
+            "url" | "url_v2" => service.url = Some(v),
+            "token" => service.token = Some(v),
+            "digest" | "timeout" | "repository" | "ghtoken" => {}
             other => return Err(CacheSpecError(format!("unknown {flag} key {other:?}"))),
         }
     }
@@ -221,8 +263,9 @@ pub fn parse_cache_from(s: &str) -> Result<CacheFrom, CacheSpecError> {
             let src = src.ok_or_else(|| CacheSpecError(format!("{flag} type=local needs src=DIR")))?;
             Ok(CacheFrom::Local { src, tag: tag.unwrap_or_else(|| "latest".into()) })
         }
+        "gha" => Ok(CacheFrom::Gha { scope: gha_scope(flag, scope)?, service }),
         other => Err(CacheSpecError(format!(
-            "unsupported {flag} type={other}: use type=registry,ref=... or type=local,src=DIR"
+            "unsupported {flag} type={other}: use type=registry,ref=..., type=local,src=DIR or type=gha"
         ))),
     }
 }
@@ -256,7 +299,9 @@ mod tests {
         for (bad, says) in [
             ("type=registry", "needs ref="),
             ("type=local", "needs dest="),
-            ("type=gha", "unsupported"),
+            ("type=s3", "unsupported"),
+            ("type=gha,scope=a,b", "expected key=value"),
+            ("type=gha,scope=", "invalid --cache-to scope"),
             ("type=registry,ref=x,mode=all", "min or max"),
             ("type=registry,ref=x,colour=red", "colour"),
             ("type=registry,ref=x,ignore-error=maybe", "true or false"),
@@ -265,5 +310,18 @@ mod tests {
             assert!(e.contains(says), "{bad}: {e}");
         }
         assert!(parse_cache_from("type=local").unwrap_err().to_string().contains("src="));
+    }
+
+    #[test]
+    fn gha_takes_buildx_keys_and_hides_the_token() {
+        let to = parse_cache_to("type=gha,scope=main,mode=max,url=http://127.0.0.1:9/,token=secret").unwrap();
+        let CacheTo::Gha { scope, service, opts } = &to else { panic!("{to:?}") };
+        assert_eq!((scope.as_str(), opts.mode, opts.image_manifest), ("main", Mode::Max, true));
+        assert_eq!(service.url.as_deref(), Some("http://127.0.0.1:9/"));
+        assert_eq!(to.describe(), "gha:main");
+        assert!(!format!("{to:?}").contains("secret"));
+        let from = parse_cache_from("type=gha").unwrap();
+        assert_eq!(from.describe(), "gha:rbuild");
+        assert!(matches!(from, CacheFrom::Gha { service: gha::Service { url: None, token: None }, .. }));
     }
 }

@@ -107,6 +107,21 @@ impl ChecksumCache {
         self.digest(&src.tree, std::slice::from_ref(&source))
     }
 
+    /// What [`copy_sources`](Self::copy_sources) covers, path by path: for explaining which file made a
+    /// checksum differ. Uses the remembered stats, so after a solve it reads no file.
+    pub fn copy_listing(&self, src: &SourceDir, copy: &llb::file::Copy) -> Result<Listing, FileOpError> {
+        let src = src.open()?;
+        let sources = src.view().select(copy)?;
+        self.listing(&src.tree, &sources)
+    }
+
+    /// What [`tree`](Self::tree) covers, path by path.
+    pub fn tree_listing(&self, src: &SourceDir, path: &str) -> Result<Listing, FileOpError> {
+        let src = src.open()?;
+        let source = src.view().select_one(path, true, &Filter::default())?;
+        self.listing(&src.tree, std::slice::from_ref(&source))
+    }
+
     /// Writes remembered stats back to the database (once at the end of a solve).
     pub fn flush(&self) -> Result<(), FileOpError> {
         let roots: Vec<(String, Arc<Mutex<RootState>>)> =
@@ -136,19 +151,46 @@ impl ChecksumCache {
     }
 
     fn digest(&self, tree: &Tree, sources: &[Source]) -> Result<Digest, FileOpError> {
+        self.walk(tree, sources, None)
+    }
+
+    fn listing(&self, tree: &Tree, sources: &[Source]) -> Result<Listing, FileOpError> {
+        let mut files = Vec::new();
+        let digest = self.walk(tree, sources, Some(&mut files))?;
+        Ok(Listing { digest, files })
+    }
+
+    /// The checksum of `sources`; with `files`, also each entry's own digest (of the same fields).
+    fn walk(
+        &self,
+        tree: &Tree,
+        sources: &[Source],
+        mut files: Option<&mut Vec<(String, String)>>,
+    ) -> Result<Digest, FileOpError> {
         let root = self.root(tree)?;
         let mut h = Sha256::new();
         for s in sources {
             field(&mut h, b"source", s.matched.as_bytes());
             for e in &s.entries {
-                self.entry(&root, &mut h, e)?;
+                match files.as_deref_mut() {
+                    None => self.entry(&root, &mut h, e)?,
+                    Some(files) => {
+                        let mut one = Sha256::new();
+                        self.entry(&root, &mut Tee(&mut h, &mut one), e)?;
+                        let path = e.real.trim_start_matches('/');
+                        files.push((
+                            if path.is_empty() { ".".into() } else { path.into() },
+                            hex::encode(one.finalize()),
+                        ));
+                    }
+                }
             }
         }
         let hex = hex::encode(h.finalize());
         format!("sha256:{hex}").parse().map_err(|e: llb::DigestError| FileOpError::Invalid(e.to_string()))
     }
 
-    fn entry(&self, root: &Mutex<RootState>, h: &mut Sha256, e: &Selected) -> Result<(), FileOpError> {
+    fn entry(&self, root: &Mutex<RootState>, h: &mut dyn Update, e: &Selected) -> Result<(), FileOpError> {
         let m = &e.meta;
         let fail = |what: &str| {
             let what = format!("{what} {}", e.real);
@@ -205,10 +247,38 @@ impl ChecksumCache {
     }
 }
 
+/// The paths a checksum covers (real paths in the tree, without the leading `/`), each with the digest of
+/// its own fields, in walk order; `digest` is the checksum itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub digest: Digest,
+    pub files: Vec<(String, String)>,
+}
+
+/// Where checksum fields go: one hasher, or two at once.
+trait Update {
+    fn update(&mut self, bytes: &[u8]);
+}
+
+impl Update for Sha256 {
+    fn update(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(self, bytes);
+    }
+}
+
+struct Tee<'a>(&'a mut Sha256, &'a mut Sha256);
+
+impl Update for Tee<'_> {
+    fn update(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(self.0, bytes);
+        sha2::Digest::update(self.1, bytes);
+    }
+}
+
 /// One length-prefixed field, so no two different trees hash the same byte stream.
-fn field(h: &mut Sha256, tag: &[u8], value: &[u8]) {
+fn field(h: &mut dyn Update, tag: &[u8], value: &[u8]) {
     h.update(tag);
-    h.update((value.len() as u64).to_le_bytes());
+    h.update(&(value.len() as u64).to_le_bytes());
     h.update(value);
 }
 
