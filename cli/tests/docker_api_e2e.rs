@@ -87,6 +87,11 @@ struct Local {
 
 impl Local {
     fn new() -> Option<Local> {
+        Local::with_config("")
+    }
+
+    /// With `extra` appended to the registry's rbuild config (more registries).
+    fn with_config(extra: &str) -> Option<Local> {
         if !is_root() {
             skip("Docker API tests need root (the daemon mounts overlays and makes namespaces)");
             return None;
@@ -100,8 +105,9 @@ impl Local {
             "--docker-api".to_string(),
             format!("unix://{}", docker_sock.display()),
         ];
-        let daemon =
-            Daemon::start(None, &tmp.path().join("root"), reg.config_path(), &args, tmp.path().join("daemon.log"));
+        let config = tmp.path().join("rbuild.toml");
+        std::fs::write(&config, std::fs::read_to_string(reg.config_path()).unwrap() + "\n" + extra).unwrap();
+        let daemon = Daemon::start(None, &tmp.path().join("root"), &config, &args, tmp.path().join("daemon.log"));
         Some(Local { reg, tmp, daemon, docker_sock })
     }
 
@@ -697,4 +703,143 @@ fn the_docker_cli_builds_and_pushes_over_mutual_tls_from_another_network_namespa
         .output()
         .unwrap();
     assert!(!String::from_utf8_lossy(&plain.stdout).contains("OK"), "plain HTTP was answered");
+}
+
+/// A docker-registry that wants a login (htpasswd) over TLS on a loopback port; killed on drop.
+struct PrivateRegistry {
+    child: Child,
+    host: String,
+    ca: PathBuf,
+}
+
+impl PrivateRegistry {
+    fn start(dir: &Path, user: &str, password: &str) -> Option<PrivateRegistry> {
+        let Some(bin) = which("docker-registry").or_else(|| which("registry")) else {
+            skip("docker-registry is not installed: run scripts/install-test-deps (as root)");
+            return None;
+        };
+        if which("htpasswd").is_none() || which("openssl").is_none() {
+            skip("htpasswd and openssl are not installed: run scripts/install-test-deps");
+            return None;
+        }
+        let dir = dir.join("private-registry");
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let pki = Pki::new(&dir, "registry-ca");
+        let (cert, key) = pki.issue("registry", Some("127.0.0.1"));
+        let htpasswd = Command::new("htpasswd").args(["-Bbn", user, password]).output().unwrap();
+        assert!(htpasswd.status.success(), "htpasswd: {}", out_text(&htpasswd));
+        std::fs::write(dir.join("htpasswd"), &htpasswd.stdout).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let yaml = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    \
+             rootdirectory: {}\nauth:\n  htpasswd:\n    realm: rbuild-test\n    path: {}\nhttp:\n  addr: \
+             127.0.0.1:{port}\n  secret: rbuild-test\n  tls:\n    certificate: {}\n    key: {}\n",
+            dir.join("data").display(),
+            dir.join("htpasswd").display(),
+            cert.display(),
+            key.display()
+        );
+        std::fs::write(dir.join("registry.yml"), yaml).unwrap();
+        let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(dir.join("registry.yml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut reg = PrivateRegistry { child, host: format!("127.0.0.1:{port}"), ca: pki.ca() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&reg.host).is_err() {
+            if let Ok(Some(st)) = reg.child.try_wait() {
+                panic!(
+                    "the private registry exited ({st}): {}",
+                    std::fs::read_to_string(dir.join("registry.log")).unwrap()
+                );
+            }
+            assert!(Instant::now() < deadline, "the private registry did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(reg)
+    }
+
+    /// rbuild.toml lines that make the daemon trust its certificate.
+    fn config(&self) -> String {
+        format!("[registry.\"{}\"]\nca = [\"{}\"]\n", self.host, self.ca.display())
+    }
+}
+
+impl Drop for PrivateRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn docker_login_and_the_logins_a_build_sends_reach_a_private_registry() {
+    let Some(cli) = docker_cli() else {
+        skip("the docker CLI is not installed: run scripts/install-test-deps (docker.io)");
+        return;
+    };
+    if !is_root() {
+        skip("Docker API tests need root (the daemon mounts overlays and makes namespaces)");
+        return;
+    }
+    let outer = tempfile::tempdir().unwrap();
+    let Some(private) = PrivateRegistry::start(outer.path(), "alice", "wonderland") else { return };
+    let Some(l) = Local::with_config(&private.config()) else { return };
+    let host = &private.host;
+    let login = |password: &str| {
+        let mut c = l.docker(&cli);
+        c.args(["login", host, "-u", "alice", "--password-stdin"]).stdin(Stdio::piped());
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // `docker login` asks the daemon (POST /auth), which asks the registry.
+    let wrong = login("nope");
+    assert!(!wrong.status.success(), "a wrong password logged in: {}", out_text(&wrong));
+    assert!(out_text(&wrong).contains(&format!("login to {host} failed")), "{}", out_text(&wrong));
+    let ok_login = login("wonderland");
+    assert!(ok_login.status.success(), "docker login: {}\n{}", out_text(&ok_login), l.daemon.log());
+    assert!(out_text(&ok_login).contains("Login Succeeded"), "{}", out_text(&ok_login));
+
+    // A base image in the private registry, pushed with the login (X-Registry-Auth), then forgotten
+    // locally so that the next build has to pull it.
+    let base_ctx = l.tmp.path().join("base");
+    std::fs::create_dir_all(&base_ctx).unwrap();
+    std::fs::write(base_ctx.join("Dockerfile"), "FROM busybox\nRUN echo from-the-private-base > /private\n").unwrap();
+    let base = format!("{host}/team/base:1");
+    ok(l.docker(&cli).current_dir(&base_ctx).args(["build", "-t", &base, "."]), "docker build (base)");
+    let pushed = ok(l.docker(&cli).args(["push", &base]), "docker push to the private registry");
+    assert!(pushed.contains("digest: sha256:"), "{pushed}");
+    ok(l.docker(&cli).args(["rmi", &base]), "docker rmi");
+
+    let app_ctx = l.tmp.path().join("app");
+    std::fs::create_dir_all(&app_ctx).unwrap();
+    std::fs::write(app_ctx.join("Dockerfile"), format!("FROM {base}\nRUN cat /private\n")).unwrap();
+    // Without the login (another client config), the daemon has none for that registry: refused.
+    let anonymous = l
+        .docker(&cli)
+        .env("DOCKER_CONFIG", l.tmp.path().join("no-logins"))
+        .current_dir(&app_ctx)
+        .args(["build", "-t", "app-from-private", "."])
+        .output()
+        .unwrap();
+    assert!(!anonymous.status.success(), "built from a private base without a login:\n{}", out_text(&anonymous));
+    assert!(out_text(&anonymous).to_lowercase().contains("unauthorized"), "{}", out_text(&anonymous));
+    // With it, the CLI sends its logins with the build (X-Registry-Config) and the base is pulled with them.
+    let built = ok(l.docker(&cli).current_dir(&app_ctx).args(["build", "-t", "app-from-private", "."]), "docker build");
+    assert!(built.contains(&format!("Pulling {base}")) && built.contains("this client's login"), "{built}");
+    assert!(built.contains("from-the-private-base"), "{built}");
+    assert!(built.contains("Successfully tagged app-from-private:latest"), "{built}");
+    // `--pull` pulls again with the login, and the build does not ask with the daemon's.
+    let again = ok(
+        l.docker(&cli).current_dir(&app_ctx).args(["build", "--pull", "-t", "app-from-private", "."]),
+        "docker build --pull",
+    );
+    assert!(again.contains(&format!("Pulling {base}")), "{again}");
 }

@@ -219,26 +219,12 @@ fn platform(q: &Query) -> Result<Option<llb::Platform>, ApiError> {
     Ok(Some(p))
 }
 
-/// The registries an `X-Registry-Config` header (base64url JSON: registry -> AuthConfig) names.
-fn registry_config(headers: &HeaderMap) -> Result<Vec<String>, ApiError> {
-    let m: Option<BTreeMap<String, serde_json::Value>> = super::transfer::decode_header(headers, "X-Registry-Config")?;
-    let mut named = Vec::new();
-    for (host, v) in m.unwrap_or_default() {
-        let a: super::transfer::AuthConfig = serde_json::from_value(v)
-            .map_err(|e| ApiError::bad_request(format!("invalid X-Registry-Config header: {host}: {e}")))?;
-        if a.credentials().is_some() {
-            named.push(host);
-        }
-    }
-    Ok(named)
-}
-
 static BUILDS: AtomicU64 = AtomicU64::new(0);
 
 pub(crate) async fn build(state: &State, req: Request<Incoming>, q: Query) -> Result<Response<Body>, ApiError> {
     let daemon = state.daemon.clone();
     let p = parse(&q, &daemon)?;
-    let logins = registry_config(req.headers())?;
+    let logins = super::bases::registry_config(req.headers())?;
     let declared = content_length(req.headers())?;
     let engine = daemon.engine().clone();
     let tmp = engine.store().root.tmp_dir();
@@ -304,18 +290,37 @@ pub(crate) async fn build(state: &State, req: Request<Incoming>, q: Query) -> Re
     r.add_hosts = p.add_hosts;
     r.cache_from = p.cache_from;
 
+    // The bases to pull with the client's logins first (see `bases`): only when it sent some.
+    let bases = match logins.is_empty() {
+        true => Vec::new(),
+        false => {
+            let opts = frontend::convert::ConvertOptions {
+                filename: name.clone(),
+                target: r.target.clone(),
+                build_args: r.build_args.clone(),
+                target_platform: r.platform.clone(),
+                ..Default::default()
+            };
+            let df = dockerfile.clone();
+            tokio::task::spawn_blocking(move || super::bases::base_images(&df, &opts))
+                .await
+                .map_err(|e| ApiError::internal(format!("reading the Dockerfile's base images failed: {e}")))?
+        }
+    };
+
     let (out, resp) = JsonStream::start();
     let source = String::from_utf8_lossy(&dockerfile).into_owned();
+    let creds = state.creds.clone();
     let run = Run { daemon, out, quiet: p.quiet, pending, dockerfile: (name, source) };
     tokio::spawn(async move {
-        if !logins.is_empty() && !run.quiet {
-            run.out
-                .stream(format!(
-                    "note: base images are pulled with the daemon's registry logins; the logins this client sent \
-                     for {} are not used\n",
-                    logins.join(", ")
-                ))
-                .await;
+        match super::bases::pull(&run.daemon, &creds, &logins, &bases, p.pull, run.quiet, &run.out).await {
+            // Every base was pulled just now: the build need not resolve them again with the daemon's logins.
+            Ok(true) if !bases.is_empty() => r.cache.pull = false,
+            Ok(_) => {}
+            Err(e) => {
+                run.out.error(&e).await;
+                return;
+            }
         }
         run.run(r).await;
         // The context is removed once the build is over.

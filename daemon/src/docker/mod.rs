@@ -9,6 +9,7 @@
 //! pulls, pushes, loads) are streams of dockerd's JSON messages ([`reply::JsonStream`]). Container, volume,
 //! network and exec endpoints answer 501: rbuild builds and stores images, it does not run containers.
 
+mod bases;
 mod build;
 mod context;
 mod error;

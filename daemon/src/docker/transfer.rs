@@ -17,6 +17,7 @@ use super::error::ApiError;
 use super::images::{self, Found, UNTAGGED};
 use super::reply::{Body, ByteStream, JsonStream, Query};
 use super::State;
+use crate::server::Daemon;
 
 /// Docker's AuthConfig, as clients send it.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -80,7 +81,7 @@ struct ClientCredentials {
     daemon: Arc<dyn CredentialSource>,
 }
 
-fn is_hub(host: &str) -> bool {
+pub(crate) fn is_hub(host: &str) -> bool {
     matches!(host, "docker.io" | "index.docker.io" | "registry-1.docker.io")
 }
 
@@ -94,8 +95,24 @@ impl CredentialSource for ClientCredentials {
     }
 }
 
+/// A registry client for requests to `registry` with the login `given` for it (the daemon's logins for
+/// other registries, and for it too when `given` is `None`), reporting blob progress to `progress`.
+pub(crate) fn registry_client(
+    daemon: &Daemon,
+    daemon_creds: Arc<dyn CredentialSource>,
+    registry: &str,
+    given: Option<Credentials>,
+    progress: mpsc::UnboundedSender<Progress>,
+) -> Client {
+    let creds = ClientCredentials { registry: registry.to_string(), given, daemon: daemon_creds };
+    let config = daemon.engine().client().config().clone();
+    Client::new(config, Arc::new(creds)).with_progress(Arc::new(move |p: &Progress| {
+        let _ = progress.send(p.clone());
+    }))
+}
+
 /// A registry client for one request to `registry`: the client's `X-Registry-Auth` login for it, else the
-/// daemon's, reporting blob progress to `progress`.
+/// daemon's.
 fn client_for(
     state: &State,
     headers: &HeaderMap,
@@ -103,15 +120,8 @@ fn client_for(
     progress: mpsc::UnboundedSender<Progress>,
 ) -> Result<Client, ApiError> {
     let auth: Option<AuthConfig> = decode_header(headers, "X-Registry-Auth")?;
-    let creds = ClientCredentials {
-        registry: registry.to_string(),
-        given: auth.and_then(|a| a.credentials()),
-        daemon: state.creds.clone(),
-    };
-    let config = state.daemon.engine().client().config().clone();
-    Ok(Client::new(config, Arc::new(creds)).with_progress(Arc::new(move |p: &Progress| {
-        let _ = progress.send(p.clone());
-    })))
+    let given = auth.and_then(|a| a.credentials());
+    Ok(registry_client(&state.daemon, state.creds.clone(), registry, given, progress))
 }
 
 fn short(digest: &str) -> String {
@@ -119,7 +129,11 @@ fn short(digest: &str) -> String {
 }
 
 /// Forwards blob progress as dockerd's per-layer status lines until the sender goes.
-fn forward(mut rx: mpsc::UnboundedReceiver<Progress>, out: JsonStream, push: bool) -> tokio::task::JoinHandle<()> {
+pub(crate) fn forward(
+    mut rx: mpsc::UnboundedReceiver<Progress>,
+    out: JsonStream,
+    push: bool,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(p) = rx.recv().await {
             let status = match (p.kind, push) {
