@@ -418,8 +418,11 @@ fn save(g: &Globals, a: &SaveArgs) -> Result<()> {
 
 fn write_atomically(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<()>) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
+    // Mode 0666 less the umask, as any file the user writes (a temp file's 0600 would stay).
+    let mut tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
     write(tmp.as_file_mut())?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;

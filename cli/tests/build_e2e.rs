@@ -291,6 +291,9 @@ fn outputs_load_in_skopeo_and_docker_formats() {
     let docker = t.path().join("docker.tar");
     let meta = t.path().join("meta.json");
     let iid = t.path().join("iid");
+    // What a killed export left (its process is gone) is removed by the next export into the directory.
+    let stale = t.path().join(".rbuild-partial-999999999-abc");
+    std::fs::write(&stale, "partial").unwrap();
     env.build_ok(&[
         "-t",
         "out:1",
@@ -306,6 +309,15 @@ fn outputs_load_in_skopeo_and_docker_formats() {
     ]);
     let m: serde_json::Value = serde_json::from_str(&read(&meta)).unwrap();
     assert!(m["containerimage.digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(!stale.exists(), "a dead export's partial file was left");
+    // Exports are files like any the user writes: 0666 less the umask, not a temp file's 0600.
+    let status = read(Path::new("/proc/self/status"));
+    let umask =
+        status.lines().find_map(|l| l.strip_prefix("Umask:")).map(|u| u32::from_str_radix(u.trim(), 8).unwrap());
+    for f in [&oci, &docker] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(f).unwrap().permissions()) & 0o777;
+        assert_eq!(mode, 0o666 & !umask.unwrap(), "{}", f.display());
+    }
     assert_eq!(m["containerimage.config.digest"].as_str().unwrap(), read(&iid));
     if tool("skopeo") {
         for src in [format!("oci-archive:{}", oci.display()), format!("docker-archive:{}", docker.display())] {

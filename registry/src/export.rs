@@ -175,7 +175,10 @@ pub fn write_oci_dir(
             continue;
         }
         let mut r = store.content().reader(d.digest())?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&blob_dir).map_err(RegistryError::io("creating a blob file"))?;
+        let mut tmp = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .tempfile_in(&blob_dir)
+            .map_err(RegistryError::io("creating a blob file"))?;
         io::copy(&mut r, &mut tmp).map_err(RegistryError::io(format!("writing {}", path.display())))?;
         tmp.persist(&path).map_err(|e| RegistryError::io(format!("writing {}", path.display()))(e.error))?;
     }

@@ -191,6 +191,37 @@ fn missing_sources_are_named() {
 }
 
 #[test]
+fn parents_of_a_missing_path_is_an_error() {
+    need_root!();
+    let f = Fixture::new();
+    let parents = |pattern: &str| Copy { include_patterns: vec![pattern.into()], parents: true, ..copy("/", "/p/") };
+    let e = run_copy(&f.src(), f.dest.path(), parents("missing/x")).unwrap_err();
+    assert!(matches!(&e, FileOpError::NotFound { path } if path == "/missing/x"), "{e}");
+    // A directory that exists with a file that does not: still missing.
+    let e = run_copy(&f.src(), f.dest.path(), parents("dir/nope")).unwrap_err();
+    assert!(e.to_string().contains("\"/dir/nope\": not found"), "{e}");
+    // What exists copies; a wildcard that matches nothing stays allowed, as without --parents.
+    run_copy(&f.src(), f.dest.path(), parents("dir/sub")).unwrap();
+    assert!(tree(f.dest.path()).contains(&"p/dir/sub/b 755 0:0 b".to_string()));
+    run_copy(&f.src(), f.dest.path(), parents("dir/*.none")).unwrap();
+}
+
+#[test]
+fn unix_sockets_named_are_refused_and_inside_directories_become_empty_files() {
+    need_root!();
+    let f = Fixture::new();
+    let sock = f.ctx.path().join("dir/sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    fs::set_permissions(&sock, fs::Permissions::from_mode(0o755)).unwrap();
+    let e = run_copy(&f.src(), f.dest.path(), copy("/dir/sock", "/s")).unwrap_err();
+    assert!(e.to_string().contains("/dir/sock: is a unix socket"), "{e}");
+    assert!(!f.dest.path().join("s").exists());
+    // BuildKit v0.24 sends a socket in a copied directory as an empty regular file with its mode.
+    run_copy(&f.src(), f.dest.path(), copy("/dir", "/d/")).unwrap();
+    assert!(tree(f.dest.path()).contains(&"d/sock 755 0:0 ".to_string()), "{:?}", tree(f.dest.path()));
+}
+
+#[test]
 fn dockerignore_makes_paths_invisible() {
     need_root!();
     let f = Fixture::new();

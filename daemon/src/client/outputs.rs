@@ -146,8 +146,11 @@ fn write(target: Target, rx: mpsc::Receiver<Vec<u8>>) -> Result<(), String> {
     match target {
         Target::File(p) => {
             let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            let mut tmp =
-                tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+            // Mode 0666 less the umask, as any file the user writes (a temp file's 0600 would stay).
+            let mut tmp = tempfile::Builder::new()
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+                .tempfile_in(dir)
+                .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
             std::io::copy(&mut chunks, tmp.as_file_mut()).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
             tmp.as_file().sync_all().map_err(|e| format!("cannot write {}: {e}", p.display()))?;
             tmp.persist(&p).map_err(|e| format!("cannot write {}: {}", p.display(), e.error))?;

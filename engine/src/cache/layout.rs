@@ -21,8 +21,10 @@ pub(crate) fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf, String> {
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let dir = path.parent().ok_or("no parent directory")?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)
+        .map_err(|e| format!("cannot write in {}: {e}", dir.display()))?;
     tmp.write_all(bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     tmp.as_file().sync_all().map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     tmp.persist(path).map_err(|e| format!("cannot write {}: {}", path.display(), e.error))?;

@@ -9,6 +9,7 @@
 mod spec;
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -502,13 +503,35 @@ fn write_dest(dest: &Dest, write: impl FnOnce(&mut dyn Write) -> Result<(), Expo
         }
         Dest::Path(p) => {
             let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            let mut tmp = tempfile::NamedTempFile::new_in(dir)
+            remove_stale_partials(dir);
+            // Mode 0666 less the umask, as any file the user writes (a temp file's 0600 would stay).
+            let mut tmp = tempfile::Builder::new()
+                .prefix(&format!("{PARTIAL_PREFIX}{}-", std::process::id()))
+                .permissions(std::fs::Permissions::from_mode(0o666))
+                .tempfile_in(dir)
                 .map_err(ExportError::io(format!("cannot write in {}", dir.display())))?;
             write(tmp.as_file_mut())?;
             tmp.as_file().sync_all().map_err(ExportError::io(format!("cannot write {}", p.display())))?;
             tmp.persist(p)
                 .map_err(|e| ExportError::Io { what: format!("cannot write {}", p.display()), cause: e.error })?;
             Ok(())
+        }
+    }
+}
+
+/// The name of an export being written beside its destination: `.rbuild-partial-<pid>-<random>`.
+const PARTIAL_PREFIX: &str = ".rbuild-partial-";
+
+/// Removes what a killed export left in `dir`: partial files whose process is gone. Best effort: a file
+/// that cannot be removed now is tried again by the next export into `dir`.
+fn remove_stale_partials(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PARTIAL_PREFIX)) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }

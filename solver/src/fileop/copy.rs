@@ -285,9 +285,18 @@ impl Copier<'_> {
             rfs::FileType::CharacterDevice | rfs::FileType::BlockDevice | rfs::FileType::Fifo
         ) {
             fsys::mknod(&*dir, name, &m).map_err(fail("mknod"))?;
+        } else if top {
+            // A socket named by the instruction: what was asked cannot be in an image.
+            return Err(FileOpError::Unsupported(format!(
+                "{}: is a unix socket, which an image cannot hold; copy something else, or add it to \
+                 .dockerignore if it is in the build context by accident",
+                e.real
+            )));
         } else {
-            // Sockets are not content (BuildKit's context transfer drops them too).
-            return Ok(());
+            // A socket inside a copied directory: an empty file with its permissions, as BuildKit v0.24
+            // writes (its context transfer sends sockets as empty regular files).
+            let file = fsys::create_file(&*dir, name, 0o600).map_err(fail("create"))?;
+            drop(file);
         }
         self.metadata(&dir, last, &m, &e.dir, &e.name).map_err(fail("copy metadata to"))
     }

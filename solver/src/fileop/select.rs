@@ -209,6 +209,19 @@ impl View<'_> {
         for m in matches {
             out.push(self.select_one(&m, copy.follow_symlink, &copy_filter)?);
         }
+        if copy.parents {
+            // `COPY --parents a/b /dst/`: the path is an include pattern below the pivot; a plain path that
+            // matches nothing is a missing source, as it is without --parents.
+            for pattern in copy.include_patterns.iter().filter(|p| !contains_wildcards(p)) {
+                let found = out.iter().flat_map(|s| &s.entries).any(|e| {
+                    e.rel == *pattern || e.rel.strip_prefix(pattern.as_str()).is_some_and(|r| r.starts_with('/'))
+                });
+                if !found {
+                    let root = copy.src.trim_end_matches('/');
+                    return Err(FileOpError::NotFound { path: format!("{root}/{pattern}") });
+                }
+            }
+        }
         Ok(out)
     }
 
