@@ -3,6 +3,7 @@
 //! Ctrl-C, and what is printed or written at the end (errors against the Dockerfile, `--iidfile`,
 //! `--metadata-file`). The build itself is the engine's.
 
+mod buildx_flags;
 mod github;
 mod local;
 mod progress;
@@ -112,6 +113,9 @@ pub struct BuildArgs {
     /// the same spec: `runc`, `crun`, or a path to one.
     #[arg(long = "oci-runtime", value_name = "RUNTIME", default_value = "namespace")]
     pub(crate) oci_runtime: String,
+    /// The rest of `docker buildx build`'s flags.
+    #[command(flatten)]
+    pub(crate) buildx: buildx_flags::BuildxFlags,
 }
 
 /// Renders a frontend diagnostic or a failed step against the Dockerfile's lines, as BuildKit does.
@@ -164,6 +168,10 @@ pub fn run(a: BuildArgs, g: &Globals) -> Result<ExitCode> {
     }
     let dockerfile = request::read_dockerfile(a.file.as_deref(), &context)?;
     let parsed = request::parse(&a, &context, &dockerfile)?;
+    let call = a.buildx.call()?;
+    for note in a.buildx.notes() {
+        eprintln!("{note}");
+    }
     let mode = if a.quiet { ProgressMode::Quiet } else { a.progress };
     let log = match &a.log_file {
         Some(p) => Some(std::fs::File::create(p).with_context(|| format!("cannot create log file {}", p.display()))?),
@@ -182,10 +190,15 @@ pub fn run(a: BuildArgs, g: &Globals) -> Result<ExitCode> {
     let report = renderer.report();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (outcome, stopped) = match crate::remote::daemon_for(g)? {
+        Some(_) if call.call != engine::Call::Build => {
+            bail!("--check runs on this machine only: unset --host / RBUILD_HOST")
+        }
         Some(target) => rt.block_on(remote::run(target, parsed, renderer))?,
         None => {
             let engine = local::open(g, &a.oci_runtime)?;
-            let r = rt.block_on(local::run(&engine, parsed.local(), renderer))?;
+            let mut req = parsed.local();
+            a.buildx.apply(&mut req)?;
+            let r = rt.block_on(local::run(&engine, req, renderer))?;
             drop(engine);
             r
         }
@@ -195,6 +208,9 @@ pub fn run(a: BuildArgs, g: &Globals) -> Result<ExitCode> {
         github_ending(path, &outcome, &report.lock().unwrap_or_else(|e| e.into_inner()));
     }
     let (image_id, metadata) = match outcome {
+        Outcome::Done { metadata, .. } if call.call == engine::Call::Check => {
+            return Ok(ExitCode::from(buildx_flags::print_check(&metadata, call.json, annotate.as_deref())));
+        }
         Outcome::Done { image_id, metadata } => (image_id, metadata),
         Outcome::Cancelled => {
             eprintln!(
@@ -299,6 +315,9 @@ pub(crate) fn render(
             }
         }
         r.finish();
+        if let Some(summary) = r.warning_summary() {
+            eprint!("{summary}");
+        }
     })
 }
 

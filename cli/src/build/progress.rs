@@ -29,6 +29,8 @@ pub enum ProgressMode {
     Tty,
     Plain,
     Rawjson,
+    /// `none` is buildx's other name for it.
+    #[value(alias = "none")]
     Quiet,
 }
 
@@ -88,6 +90,8 @@ pub struct Renderer {
     exports: Vec<(String, Result<String, String>)>,
     /// The latest [`Report`], for whoever renders a summary after the build.
     report: Arc<Mutex<Report>>,
+    /// The build's warnings in buildx's short form, listed again once the build is over.
+    warned: Vec<String>,
 }
 
 fn secs(d: Duration) -> String {
@@ -118,7 +122,21 @@ impl Renderer {
             imports: Vec::new(),
             exports: Vec::new(),
             report: Arc::default(),
+            warned: Vec::new(),
         }
+    }
+
+    /// buildx's list after a build: ` 2 warnings found:` and ` - Rule: message (line N)` for each.
+    pub fn warning_summary(&self) -> Option<String> {
+        if self.warned.is_empty() || matches!(self.mode, ProgressMode::Quiet | ProgressMode::Rawjson) {
+            return None;
+        }
+        let n = self.warned.len();
+        let mut out = if n == 1 { "\n 1 warning found:\n".to_string() } else { format!("\n {n} warnings found:\n") };
+        for w in &self.warned {
+            out.push_str(&format!(" - {w}\n"));
+        }
+        Some(out)
     }
 
     /// GitHub Actions output: annotations on `dockerfile_path` (as the pull request names it) and stage groups.
@@ -188,13 +206,20 @@ impl Renderer {
             engine::Event::Step(e) => self.step_event(e),
             engine::Event::Warning(d) => {
                 eprintln!("{}", d.render(&self.filename, &self.source));
+                self.warned.push(match d.span {
+                    Some(s) => format!("{} (line {})", d.message, s.start),
+                    None => d.message.clone(),
+                });
                 if let Some(file) = &self.github {
                     let place = Place {
                         file: Some(file.clone()),
                         line: d.span.map(|s| s.start),
                         end_line: d.span.map(|s| s.end),
                     };
-                    eprintln!("{}", github::annotation(Level::Warning, &place, "Dockerfile warning", &d.message));
+                    // A build check's warning (`Rule: message`) is titled with its rule, as buildx does.
+                    let rule = d.message.split_once(": ").and_then(|(r, _)| frontend::checks::rules::by_name(r));
+                    let title = rule.map_or("Dockerfile warning", |r| r.name);
+                    eprintln!("{}", github::annotation(Level::Warning, &place, title, &d.message));
                 }
             }
             engine::Event::Cache(c) => self.cache_event(c),
