@@ -27,7 +27,8 @@ struct Cli {
     #[arg(long, global = true, value_name = "DIR")]
     root: Option<PathBuf>,
     /// The daemon to build with: `unix:///run/rbuild/rbuild.sock` or `tcp://HOST:PORT` (default: none, or the
-    /// daemon on the default socket when one holds the default state root).
+    /// daemon on the default socket when one holds the default state root). A fleet: several, comma-separated,
+    /// or a DNS name with one A/AAAA record per daemon; each project builds on its own daemon of them.
     #[arg(long, global = true, env = "RBUILD_HOST", value_name = "ADDRESS")]
     host: Option<String>,
     /// CA certificate that signed the other side's certificate (TCP with mutual TLS).
@@ -60,6 +61,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Show what builds run on (the daemon's version, root and counters, or this machine's root), as JSON.
     Info,
+    /// Commands for a fleet of daemons (`--host` with several addresses or a DNS name).
+    #[command(subcommand)]
+    Fleet(fleet::FleetCommand),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
         Command::Prune(args) => storage::prune(&args, &globals),
         Command::Serve(args) => serve::run(args, &globals),
         Command::Info => info::run(&globals),
+        Command::Fleet(cmd) => fleet::run(cmd, &globals),
     };
     match result {
         Ok(code) => code,

@@ -3,21 +3,39 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use daemon::address::DEFAULT_SOCKET;
 use daemon::{Address, TlsFiles};
 
+use crate::fleet::Member;
 use crate::images::Globals;
 
-/// A daemon to talk to.
+/// A daemon to talk to, or a fleet of them (`--host` with several addresses or a DNS name).
 pub(crate) struct Target {
+    /// The first daemon `--host` names.
     pub(crate) addr: Address,
     pub(crate) tls: Option<TlsFiles>,
+    /// Every daemon `--host` names (one for a single daemon).
+    pub(crate) members: Vec<Member>,
 }
 
 impl Target {
+    fn single(addr: Address, tls: Option<TlsFiles>) -> Target {
+        Target { members: vec![Member { addr: addr.clone(), server_name: None }], addr, tls }
+    }
+
+    /// The daemon for commands that are not a project's build: the first in `--host`'s order that
+    /// takes builds.
     pub(crate) async fn connect(&self) -> Result<daemon::client::Connection> {
-        Ok(daemon::client::connect(&self.addr, self.tls.as_ref()).await?)
+        let order: Vec<&Member> = self.members.iter().collect();
+        Ok(crate::fleet::first_ready(&order, self.tls.as_ref()).await?.0)
+    }
+
+    /// The daemon for a build of `project` ([`crate::fleet::project_key`]): the first that takes builds in
+    /// the project's rendezvous order.
+    pub(crate) async fn connect_for(&self, project: &str) -> Result<daemon::client::Connection> {
+        let order = crate::fleet::rendezvous(&self.members, project);
+        Ok(crate::fleet::first_ready(&order, self.tls.as_ref()).await?.0)
     }
 }
 
@@ -36,18 +54,18 @@ pub(crate) fn tls_of(g: &Globals) -> Result<Option<TlsFiles>> {
 pub(crate) fn daemon_for(g: &Globals) -> Result<Option<Target>> {
     let tls = tls_of(g)?;
     if let Some(host) = &g.host {
-        let addr: Address = host.parse().context("--host")?;
-        if matches!(addr, Address::Tcp(_)) && tls.is_none() {
-            eprintln!("warning: {addr} without TLS: the connection is neither authenticated nor encrypted");
+        let members = crate::fleet::members(host)?;
+        if members.iter().any(|m| matches!(m.addr, Address::Tcp(_))) && tls.is_none() {
+            eprintln!("warning: {host} without TLS: the connection is neither authenticated nor encrypted");
         }
-        return Ok(Some(Target { addr, tls }));
+        return Ok(Some(Target { addr: members[0].addr.clone(), tls, members }));
     }
     // A daemon on the default socket holds the default state root: use it rather than wait for its lock.
     let default_root =
         g.root.is_none() || g.root.as_deref() == Some(snapshotter::root::StateRoot::default_path().as_path());
     let socket = PathBuf::from(DEFAULT_SOCKET);
     if default_root && socket.exists() && std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-        return Ok(Some(Target { addr: Address::Unix(socket), tls: None }));
+        return Ok(Some(Target::single(Address::Unix(socket), None)));
     }
     Ok(None)
 }

@@ -1,6 +1,7 @@
-//! A daemon as one of a fleet: the fleet's cache (`--cache-backend type=registry,ref=...`, or `[fleet]
-//! cache-backend` in rbuild.toml) that every build imports from and exports to, so that any daemon can
-//! continue any project; and the state a fleet sees of it ([`Fleet`]: readiness, drain, admission,
+//! A daemon as one of a fleet: the fleet's cache (`--cache-backend type=registry,ref=REPOSITORY`, or
+//! `[fleet] cache-backend` in rbuild.toml) that every build imports from and exports to, so that any daemon
+//! can continue any project. Each project (context, Dockerfile path, target: [`project_key`]) has a tag of
+//! its own in the repository, so projects never overwrite each other's record; and the state a fleet sees of it ([`Fleet`]: readiness, drain, admission,
 //! metrics).
 //!
 //! ```toml
@@ -60,12 +61,23 @@ impl FleetConfig {
     }
 }
 
+/// The project a build belongs to, as the client's `--host` routing and the fleet cache's tags see it:
+/// the client's key of the context directory, the Dockerfile path and the target (length-prefixed, hashed).
+pub fn project_key(start: &crate::proto::BuildStart) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    for part in [start.context_key.as_str(), &start.dockerfile_name, start.target.as_deref().unwrap_or("")] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
 /// The fleet's cache: where every build imports from and exports to.
 #[derive(Debug, Clone)]
 pub struct FleetCache {
-    /// The repository reference.
+    /// The repository; a project's record is its tag `p-<first 24 hex digits of the project key>`.
     pub reference: String,
-    from: CacheFrom,
     to: CacheTo,
 }
 
@@ -92,18 +104,34 @@ impl FleetCache {
         };
         let reference = reference.clone();
         registry::reference::Reference::parse(&reference).map_err(|e| err(format!("ref={reference}: {e}")))?;
-        Ok(FleetCache { from: CacheFrom::Registry { reference: reference.clone() }, reference, to })
+        let last = reference.rsplit('/').next().unwrap_or_default();
+        if last.contains(':') || reference.contains('@') {
+            return Err(err(format!(
+                "ref={reference}: name a repository without tag or digest (each project gets a tag of its own                  there)"
+            )));
+        }
+        Ok(FleetCache { reference, to })
     }
 
-    /// Adds the fleet cache to `req`: imported after the request's own caches, exported unless the
-    /// request exports to the same reference itself (its settings win).
-    pub fn apply(&self, req: &mut BuildRequest) {
-        let same = |r: &str| r == self.reference;
+    /// The project's record in the fleet cache: `REPOSITORY:p-<key prefix>`.
+    pub fn reference_for(&self, project: &str) -> String {
+        format!("{}:p-{}", self.reference, &project[..project.len().min(24)])
+    }
+
+    /// Adds the fleet cache of `project` to `req`: imported after the request's own caches, exported
+    /// unless the request exports to the same reference itself (its settings win).
+    pub fn apply(&self, req: &mut BuildRequest, project: &str) {
+        let reference = self.reference_for(project);
+        let same = |r: &str| r == reference;
         if !req.cache_from.iter().any(|c| matches!(c, CacheFrom::Registry { reference } if same(reference))) {
-            req.cache_from.push(self.from.clone());
+            req.cache_from.push(CacheFrom::Registry { reference: reference.clone() });
         }
         if !req.cache_to.iter().any(|c| matches!(c, CacheTo::Registry { reference, .. } if same(reference))) {
-            req.cache_to.push(self.to.clone());
+            let mut to = self.to.clone();
+            if let CacheTo::Registry { reference: r, .. } = &mut to {
+                *r = reference.clone();
+            }
+            req.cache_to.push(to);
         }
     }
 }
@@ -146,6 +174,7 @@ mod tests {
             ("type=registry,ref=/cache", "ref="),
             ("type=registry,ref=r/c,mode=most", "mode"),
             ("type=inline,ref=r/c", "type=registry"),
+            ("type=registry,ref=r.example/c:latest", "without tag"),
         ] {
             let e = FleetCache::parse("/etc/rbuild/rbuild.toml [fleet]", spec).unwrap_err().to_string();
             assert!(e.starts_with("/etc/rbuild/rbuild.toml [fleet]: "), "{spec}: {e}");
@@ -158,11 +187,14 @@ mod tests {
         let src: Arc<dyn engine::LocalSource> = Arc::new(solver::session::LocalDir(std::env::temp_dir()));
         let mut req = BuildRequest::new(b"FROM scratch".to_vec(), src);
         let c = FleetCache::parse("x", "type=registry,ref=r.example/c").unwrap();
-        c.apply(&mut req);
+        let project = "0123456789abcdef0123456789abcdef";
+        c.apply(&mut req, project);
         assert_eq!((req.cache_from.len(), req.cache_to.len()), (1, 1));
+        assert_eq!(req.cache_from[0].describe(), "r.example/c:p-0123456789abcdef01234567");
         let mut req2 = BuildRequest::new(b"FROM scratch".to_vec(), req.context.clone());
-        req2.cache_to.push(engine::cache::parse_cache_to("type=registry,ref=r.example/c,mode=min").unwrap());
-        c.apply(&mut req2);
+        let own = "type=registry,ref=r.example/c:p-0123456789abcdef01234567,mode=min";
+        req2.cache_to.push(engine::cache::parse_cache_to(own).unwrap());
+        c.apply(&mut req2, project);
         assert_eq!((req2.cache_from.len(), req2.cache_to.len()), (1, 1));
         let CacheTo::Registry { opts, .. } = &req2.cache_to[0] else { panic!() };
         assert_eq!(opts.mode, engine::cache::Mode::Min);

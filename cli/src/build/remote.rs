@@ -11,12 +11,14 @@ use super::{render, until_done, Outcome, Stop};
 use crate::remote::Target;
 
 pub(crate) async fn run(target: Target, parsed: Parsed, renderer: Renderer) -> Result<(Outcome, Option<Stop>)> {
-    let mut conn = target.connect().await?;
+    let request = parsed.remote();
+    // On a fleet, the project's daemon (rendezvous order, skipping daemons that are down or draining).
+    let mut conn = target.connect_for(&crate::fleet::project_key(&request.start)).await?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let rendering = render(renderer, rx);
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
-    let build = conn.build(parsed.remote(), move |e| drop(tx.send(e)), cancel);
+    let build = conn.build(request, move |e| drop(tx.send(e)), cancel);
     let (result, stopped) = until_done(build, move || stop.cancel()).await;
     let _ = rendering.await;
     let outcome = match result {

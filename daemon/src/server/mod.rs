@@ -430,7 +430,7 @@ impl Daemon {
             }
         }
         if let Some(fleet) = &self.fleet.cache {
-            fleet.apply(&mut req);
+            fleet.apply(&mut req, &crate::fleet::project_key(start));
         }
         Ok((req, streamed))
     }
