@@ -275,6 +275,20 @@ fn the_docker_cli_builds_tags_pushes_saves_and_removes_images_as_rbuild_build_ma
     assert!(out.status.success(), "{}", out_text(&out));
     assert_eq!(pushed_digest(&out_text(&out)), docker_digest, "the two pushes sent different manifests");
     assert!(l.daemon.log().contains("Docker API"), "{}", l.daemon.log());
+
+    // A rebuild says why its steps ran, as `rbuild build` does.
+    std::fs::write(ctx.join("a.txt"), "changed\n").unwrap();
+    let rebuild = ok(
+        l.docker(&cli).current_dir(&ctx).args(["build", "-t", &app, "--build-arg", "V=1"]).args([
+            "--build-arg",
+            "SOURCE_DATE_EPOCH=1700000000",
+            "-f",
+            "sub/Dockerfile",
+            ".",
+        ]),
+        "docker build (again)",
+    );
+    assert!(rebuild.contains("MISS [") && rebuild.contains("a.txt changed"), "{rebuild}");
 }
 
 #[test]

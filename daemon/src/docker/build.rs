@@ -258,6 +258,9 @@ pub(crate) async fn build(state: &State, req: Request<Incoming>, q: Query) -> Re
     let mut r = BuildRequest::new(dockerfile.clone(), Arc::new(LocalDir(dir.path().to_path_buf())));
     r.dockerfile_name = name.clone();
     r.dockerignore = dockerignore;
+    // Why steps ran is told against the last build of the same image name and Dockerfile through this API.
+    let image = p.tags.first().map(|t| t.name()).unwrap_or_else(|| UNTAGGED.to_string());
+    r.explain_key = Some(format!("docker-api/{image}/{}", p.dockerfile));
     r.source_date_epoch = match p.build_args.get("SOURCE_DATE_EPOCH").map(String::as_str) {
         None | Some("") => None,
         Some(v) => Some(v.parse().map_err(|_| {
@@ -434,6 +437,8 @@ impl Run {
 #[derive(Default)]
 struct Steps {
     numbers: BTreeMap<llb::Digest, usize>,
+    /// A first build's steps all miss for one reason, said once.
+    first_build_said: bool,
 }
 
 impl Steps {
@@ -462,9 +467,12 @@ impl Steps {
             Event::Export(ExportEvent::Named { .. }) => None,
             Event::Export(ExportEvent::Pushed { reference, .. }) => Some(format!("pushed {reference}\n")),
             Event::Cache(c) => Some(cache_line(c)),
-            // Nothing else is part of dockerd's build output.
-            #[allow(unreachable_patterns)]
-            _ => None,
+            // Why a step ran, after the steps, as `rbuild build` prints it.
+            Event::Miss(m) if m.first_build => {
+                let said = std::mem::replace(&mut self.first_build_said, true);
+                (!said).then(|| format!("MISS: {}\n", m.reason))
+            }
+            Event::Miss(m) => Some(format!("MISS {}: {}\n", m.name, m.reason)),
         }
     }
 }
