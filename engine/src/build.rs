@@ -32,7 +32,7 @@ pub(crate) async fn run(
         return crate::check::run(&engine, &req, &events).await;
     }
     let converted = tokio::select! {
-        c = convert(&engine, &req) => c?,
+        c = convert(&engine, &req, &events) => c?,
         _ = cancel.cancelled() => return Err(BuildError::Cancelled),
     };
     for w in &converted.warnings {
@@ -150,8 +150,9 @@ fn check(req: &BuildRequest) -> Result<(), BuildError> {
 
 /// Parses and converts the Dockerfile. Base images are resolved while converting (the frontend asks for
 /// their configs), so conversion runs on a blocking thread.
-async fn convert(engine: &Arc<Engine>, req: &BuildRequest) -> Result<Converted, BuildError> {
-    let (opts, resolver) = convert_setup(engine, req);
+async fn convert(engine: &Arc<Engine>, req: &BuildRequest, events: &EventSink) -> Result<Converted, BuildError> {
+    let (opts, mut resolver) = convert_setup(engine, req);
+    resolver.events = Some(events.clone());
     let (dockerfile, filename) = (req.dockerfile.clone(), req.dockerfile_name.clone());
     tokio::task::spawn_blocking(move || frontend::convert::convert(&dockerfile, &opts, &resolver))
         .await
@@ -195,6 +196,7 @@ pub(crate) fn convert_setup(engine: &Arc<Engine>, req: &BuildRequest) -> (Conver
         client: engine.client.clone(),
         store: engine.images.clone(),
         pull: req.cache.pull,
+        events: None,
     };
     (opts, resolver)
 }

@@ -20,8 +20,10 @@ pub enum RegistryError {
     DigestMismatch { what: String, expected: Digest, actual: Digest },
     #[error("{method} {url}: unexpected status {status}{}", detail(.message))]
     Status { method: String, url: String, status: u16, message: String },
-    #[error("{method} {url}: {source}")]
-    Transport { method: String, url: String, source: reqwest::Error },
+    /// The request got no answer (connection refused, DNS, TLS, timeout, a broken body): the cause is
+    /// in the message, not as a source, so it is printed once.
+    #[error("{method} {url}: {}", transport_cause(.cause))]
+    Transport { method: String, url: String, cause: reqwest::Error },
     #[error("cannot fetch a token from {realm} for {scope}: {message}")]
     Token { realm: String, scope: String, message: String },
     #[error("cannot set up a client for {host}: {message}")]
@@ -54,8 +56,10 @@ pub enum RegistryError {
     Snapshot(Box<snapshotter::snapshot::SnapshotError>),
     #[error(transparent)]
     Diff(Box<snapshotter::diff::DiffError>),
+    /// Every mirror and the origin failed; `unreachable` when none of them answered (see
+    /// [`RegistryError::is_unreachable`]).
     #[error("pulling {reference}: every endpoint failed: {errors}")]
-    AllEndpointsFailed { reference: String, errors: String },
+    AllEndpointsFailed { reference: String, errors: String, unreachable: bool },
 }
 
 impl From<snapshotter::snapshot::SnapshotError> for RegistryError {
@@ -96,6 +100,36 @@ impl RegistryError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, RegistryError::NotFound { .. })
     }
+
+    /// Whether the registry could not be asked at all (no connection, a timeout, a server error), as
+    /// opposed to an answer (not found, denied): then a copy the store already has may stand in.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            RegistryError::Transport { .. } => true,
+            RegistryError::Status { status, .. } => *status >= 500 || *status == 429,
+            RegistryError::AllEndpointsFailed { unreachable, .. } => *unreachable,
+            _ => false,
+        }
+    }
+}
+
+/// reqwest's message without the URL (the variant names it), then each cause below it: "error sending
+/// request: client error (Connect): tcp connect error: Connection refused (os error 111)".
+fn transport_cause(e: &reqwest::Error) -> String {
+    let mut top = e.to_string();
+    if let Some(url) = e.url() {
+        top = top.replace(&format!(" for url ({url})"), "");
+    }
+    let mut parts = vec![top];
+    let mut next = std::error::Error::source(e);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        next = cause.source();
+    }
+    parts.join(": ")
 }
 
 /// The message of a distribution-spec error body (`{"errors":[{"code":..,"message":..}]}`), else the

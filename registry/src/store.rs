@@ -18,6 +18,10 @@ use llb::image::Image;
 /// The label prefix of the repositories a blob is known to exist in.
 pub const SOURCE_LABEL: &str = "distribution.source.";
 
+/// The label prefix recording when a tag last resolved to a manifest or index (`rbuild.resolved.<name>` =
+/// seconds since the epoch), so that a build can use it while the registry cannot be reached.
+pub const RESOLVED_LABEL: &str = "rbuild.resolved.";
+
 /// Content store + metadata database, the two halves of local images.
 #[derive(Debug, Clone)]
 pub struct ImageStore {
@@ -100,6 +104,36 @@ impl ImageStore {
         rec.last_used = meta::now();
         self.meta.put(BLOBS, d.as_ref(), &rec)?;
         Ok(())
+    }
+
+    /// Records that the tag `name` resolved to the manifest or index `d` (`size` bytes) just now.
+    pub fn note_resolved(&self, name: &Reference, d: &Digest, size: u64) -> Result<(), RegistryError> {
+        let mut rec: BlobRecord = self.meta.get(BLOBS, d.as_ref())?.unwrap_or_default();
+        let now = meta::now();
+        rec.labels.insert(format!("{RESOLVED_LABEL}{name}"), now.to_string());
+        rec.size = size;
+        rec.last_used = now;
+        self.meta.put(BLOBS, d.as_ref(), &rec)?;
+        Ok(())
+    }
+
+    /// The manifest or index the tag `name` resolved to most recently, with when (seconds since the
+    /// epoch), if its blob is still in the store. Reads every blob record: for the rare offline path.
+    pub fn last_resolved(&self, name: &Reference) -> Result<Option<(Digest, u64)>, RegistryError> {
+        let key = format!("{RESOLVED_LABEL}{name}");
+        let mut best: Option<(Digest, u64)> = None;
+        for (digest, rec) in self.meta.list::<BlobRecord>(BLOBS)? {
+            let Some(at) = rec.labels.get(&key).and_then(|t| t.parse::<u64>().ok()) else { continue };
+            if best.as_ref().is_some_and(|(_, b)| *b >= at) {
+                continue;
+            }
+            if let Ok(d) = digest.parse::<Digest>() {
+                if self.has_blob(&d)? {
+                    best = Some((d, at));
+                }
+            }
+        }
+        Ok(best)
     }
 
     /// Repositories of `registry` known to hold the blob.

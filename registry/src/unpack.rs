@@ -43,6 +43,10 @@ struct Resolved {
     top: Digest,
     manifest: ImageManifest,
     config: Image,
+    /// Why the registry was not asked: it could not be reached, and the store's last resolution
+    /// (`resolved_at`, seconds since the epoch) stands in.
+    offline: Option<RegistryError>,
+    resolved_at: Option<u64>,
 }
 
 /// The platform manifest below `top` (itself when it is a manifest), read from the store only.
@@ -107,10 +111,22 @@ async fn resolve(
                 client.fetch_missing(r, std::slice::from_ref(manifest.config()), store, observer).await?;
             }
             let config = read_config(store, &manifest)?;
-            return Ok(Resolved { top: top.digest, manifest, config });
+            return Ok(Resolved { top: top.digest, manifest, config, offline: None, resolved_at: None });
         }
     }
-    let (ep, top) = client.resolve(r).await?;
+    let (ep, top) = match client.resolve(r).await {
+        Ok(found) => found,
+        // A tag the store resolved before stands in while its registry cannot be asked (not with --pull,
+        // which asks for the registry's answer).
+        Err(e) if e.is_unreachable() && r.digest().is_none() && !pull => match last_resolved(store, r, platform)? {
+            Some(mut local) => {
+                local.offline = Some(e);
+                return Ok(local);
+            }
+            None => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
     let m = match top.parse()? {
         Parsed::Manifest(_) => top.clone(),
         Parsed::Index(ix) => {
@@ -128,7 +144,23 @@ async fn resolve(
         store.write_bytes(&top.bytes, &top.media_type)?;
     }
     store.add_source(&m.digest, m.bytes.len() as u64, r.registry(), r.repository())?;
-    Ok(Resolved { top: top.digest, manifest, config })
+    if r.digest().is_none() {
+        store.note_resolved(r, &top.digest, top.bytes.len() as u64)?;
+    }
+    Ok(Resolved { top: top.digest, manifest, config, offline: None, resolved_at: None })
+}
+
+/// What the tag `r` last resolved to, for `platform`, from the store alone.
+fn last_resolved(store: &ImageStore, r: &Reference, platform: &Platform) -> Result<Option<Resolved>, RegistryError> {
+    let Some((digest, at)) = store.last_resolved(r)? else { return Ok(None) };
+    let top = RawManifest::new(None, store.read_blob(&digest)?);
+    let Some(m) = local_platform_manifest(store, &top, platform)? else { return Ok(None) };
+    let manifest = m.manifest()?;
+    if !store.has_blob(manifest.config().digest())? {
+        return Ok(None);
+    }
+    let config = read_config(store, &manifest)?;
+    Ok(Some(Resolved { top: digest, manifest, config, offline: None, resolved_at: Some(at) }))
 }
 
 /// Resolves `reference` for `platform` to its pinned name (`registry/repo@sha256:...`, the index's
@@ -142,9 +174,42 @@ pub async fn resolve_config(
     platform: &Platform,
     pull: bool,
 ) -> Result<(String, Image), RegistryError> {
+    let c = resolve_base(client, store, reference, platform, pull).await?;
+    Ok((c.pinned, c.config))
+}
+
+/// A base image's pinned name and config, and whether the store's copy stood in for the registry.
+#[derive(Debug)]
+pub struct ResolvedBase {
+    /// `registry/repo@sha256:...` (the index's digest when the tag names one).
+    pub pinned: String,
+    pub config: Image,
+    /// Set when the registry could not be reached and the tag's last resolution was used instead.
+    pub offline: Option<Offline>,
+}
+
+/// The registry's failure, and when the tag last resolved (seconds since the epoch).
+#[derive(Debug)]
+pub struct Offline {
+    pub error: RegistryError,
+    pub resolved_at: u64,
+}
+
+/// [`resolve_config`], saying when the store's copy stood in for an unreachable registry.
+pub async fn resolve_base(
+    client: &Client,
+    store: &ImageStore,
+    reference: &str,
+    platform: &Platform,
+    pull: bool,
+) -> Result<ResolvedBase, RegistryError> {
     let r = Reference::parse(reference)?;
     let resolved = resolve(client, store, &r, platform, pull, None).await?;
-    Ok((format!("{}@{}", r.name(), resolved.top), resolved.config))
+    let offline = match (resolved.offline, resolved.resolved_at) {
+        (Some(error), Some(resolved_at)) => Some(Offline { error, resolved_at }),
+        _ => None,
+    };
+    Ok(ResolvedBase { pinned: format!("{}@{}", r.name(), resolved.top), config: resolved.config, offline })
 }
 
 /// An image whose layers are in the content store (or already unpacked), ready for [`unpack_pulled`].

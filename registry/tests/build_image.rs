@@ -11,7 +11,7 @@ use std::sync::Arc;
 use common::*;
 use registry::assemble::{assemble_image, AssembleOptions};
 use registry::auth::Anonymous;
-use registry::unpack::{chain_ids, resolve_config, unpack_image};
+use registry::unpack::{chain_ids, resolve_base, resolve_config, unpack_image};
 use registry::{Client, Config, ImageStore, Reference};
 use snapshotter::diff::{Compression, Layer};
 use snapshotter::snapshot::ApplyTarget;
@@ -309,4 +309,41 @@ fn uncompressed_image_converts_to_the_gzip_image_bit_for_bit() {
     std::fs::write(&path, bytes).unwrap();
     let err = distributable(&images, &d.manifest, Compression::Gzip).unwrap_err().to_string();
     assert!(err.contains(&victim.to_string()) && err.contains("damaged"), "{err}");
+}
+
+/// With its registry unreachable, a tag the store resolved before stands in, and says why; a tag never
+/// resolved, or `--pull`, fails with the connection's cause in the message.
+#[test]
+fn an_unreachable_registry_falls_back_to_the_last_resolution() {
+    let Some(bin) = registry_binary() else { return };
+    let reg = TestRegistry::start(&bin, RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let (s, images) = open(&dir.path().join("publisher"));
+    commit_files(&s, "l1", None, &[("bin/tool", "#!/bin/sh\n")]);
+    let base =
+        assemble_image(&images, &*s.snapshotter, &s.meta, Some("l1"), &base_config(), &Default::default()).unwrap();
+    let base_ref = Reference::parse(&format!("{}/lib/base:1", reg.host())).unwrap();
+    rt.block_on(client().push(&images, &base.manifest, &base_ref)).unwrap();
+    drop(s);
+
+    let (_b, bimages) = open(&dir.path().join("builder"));
+    let platform = llb::Platform::host();
+    let online = rt.block_on(resolve_base(&client(), &bimages, &base_ref.to_string(), &platform, false)).unwrap();
+    assert!(online.offline.is_none());
+    assert_eq!(online.pinned, format!("{}@{}", base_ref.name(), base.manifest.digest()));
+    drop(reg);
+
+    let offline = rt.block_on(resolve_base(&client(), &bimages, &base_ref.to_string(), &platform, false)).unwrap();
+    assert_eq!(offline.pinned, online.pinned);
+    assert_eq!(offline.config.config.cmd, Some(vec!["sh".to_string()]));
+    let why = offline.offline.expect("the registry's failure is reported");
+    assert!(why.error.is_unreachable(), "{}", why.error);
+    assert!(why.error.to_string().contains("Connection refused"), "the cause is named: {}", why.error);
+
+    let pulled = rt.block_on(resolve_base(&client(), &bimages, &base_ref.to_string(), &platform, true)).unwrap_err();
+    assert!(pulled.is_unreachable(), "{pulled}");
+    let other = format!("{}/lib/other:1", base_ref.registry());
+    let never = rt.block_on(resolve_base(&client(), &bimages, &other, &platform, false)).unwrap_err();
+    assert!(never.to_string().contains("Connection refused"), "{never}");
 }

@@ -71,6 +71,9 @@ impl Default for ClientOptions {
     }
 }
 
+/// How many times a request whose connection fails is tried (see [`RetryPolicy::attempts`] for the rest).
+const CONNECT_ATTEMPTS: u32 = 3;
+
 /// A request that can be sent again on a retry (the body is shared bytes).
 #[derive(Debug, Clone)]
 pub(crate) struct Req {
@@ -219,11 +222,14 @@ impl Client {
             let last = attempt + 1 >= attempts;
             match rb.send().await {
                 Err(source) => {
-                    if last || source.is_builder() {
+                    // A refused connection or an unknown host is seldom a blip: a few quick tries, not the
+                    // whole backoff (a build then falls back to the store's copy within a second).
+                    let refused = source.is_connect() && attempt + 1 >= attempts.min(CONNECT_ATTEMPTS);
+                    if last || source.is_builder() || refused {
                         return Err(RegistryError::Transport {
                             method: method.to_string(),
                             url: req.url.clone(),
-                            source,
+                            cause: source,
                         });
                     }
                 }

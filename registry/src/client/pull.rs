@@ -45,6 +45,7 @@ impl Client {
     /// Resolves `r` to its top-level manifest or index, trying mirrors in order and then the origin.
     pub async fn resolve(&self, r: &Reference) -> Result<(Endpoint, RawManifest), RegistryError> {
         let mut errors = Vec::new();
+        let mut unreachable = true;
         let endpoints = self.config().pull_endpoints(r.registry());
         let n = endpoints.len();
         for ep in endpoints {
@@ -52,10 +53,13 @@ impl Client {
                 Ok(m) => return Ok((ep, m)),
                 // With only the origin there is no fallback: its error is the answer.
                 Err(e) if n == 1 => return Err(e),
-                Err(e) => errors.push(format!("{}: {e}", ep.host)),
+                Err(e) => {
+                    unreachable &= e.is_unreachable();
+                    errors.push(format!("{}: {e}", ep.host));
+                }
             }
         }
-        Err(RegistryError::AllEndpointsFailed { reference: r.to_string(), errors: errors.join("; ") })
+        Err(RegistryError::AllEndpointsFailed { reference: r.to_string(), errors: errors.join("; "), unreachable })
     }
 
     /// GETs `/v2/<repo>/manifests/<object>` and checks its digest against the object (when it is one)
@@ -83,7 +87,7 @@ impl Client {
         let bytes = resp.bytes().await.map_err(|source| RegistryError::Transport {
             method: "GET".into(),
             url: req.url.clone(),
-            source,
+            cause: source,
         })?;
         let raw = RawManifest::new(content_type.as_deref(), bytes.to_vec());
         let expected = object.parse::<Digest>().ok().or(header_digest.filter(|d| d.algorithm().as_ref() == "sha256"));
@@ -200,7 +204,7 @@ impl Client {
             let chunk = chunk.map_err(|source| RegistryError::Transport {
                 method: "GET".into(),
                 url: url.to_string(),
-                source,
+                cause: source,
             })?;
             let mut data = &chunk[..];
             if skip > 0 {
@@ -320,6 +324,7 @@ impl Client {
                         return Ok(None);
                     }
                     let mut errors = Vec::new();
+                    let mut unreachable = true;
                     for (i, ep) in endpoints.iter().enumerate() {
                         match self.fetch_blob_observed(ep, repo, &d, store, observer).await {
                             Ok(moved) => {
@@ -333,6 +338,7 @@ impl Client {
                             }
                             Err(e) if endpoints.len() == 1 => return Err(e),
                             Err(e) => {
+                                unreachable &= e.is_unreachable();
                                 errors.push(format!("{}: {e}", ep.host));
                                 if i + 1 == endpoints.len() {
                                     break;
@@ -343,6 +349,7 @@ impl Client {
                     Err(RegistryError::AllEndpointsFailed {
                         reference: format!("{}@{}", r.name(), d.digest()),
                         errors: errors.join("; "),
+                        unreachable,
                     })
                 }
             })
