@@ -161,7 +161,7 @@ fn pushed_digest(text: &str) -> String {
 }
 
 #[test]
-fn the_docker_cli_builds_tags_pushes_saves_and_removes_images_as_rbuild_build_makes_them() {
+fn the_docker_cli_builds_tags_pushes_pulls_saves_loads_and_removes_images_as_rbuild_build_makes_them() {
     let Some(cli) = docker_cli() else {
         skip("the docker CLI is not installed: run scripts/install-test-deps (docker.io)");
         return;
@@ -243,6 +243,24 @@ fn the_docker_cli_builds_tags_pushes_saves_and_removes_images_as_rbuild_build_ma
     assert!(!images.contains(&id[7..19]), "{images}");
     let missing = l.docker(&cli).args(["image", "inspect", &app]).output().unwrap();
     assert!(!missing.status.success() && out_text(&missing).contains("No such image"), "{}", out_text(&missing));
+
+    // Back from the registry (POST /images/create), and from an archive `docker save` wrote (POST /images/load).
+    let pulled = ok(l.docker(&cli).args(["pull", &format!("{app}:v2")]), "docker pull");
+    assert!(pulled.contains(&format!("Digest: {docker_digest}")), "{pulled}");
+    let inspect = ok(l.docker(&cli).args(["image", "inspect", "--format", "{{.Id}}", &format!("{app}:v2")]), "inspect");
+    assert_eq!(inspect.trim(), id, "the pulled image has another ID");
+    let archive = l.tmp.path().join("app.tar");
+    ok(l.docker(&cli).args(["save", "-o"]).arg(&archive).arg(format!("{app}:v2")), "docker save -o");
+    ok(l.docker(&cli).args(["rmi", &format!("{app}:v2")]), "docker rmi (pulled)");
+    let loaded = ok(l.docker(&cli).args(["load", "-i"]).arg(&archive), "docker load");
+    assert!(loaded.contains(&format!("Loaded image: {app}:v2")), "{loaded}");
+    let inspect = ok(l.docker(&cli).args(["image", "inspect", "--format", "{{.Id}}", &format!("{app}:v2")]), "inspect");
+    assert_eq!(inspect.trim(), id, "the loaded image has another ID");
+    let version =
+        ok(l.docker(&cli).args(["version", "--format", "{{.Server.Version}} {{.Server.APIVersion}}"]), "version");
+    assert_eq!(version.trim(), format!("{} 1.41", env!("CARGO_PKG_VERSION")));
+    let df = ok(l.docker(&cli).args(["system", "df"]), "docker system df");
+    assert!(df.contains("Images") && df.contains("Build Cache"), "{df}");
 
     // Containers are not rbuild's business, and it says so.
     let run = l.docker(&cli).args(["run", "--rm", "busybox", "true"]).output().unwrap();
