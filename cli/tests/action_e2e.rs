@@ -346,7 +346,7 @@ fn incompressible(path: &Path, len: usize) {
 }
 
 /// `--cache-to type=gha` on one runner, `--cache-from type=gha` on a fresh one: every step a hit, the same
-/// image; a re-export sends nothing; a wrong token is a warning.
+/// image; a re-export sends nothing; a wrong token is a warning; a fresh runner's miss is explained.
 #[test]
 fn gha_cache_round_trips_through_the_cache_service_protocol() {
     if !is_root() {
@@ -419,4 +419,18 @@ fn gha_cache_round_trips_through_the_cache_service_protocol() {
     assert!(c_text.contains("WARNING: cannot import cache from gha:main"), "{c_text}");
     assert!(c_text.contains("refused the token"), "{c_text}");
     assert!(service.counts().refused_tokens >= 1);
+
+    // A fresh runner's misses are explained against the build that exported (its record rides in the cache).
+    let mut data = std::fs::read(ctx.join("big.bin")).unwrap();
+    data[0] ^= 0xff;
+    std::fs::write(ctx.join("big.bin"), data).unwrap();
+    let (d, _) = build("runner-d", "runtime-token", &["--cache-from", "type=gha,scope=main"]);
+    let d_text = text(&d);
+    assert!(d.status.success(), "{d_text}");
+    assert!(d_text.contains("MISS [2/4] COPY big.bin /big.bin: big.bin changed"), "{d_text}");
+    assert!(
+        d_text.contains("MISS [3/4] RUN echo built > /built: input [2/4] COPY big.bin /big.bin changed"),
+        "{d_text}"
+    );
+    assert!(!d_text.contains("no earlier build"), "{d_text}");
 }

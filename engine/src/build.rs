@@ -45,6 +45,12 @@ pub(crate) async fn run(
         return Err(BuildError::Dockerfile { filename: req.dockerfile_name.clone(), diagnostic });
     }
     let imports = import_caches(&engine, &req, &events).await;
+    let explain_id = crate::explain::history_id(&req);
+    // A state root without a record of this target (a fresh CI runner) compares with the imported one.
+    if let Some(carried) = imports.iter().find_map(|c| c.explain().cloned()) {
+        let (e, id) = (engine.clone(), explain_id.clone());
+        let _ = tokio::task::spawn_blocking(move || crate::explain::adopt(&e, &id, &carried)).await;
+    }
     let stores = imports.iter().map(|c| c.clone() as Arc<dyn solver::op::CacheStore<solver::WorkerRef>>).collect();
     let solved = solve(&engine, &req, &converted, stores, &events, &cancel).await?;
     for miss in crate::explain::explain(&engine, &req, &converted.definition, &solved.steps).await {
@@ -91,7 +97,9 @@ pub(crate) async fn run(
         }
         let _ = events.send(Event::Cache(CacheEvent::Exporting { to: to.describe() }));
         let epoch = req.source_date_epoch;
-        match cache::export(&engine, &solved.steps, solved.root.as_deref(), to, &imports, epoch).await {
+        let (e, id) = (engine.clone(), explain_id.clone());
+        let explain = tokio::task::spawn_blocking(move || crate::explain::carried(&e, &id)).await.ok().flatten();
+        match cache::export(&engine, &solved.steps, solved.root.as_deref(), to, &imports, epoch, explain).await {
             Ok(r) => {
                 let e = CacheEvent::Exported {
                     to: to.describe(),

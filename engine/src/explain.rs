@@ -9,6 +9,10 @@
 //! one per content checksum (so an unchanged context is listed once, and a no-op rebuild lists nothing).
 //! Listings are read from the solver's remembered stats: no file is read again. Explaining is best
 //! effort: a record that cannot be read or written costs the explanation, never the build.
+//!
+//! A fresh CI runner has no record of its own: an exported cache carries this target's record and its
+//! listings ([`carried`], the cache record's `explain` field), and an import puts them in place when the
+//! state root has none ([`adopt`]), so the runner's misses are explained against the build that exported.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -260,7 +264,7 @@ pub(crate) async fn explain(
 }
 
 /// The record's file name: the request's identity of "the same Dockerfile" and the target.
-fn history_id(req: &BuildRequest) -> String {
+pub(crate) fn history_id(req: &BuildRequest) -> String {
     let key = req.explain_key.clone().unwrap_or_else(|| req.dockerfile_name.clone());
     let target = req.target.clone().unwrap_or_default();
     let d = Digest::of(format!("{key}\0{target}").as_bytes()).to_string();
@@ -324,7 +328,70 @@ fn write_atomic(dir: &Path, file: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn write_history(dir: &Path, file: &Path, h: &History) -> std::io::Result<()> {
-    write_atomic(dir, file, &serde_json::to_vec(h).map_err(std::io::Error::other)?)
+    // In a stable order, so an unchanged build carries byte-identical records in its cache exports.
+    let mut h = h.clone();
+    h.steps.sort_by(|a, b| (&a.name, &a.kind, &a.key).cmp(&(&b.name, &b.kind, &b.key)));
+    write_atomic(dir, file, &serde_json::to_vec(&h).map_err(std::io::Error::other)?)
+}
+
+/// The listings a carried record may hold in all: a context of many thousand files is carried without
+/// them (its misses then say "the files it reads changed").
+const CARRIED_LISTINGS_MAX: usize = 4 << 20;
+
+/// A record as an exported cache carries it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Carried {
+    /// The [`history_id`] it belongs to.
+    id: String,
+    history: History,
+    /// Listings by content checksum.
+    #[serde(default)]
+    files: BTreeMap<String, Vec<(String, String)>>,
+}
+
+/// This target's record with its listings, for a cache export (the cache record's `explain` field), read
+/// after [`explain`] has written this build's. Blocking.
+pub(crate) fn carried(engine: &Engine, id: &str) -> Option<Value> {
+    let dir = engine.store.root.path().join(DIR);
+    let history = read_history(&dir.join(format!("{id}.json")))?;
+    let mut files = BTreeMap::new();
+    let mut size = 0;
+    for s in &history.steps {
+        for (_, value) in s.content.iter().filter(|(l, _)| is_files_label(l)) {
+            if files.contains_key(value) {
+                continue;
+            }
+            let Some(listing) = read_listing(&dir, value) else { continue };
+            size += listing.iter().map(|(p, d)| p.len() + d.len() + 8).sum::<usize>();
+            if size > CARRIED_LISTINGS_MAX {
+                files.clear();
+                break;
+            }
+            files.insert(value.clone(), listing);
+        }
+    }
+    serde_json::to_value(Carried { id: id.to_string(), history, files }).ok()
+}
+
+/// Puts a record an imported cache carried in place, when this state root has none for the target (its
+/// own is newer). Blocking; best effort.
+pub(crate) fn adopt(engine: &Engine, id: &str, carried: &Value) {
+    let Ok(c) = serde_json::from_value::<Carried>(carried.clone()) else { return };
+    if c.id != id || c.history.version != VERSION {
+        return;
+    }
+    let dir = engine.store.root.path().join(DIR);
+    let file = dir.join(format!("{id}.json"));
+    if file.exists() {
+        return;
+    }
+    for (value, listing) in &c.files {
+        let Some(path) = listing_path(&dir, value) else { continue };
+        if let Ok(bytes) = serde_json::to_vec(listing) {
+            let _ = write_atomic(&dir.join("files"), &path, &bytes);
+        }
+    }
+    let _ = write_history(&dir, &file, &c.history);
 }
 
 /// The first ingredient of `cur`'s key that differs from `prev`'s: the instruction, then the content it

@@ -43,7 +43,8 @@ struct Written {
 /// images): those linked in the local cache, and those an imported cache
 /// answered without unpacking (their entries are carried over; their blobs are mounted or fetched as the
 /// target needs). `root` is the build's result: `mode=min` keeps only the steps whose result is part of it
-/// (for a result that was never unpacked, the steps it came from).
+/// (for a result that was never unpacked, the steps it came from). `explain` is carried in the record for
+/// the next build's miss explanations.
 pub async fn export(
     engine: &Arc<Engine>,
     steps: &[StepRecord],
@@ -51,12 +52,14 @@ pub async fn export(
     to: &CacheTo,
     imports: &[Arc<ImportedCache>],
     epoch: Option<i64>,
+    explain: Option<serde_json::Value>,
 ) -> Result<ExportReport, ExportError> {
     let (e, steps2, root, to2, imports2) =
         (engine.clone(), steps.to_vec(), root.map(str::to_string), to.clone(), imports.to_vec());
-    let written = tokio::task::spawn_blocking(move || write(&e, &steps2, root.as_deref(), &to2, &imports2, epoch))
-        .await
-        .map_err(|e| ExportError::Other(format!("the cache export failed: {e}")))??;
+    let written =
+        tokio::task::spawn_blocking(move || write(&e, &steps2, root.as_deref(), &to2, &imports2, epoch, explain))
+            .await
+            .map_err(|e| ExportError::Other(format!("the cache export failed: {e}")))??;
     let target = match to {
         CacheTo::Registry { reference, .. } => Some(
             Reference::parse(reference).map_err(|e| ExportError::Other(format!("--cache-to ref={reference}: {e}")))?,
@@ -247,11 +250,13 @@ fn write(
     to: &CacheTo,
     imports: &[Arc<ImportedCache>],
     epoch: Option<i64>,
+    explain: Option<serde_json::Value>,
 ) -> Result<Written, ExportError> {
     let opts = to.options();
     let ropts =
         RecordOptions { mode: opts.mode, compression: opts.compression, oci_mediatypes: opts.oci_mediatypes, epoch };
-    let (record, foreign) = build_record(engine, steps, root, &ropts, imports)?;
+    let (mut record, foreign) = build_record(engine, steps, root, &ropts, imports)?;
+    record.explain = explain;
     let config = serde_json::to_vec(&record).map_err(|e| ExportError::Other(e.to_string()))?;
     let config_digest = engine
         .images

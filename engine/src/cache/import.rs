@@ -54,6 +54,11 @@ impl ImportedCache {
         self.record.results.len()
     }
 
+    /// The miss-explanation record the exporting build carried, if any.
+    pub(crate) fn explain(&self) -> Option<&serde_json::Value> {
+        self.record.explain.as_ref()
+    }
+
     /// The entry of `key`: per output, its layers (base first).
     pub(crate) fn entry(&self, key: &str) -> Option<Vec<Option<Vec<super::record::LayerEntry>>>> {
         let outputs = self.record.results.get(key)?;

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! Keys are rbuild's cache keys (see solver's scheduler); nothing in a record names a host path or a
-//! secret. A reader ignores fields it does not know; a record of another version is not read.
+//! secret (`explain` holds the steps' definitions, as the image's history shows them, and context paths). A reader ignores fields it does not know; a record of another version is not read.
 
 use std::collections::BTreeMap;
 
@@ -49,6 +49,11 @@ pub struct CacheRecord {
     pub layers: Vec<LayerEntry>,
     /// Cache key -> per output, the layer chain (indexes into `layers`, base first), `None` when empty.
     pub results: BTreeMap<String, Vec<Option<Vec<usize>>>>,
+    /// What the next build compares its steps with to explain a miss (engine's `explain`): the exporting
+    /// build's record of its steps' key ingredients (definitions, with their environment) and the context
+    /// paths they read, with digests. Not part of a hit; absent in inline records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explain: Option<serde_json::Value>,
 }
 
 impl CacheRecord {
