@@ -311,17 +311,7 @@ fn the_docker_cli_builds_tags_pushes_pulls_saves_loads_and_removes_images_as_rbu
 
 #[test]
 fn docker_py_builds_lists_gets_pushes_and_raises_build_errors_with_the_line() {
-    // scripts/install-test-deps puts docker-py in a venv of its own.
-    let venv = PathBuf::from("/opt/rbuild-docker-py/bin/python");
-    let Some(python) = venv.is_file().then_some(venv).or_else(|| which("python3")) else {
-        skip("python3 is not installed");
-        return;
-    };
-    let has_docker_py = Command::new(&python).args(["-c", "import docker"]).output().is_ok_and(|o| o.status.success());
-    if !has_docker_py {
-        skip("docker-py is not installed: run scripts/install-test-deps (pip install docker)");
-        return;
-    }
+    let Some(python) = docker_py() else { return };
     let Some(l) = Local::new() else { return };
     let ctx = app_context(l.tmp.path());
     let broken = l.tmp.path().join("broken");
@@ -384,6 +374,21 @@ print(json.dumps(out))
     assert!(push.iter().any(|m| m["aux"]["Digest"].as_str().is_some_and(|d| d.starts_with("sha256:"))), "{push:?}");
     let e = r["build_error"].as_str().unwrap_or_else(|| panic!("a broken Dockerfile built: {r}"));
     assert!(e.contains("Dockerfile:3") && e.contains("RUNN"), "{e}");
+}
+
+/// A python with docker-py: scripts/install-test-deps puts it in a venv of its own.
+fn docker_py() -> Option<PathBuf> {
+    let venv = PathBuf::from("/opt/rbuild-docker-py/bin/python");
+    let Some(python) = venv.is_file().then_some(venv).or_else(|| which("python3")) else {
+        skip("python3 is not installed");
+        return None;
+    };
+    let has_docker_py = Command::new(&python).args(["-c", "import docker"]).output().is_ok_and(|o| o.status.success());
+    if !has_docker_py {
+        skip("docker-py is not installed: run scripts/install-test-deps (pip install docker)");
+        return None;
+    }
+    Some(python)
 }
 
 /// One request over the daemon's unix socket; the whole answer (the connection is closed after it).
@@ -649,7 +654,7 @@ impl Pki {
 }
 
 #[test]
-fn the_docker_cli_builds_and_pushes_over_mutual_tls_from_another_network_namespace() {
+fn the_docker_cli_and_docker_py_build_and_push_over_mutual_tls_from_another_network_namespace() {
     let Some(cli) = docker_cli() else {
         skip("the docker CLI is not installed: run scripts/install-test-deps (docker.io)");
         return;
@@ -735,6 +740,40 @@ fn the_docker_cli_builds_and_pushes_over_mutual_tls_from_another_network_namespa
         .output()
         .unwrap();
     assert!(!String::from_utf8_lossy(&plain.stdout).contains("OK"), "plain HTTP was answered");
+
+    // docker-py over the same TLS, with the client's certificate.
+    let Some(python) = docker_py() else { return };
+    let script = r#"
+import json, os, sys
+import docker
+certs = sys.argv[2]
+tls = docker.tls.TLSConfig(client_cert=(certs + "/cert.pem", certs + "/key.pem"), ca_cert=certs + "/ca.pem", verify=True)
+c = docker.DockerClient(base_url=sys.argv[1], tls=tls, version="auto")
+img, logs = c.images.build(path=sys.argv[3], dockerfile="sub/Dockerfile", tag="py-over-tls:1", buildargs={"V": "py"})
+print(json.dumps({"id": img.id, "tags": img.tags, "list": sorted(t for i in c.images.list() for t in i.tags)}))
+"#;
+    let out = Command::new("ip")
+        .args(["netns", "exec", &net.client])
+        .arg(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(format!("https://{}:2376", net.daemon_ip))
+        .arg(&good)
+        .arg(&ctx)
+        .env_remove("DOCKER_HOST")
+        // requests prefers these to the CA docker-py names (psf/requests#3829), and would proxy the daemon.
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "docker-py over TLS failed:\n{}\ndaemon:\n{}", out_text(&out), daemon.log());
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["tags"], serde_json::json!(["py-over-tls:1"]), "{r}");
+    assert!(r["list"].as_array().unwrap().iter().any(|t| t == app.as_str()), "{r}");
 }
 
 /// A docker-registry that wants a login (htpasswd) over TLS on a loopback port; killed on drop.
