@@ -352,20 +352,23 @@ struct Carried {
 /// This target's record with its listings, for a cache export (the cache record's `explain` field), read
 /// after [`explain`] has written this build's. Blocking.
 pub(crate) fn carried(engine: &Engine, id: &str) -> Option<Value> {
-    let dir = engine.store.root.path().join(DIR);
+    carried_from(&engine.store.root.path().join(DIR), id)
+}
+
+fn carried_from(dir: &Path, id: &str) -> Option<Value> {
     let history = read_history(&dir.join(format!("{id}.json")))?;
     let mut files = BTreeMap::new();
     let mut size = 0;
-    for s in &history.steps {
+    'steps: for s in &history.steps {
         for (_, value) in s.content.iter().filter(|(l, _)| is_files_label(l)) {
             if files.contains_key(value) {
                 continue;
             }
-            let Some(listing) = read_listing(&dir, value) else { continue };
+            let Some(listing) = read_listing(dir, value) else { continue };
             size += listing.iter().map(|(p, d)| p.len() + d.len() + 8).sum::<usize>();
             if size > CARRIED_LISTINGS_MAX {
                 files.clear();
-                break;
+                break 'steps;
             }
             files.insert(value.clone(), listing);
         }
@@ -376,22 +379,25 @@ pub(crate) fn carried(engine: &Engine, id: &str) -> Option<Value> {
 /// Puts a record an imported cache carried in place, when this state root has none for the target (its
 /// own is newer). Blocking; best effort.
 pub(crate) fn adopt(engine: &Engine, id: &str, carried: &Value) {
+    adopt_into(&engine.store.root.path().join(DIR), id, carried)
+}
+
+fn adopt_into(dir: &Path, id: &str, carried: &Value) {
     let Ok(c) = serde_json::from_value::<Carried>(carried.clone()) else { return };
     if c.id != id || c.history.version != VERSION {
         return;
     }
-    let dir = engine.store.root.path().join(DIR);
     let file = dir.join(format!("{id}.json"));
     if file.exists() {
         return;
     }
     for (value, listing) in &c.files {
-        let Some(path) = listing_path(&dir, value) else { continue };
+        let Some(path) = listing_path(dir, value) else { continue };
         if let Ok(bytes) = serde_json::to_vec(listing) {
             let _ = write_atomic(&dir.join("files"), &path, &bytes);
         }
     }
-    let _ = write_history(&dir, &file, &c.history);
+    let _ = write_history(dir, &file, &c.history);
 }
 
 /// The first ingredient of `cur`'s key that differs from `prev`'s: the instruction, then the content it
@@ -800,6 +806,39 @@ mod tests {
         assert_eq!(unlisted, Reason::FilesUnlisted);
         let many = Reason::Files { changed: (0..5).map(|i| format!("f{i}")).collect(), added: vec![], removed: vec![] };
         assert_eq!(many.to_string(), "f0, f1 and f2 changed (and 2 more)");
+    }
+
+    #[test]
+    fn a_carried_record_is_adopted_only_where_there_is_none() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let v = format!("sha256:{}", "3".repeat(64));
+        let files = vec![("src/main.rs".to_string(), "d1".to_string())];
+        write_atomic(
+            &a.path().join("files"),
+            &listing_path(a.path(), &v).unwrap(),
+            &serde_json::to_vec(&files).unwrap(),
+        )
+        .unwrap();
+        let mut s = step("[2/2] COPY src/ /app", "k1");
+        s.content = vec![("copy.0".into(), v.clone())];
+        let h = History { version: VERSION, build_args: BTreeSet::new(), steps: vec![s] };
+        write_history(a.path(), &a.path().join("id1.json"), &h).unwrap();
+        let carried = carried_from(a.path(), "id1").unwrap();
+        assert!(carried_from(a.path(), "other").is_none());
+
+        adopt_into(b.path(), "id2", &carried);
+        assert!(read_history(&b.path().join("id2.json")).is_none(), "another target's record was adopted");
+        adopt_into(b.path(), "id1", &carried);
+        let got = read_history(&b.path().join("id1.json")).unwrap();
+        assert_eq!(got.steps, h.steps);
+        assert_eq!(read_listing(b.path(), &v), Some(files));
+
+        // The state root's own record is newer than any carried one.
+        let mut mine = h.clone();
+        mine.steps[0].key = "k2".into();
+        write_history(b.path(), &b.path().join("id1.json"), &mine).unwrap();
+        adopt_into(b.path(), "id1", &carried);
+        assert_eq!(read_history(&b.path().join("id1.json")).unwrap().steps[0].key, "k2");
     }
 
     #[test]
