@@ -11,7 +11,7 @@ use crate::DaemonError;
 impl Connection {
     /// Whether the daemon's builder service is SERVING; NOT_SERVING while it starts or drains.
     pub async fn ready(&mut self) -> Result<bool, DaemonError> {
-        let mut c = HealthClient::new(self.channel.clone());
+        let mut c = HealthClient::new((*self.channel).clone());
         let r = c.check(HealthCheckRequest { service: BUILDER_SERVICE.into() }).await;
         let r = r.map_err(|status| DaemonError::Rpc { addr: self.addr.to_string(), status: Box::new(status) })?;
         Ok(r.into_inner().status() == ServingStatus::Serving)

@@ -33,8 +33,8 @@ use outputs::OutputSinks;
 pub struct Connection {
     addr: Address,
     client: BuilderClient<Channel>,
-    /// The same channel, for grpc.health.v1.
-    channel: Channel,
+    /// The same channel, for grpc.health.v1 (boxed: a connection is held in enums beside small variants).
+    channel: Box<Channel>,
 }
 
 /// Connects to the daemon at `addr` (TLS for TCP when `tls` is given).
@@ -74,7 +74,7 @@ pub async fn connect_as(
         }
     };
     let client = BuilderClient::new(channel.clone()).max_decoding_message_size(16 << 20);
-    Ok(Connection { addr: addr.clone(), client, channel })
+    Ok(Connection { addr: addr.clone(), client, channel: Box::new(channel) })
 }
 
 /// An error and its causes on one line (tonic's transport errors hide the useful part in a source).
