@@ -83,6 +83,8 @@ struct Local {
     tmp: tempfile::TempDir,
     daemon: Daemon,
     docker_sock: PathBuf,
+    /// `--health-addr`: /readyz and /metrics.
+    health: String,
 }
 
 impl Local {
@@ -99,16 +101,20 @@ impl Local {
         let reg = TestRegistry::seeded()?;
         let tmp = tempfile::tempdir().unwrap();
         let docker_sock = tmp.path().join("docker.sock");
+        let health =
+            format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
         let args = vec![
             "--addr".to_string(),
             format!("unix://{}", tmp.path().join("rbuild.sock").display()),
             "--docker-api".to_string(),
             format!("unix://{}", docker_sock.display()),
+            "--health-addr".to_string(),
+            health.clone(),
         ];
         let config = tmp.path().join("rbuild.toml");
         std::fs::write(&config, std::fs::read_to_string(reg.config_path()).unwrap() + "\n" + extra).unwrap();
         let daemon = Daemon::start(None, &tmp.path().join("root"), &config, &args, tmp.path().join("daemon.log"));
-        Some(Local { reg, tmp, daemon, docker_sock })
+        Some(Local { reg, tmp, daemon, docker_sock, health })
     }
 
     /// The docker CLI pointed at this daemon, with a config dir of its own (no logins, no contexts).
@@ -507,6 +513,14 @@ fn malformed_requests_get_clear_4xx_answers_and_the_daemon_keeps_serving() {
     let leftovers: Vec<_> =
         walk(&l.tmp.path().join("root/tmp")).into_iter().filter(|p| p.contains("docker-context-")).collect();
     assert!(leftovers.is_empty(), "contexts left behind: {leftovers:?}");
+
+    // Builds through the Docker API count in the daemon's metrics like its own (the refused requests never
+    // started one).
+    let metrics =
+        Command::new("curl").args(["-s", "-m", "10"]).arg(format!("http://{}/metrics", l.health)).output().unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(metrics.contains("rbuild_builds_total{result=\"success\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("rbuild_builds_running 0\n"), "{metrics}");
 }
 
 fn walk(dir: &Path) -> Vec<String> {

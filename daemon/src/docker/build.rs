@@ -224,6 +224,13 @@ static BUILDS: AtomicU64 = AtomicU64::new(0);
 pub(crate) async fn build(state: &State, req: Request<Incoming>, q: Query) -> Result<Response<Body>, ApiError> {
     let daemon = state.daemon.clone();
     let p = parse(&q, &daemon)?;
+    // Admitted as the daemon's own builds are: counted for a drain, queued under `--max-builds`.
+    let Some(admitted) = daemon.fleet().health.admit().await else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this rbuild daemon is draining (shutting down): build on another",
+        ));
+    };
     let logins = super::bases::registry_config(req.headers())?;
     let declared = content_length(req.headers())?;
     let engine = daemon.engine().clone();
@@ -326,6 +333,7 @@ pub(crate) async fn build(state: &State, req: Request<Incoming>, q: Query) -> Re
             }
         }
         run.run(r).await;
+        drop(admitted);
         // The context is removed once the build is over.
         drop(dir);
     });
@@ -361,6 +369,7 @@ impl Run {
                     _ = self.out.closed() => { canceller.cancel(); break; }
                 };
                 let Some(e) = e else { break };
+                self.daemon.fleet().metrics.event(&e);
                 if let Event::Export(ExportEvent::Named { reference }) = &e {
                     named.push(reference.clone());
                 }
@@ -375,6 +384,7 @@ impl Run {
             }
         }
         let result = handle.wait().await;
+        self.daemon.fleet().metrics.build_done(result.as_ref().ok().map(|r| r.steps.as_slice()));
         match result {
             Ok(res) => self.succeeded(res.image_id(), res.image.map(|i| i.manifest), &named).await,
             Err(e) => {
