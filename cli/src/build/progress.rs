@@ -181,8 +181,13 @@ impl Renderer {
         self.finished = true;
         self.misses.insert(m.vertex, m.reason.clone());
         if self.mode == ProgressMode::Rawjson {
-            let v =
-                serde_json::json!({"vertex": m.vertex.to_string(), "kind": "miss", "name": m.name, "reason": m.reason});
+            let v = serde_json::json!({
+                "vertex": m.vertex.to_string(),
+                "time": unix(SystemTime::now()),
+                "kind": "miss",
+                "name": m.name,
+                "reason": m.reason,
+            });
             println!("{v}");
         }
         let line = if m.first_build {
