@@ -338,6 +338,11 @@ out["list"] = sorted(t for i in c.images.list() for t in i.tags)
 out["get"] = c.images.get("pyapp:1").id
 untagged, _ = c.images.build(path=sys.argv[1], dockerfile="sub/Dockerfile", buildargs={"V": "8"})
 out["untagged"] = [untagged.id, untagged.tags, c.images.get(untagged.short_id).id]
+out["dangling"] = [i.id for i in c.images.list(filters={"dangling": True})]
+out["labelled"] = sorted(i.id for i in c.images.list(filters={"label": "purpose=docker-api"}))
+out["named"] = [i.id for i in c.images.list(name="pyapp")]
+out["pruned"] = [d.get("Deleted") for d in c.images.prune(filters={"dangling": True})["ImagesDeleted"] or []]
+out["after_prune"] = [i.id for i in c.images.list(filters={"dangling": True})]
 target = sys.argv[3] + "/py/app"
 assert img.tag(target, tag="1")
 out["push"] = [json.loads(l) if isinstance(l, str) else l
@@ -375,6 +380,15 @@ print(json.dumps(out))
     assert_ne!(u[0], id);
     assert_eq!(u[1], serde_json::json!([]));
     assert_eq!(u[2], u[0]);
+    // Filters as dockerd's: dangling finds the untagged one, label both, a reference the named one; a prune
+    // of dangling images removes the untagged one only.
+    assert_eq!(r["dangling"], serde_json::json!([u[0]]), "{r}");
+    let mut both = vec![id.to_string(), u[0].as_str().unwrap().to_string()];
+    both.sort();
+    assert_eq!(r["labelled"], serde_json::json!(both), "{r}");
+    assert_eq!(r["named"], serde_json::json!([id]), "{r}");
+    assert_eq!(r["pruned"], serde_json::json!([u[0]]), "{r}");
+    assert_eq!(r["after_prune"], serde_json::json!([]), "{r}");
     let push = r["push"].as_array().unwrap();
     assert!(push.iter().all(|m| m.get("error").is_none()), "{push:?}");
     assert!(push.iter().any(|m| m["aux"]["Digest"].as_str().is_some_and(|d| d.starts_with("sha256:"))), "{push:?}");
