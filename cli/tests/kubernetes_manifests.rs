@@ -126,3 +126,51 @@ fn the_validator_rejects_broken_objects() {
         assert!(!ok, "{to:?} passed:\n{text}");
     }
 }
+
+/// The container's arguments are ones `rbuild serve` takes, and the ConfigMap's rbuild.toml loads: run with
+/// the same flags (paths moved into a temporary directory, addresses onto loopback port 0), the daemon
+/// opens its root, reads the fleet cache from the file, and stops only at the TLS files, which are absent.
+#[test]
+fn the_container_args_are_what_rbuild_serve_takes() {
+    let Some((kubectl, _)) = tools() else { return };
+    if !rustix::process::geteuid().is_root() {
+        skip("opening a state root needs root");
+        return;
+    }
+    let yaml = render(&kubectl, "deploy/kubernetes/overlays/example");
+    let args: Vec<String> = yaml
+        .split("\n      - args:\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| l.starts_with("        - "))
+        .map(|l| l.trim_start_matches("        - ").trim_matches('"').to_string())
+        .collect();
+    assert_eq!(args.first().map(String::as_str), Some("serve"), "{args:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("rbuild.toml");
+    std::fs::copy(repo().join("deploy/kubernetes/overlays/example/rbuild.toml"), &toml).unwrap();
+    let local: Vec<String> = args
+        .iter()
+        .map(|a| match a.split_once('=') {
+            Some(("--config", _)) => format!("--config={}", toml.display()),
+            Some(("--root", _)) => format!("--root={}", dir.path().join("root").display()),
+            Some(("--addr", _)) => "--addr=tcp://127.0.0.1:0".to_string(),
+            Some(("--health-addr", _)) => "--health-addr=127.0.0.1:0".to_string(),
+            Some((flag @ ("--tlscacert" | "--tlscert" | "--tlskey"), v)) => {
+                format!("{flag}={}", dir.path().join(v.trim_start_matches('/')).display())
+            }
+            _ => a.clone(),
+        })
+        .collect();
+    assert!(local.iter().any(|a| a.starts_with("--tlskey=")), "{local:?}");
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild")).args(&local).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(!err.contains("Usage:"), "a flag was refused: {err}");
+    assert!(
+        err.contains("fleet cache: every build imports from and exports to registry.example.com/builds/rbuild-cache"),
+        "{err}"
+    );
+    assert!(err.contains("tls/ca.crt") || err.contains("tls/tls.crt"), "not stopped at the TLS files: {err}");
+}

@@ -200,6 +200,22 @@ mod tests {
         assert_eq!(opts.mode, engine::cache::Mode::Min);
     }
 
+    /// The rbuild.toml files of deploy/kubernetes load, and their fleet cache is valid.
+    #[test]
+    fn the_kubernetes_rbuild_toml_files_load() {
+        for (path, text) in [
+            ("deploy/kubernetes/base/rbuild.toml", include_str!("../../deploy/kubernetes/base/rbuild.toml")),
+            (
+                "deploy/kubernetes/overlays/example/rbuild.toml",
+                include_str!("../../deploy/kubernetes/overlays/example/rbuild.toml"),
+            ),
+        ] {
+            let spec = FleetConfig::parse(Path::new(path), text).unwrap().cache_backend.expect(path);
+            FleetCache::parse(path, &spec).unwrap();
+            registry::config::Config::from_toml(Path::new(path), text).unwrap();
+        }
+    }
+
     #[test]
     fn the_fleet_table_is_read_beside_the_registries() {
         let p = Path::new("/etc/rbuild/rbuild.toml");
