@@ -749,7 +749,8 @@ fn the_docker_cli_and_docker_py_build_and_push_over_mutual_tls_from_another_netw
         c.output().unwrap()
     };
     let app = format!("{}/tls/app:1", reg.host());
-    let out = docker(&good, &["build", "-t", &app, "--build-arg", "V=tls", "-f", "sub/Dockerfile", "."]);
+    // `--compress`: the context arrives gzipped.
+    let out = docker(&good, &["build", "--compress", "-t", &app, "--build-arg", "V=tls", "-f", "sub/Dockerfile", "."]);
     assert!(out.status.success(), "the build over TLS failed:\n{}\ndaemon:\n{}", out_text(&out), daemon.log());
     assert!(out_text(&out).contains(&format!("Successfully tagged {app}")), "{}", out_text(&out));
     let out = docker(&good, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
