@@ -28,6 +28,7 @@ pub(crate) async fn run(
     cancel: CancellationToken,
 ) -> Result<BuildResult, BuildError> {
     check(&req)?;
+    let started = std::time::SystemTime::now();
     if req.call == crate::check::Call::Check {
         return crate::check::run(&engine, &req, &events).await;
     }
@@ -57,7 +58,7 @@ pub(crate) async fn run(
         let _ = events.send(Event::Miss(miss));
     }
 
-    let cx = ExportContext::new(
+    let mut cx = ExportContext::new(
         engine.clone(),
         solved.root.clone(),
         solved.lazy_root.clone(),
@@ -71,6 +72,7 @@ pub(crate) async fn run(
             .any(|c| matches!(c, cache::CacheTo::Inline { .. }))
             .then(|| crate::export::Inline { steps: solved.steps.clone(), imports: imports.clone() }),
     );
+    cx.attest = crate::attest::Plan::new(&req, &converted, &solved.steps, started);
     for spec in &req.outputs {
         if cancel.is_cancelled() {
             return Err(BuildError::Cancelled);

@@ -9,6 +9,7 @@
 //! solver's image provider, the executor, the state root's stores, and the [`export`]ers. It prints
 //! nothing: a caller renders events and errors.
 
+pub mod attest;
 mod bases;
 mod build;
 pub mod cache;

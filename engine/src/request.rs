@@ -113,6 +113,8 @@ pub struct BuildRequest {
     pub max_parallelism: Option<usize>,
     /// `--call`: build, or run the build checks only.
     pub call: crate::check::Call,
+    /// `--provenance`, `--sbom`, `--attest`, `--annotation`: what pushed images carry.
+    pub attest: crate::attest::AttestOptions,
     /// What makes two builds "the same Dockerfile" for explaining cache misses (with the target): the CLI
     /// gives the Dockerfile's absolute path; `None` uses `dockerfile_name`.
     pub explain_key: Option<String>,
@@ -144,6 +146,7 @@ impl BuildRequest {
             source_date_epoch: None,
             max_parallelism: None,
             call: crate::check::Call::Build,
+            attest: crate::attest::AttestOptions::default(),
             explain_key: None,
         }
     }

@@ -15,6 +15,7 @@
 //! The image config itself is [`llb::image::Image`], which keeps every Docker field.
 
 pub mod assemble;
+pub mod attest;
 pub mod auth;
 pub mod client;
 pub mod compress;

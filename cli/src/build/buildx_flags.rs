@@ -5,6 +5,7 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
+use engine::attest::AttestOptions;
 use engine::{BuildRequest, Call};
 
 /// Boolean flags take `--flag`, `--flag=true` or `--flag=false`, as pflag's do.
@@ -177,19 +178,27 @@ impl BuildxFlags {
         }
         // --compress, --rm and --force-rm describe docker's legacy builder: nothing to do, nothing to say
         // beyond what buildx says (nothing).
-        if self.provenance.is_some() || self.sbom.is_some() || !self.attest.is_empty() || !self.annotation.is_empty() {
-            note(
-                "--provenance/--sbom/--attest/--annotation",
-                "not applied yet; the image has no attestations or annotations",
-            );
-        }
         out
     }
 
-    /// Applies what the engine honours to a local build's request.
-    pub fn apply(&self, req: &mut BuildRequest) -> Result<()> {
+    /// `--provenance`, `--sbom`, `--attest`, `--annotation`.
+    pub fn attest(&self) -> Result<AttestOptions> {
+        Ok(AttestOptions::parse(self.provenance.as_deref(), self.sbom.as_deref(), &self.attest, &self.annotation)?)
+    }
+
+    /// Applies what the engine honours to a local build's request; returns notes on what it does not.
+    pub fn apply(&self, req: &mut BuildRequest) -> Result<Vec<String>> {
         req.call = self.call()?.call;
-        Ok(())
+        req.attest = self.attest()?;
+        let pushes = req.outputs.iter().any(|o| matches!(o.kind, engine::export::OutputKind::Image { push: true, .. }));
+        let mut notes = Vec::new();
+        if !pushes && (req.attest.attests() || req.attest.annotations != Default::default()) {
+            notes.push(
+                "WARNING: --provenance/--sbom/--attest/--annotation: attached to pushed images only (--push); this build pushes none"
+                    .to_string(),
+            );
+        }
+        Ok(notes)
     }
 }
 

@@ -197,7 +197,9 @@ pub fn run(a: BuildArgs, g: &Globals) -> Result<ExitCode> {
         None => {
             let engine = local::open(g, &a.oci_runtime)?;
             let mut req = parsed.local();
-            a.buildx.apply(&mut req)?;
+            for note in a.buildx.apply(&mut req)? {
+                eprintln!("{note}");
+            }
             let r = rt.block_on(local::run(&engine, req, renderer))?;
             drop(engine);
             r

@@ -111,6 +111,8 @@ pub struct ExportContext {
     /// (results, layers) of the inline record written into an image, if one was.
     inlined: Mutex<Option<(usize, usize)>>,
     names: Mutex<Vec<String>>,
+    /// Attestations and annotations for pushed images (`--provenance`, `--sbom`, `--annotation`).
+    pub(crate) attest: Option<crate::attest::Plan>,
 }
 
 impl ExportContext {
@@ -141,6 +143,7 @@ impl ExportContext {
             inline,
             inlined: Mutex::new(None),
             names: Mutex::new(Vec::new()),
+            attest: None,
         }
     }
 
@@ -364,8 +367,24 @@ impl Exporter for ImageExporter {
 
     fn export<'a>(&'a self, cx: &'a ExportContext) -> BoxFuture<'a, Result<(), ExportError>> {
         Box::pin(async move {
-            let img = cx.image(self.compression(cx), self.oci).await?;
+            // An index of attestations names the image with OCI media types, as buildx makes it.
+            let attest = cx.attest.as_ref().filter(|_| self.push);
+            let oci = self.oci || attest.is_some_and(|p| p.options.wants_index());
+            let img = cx.image(self.compression(cx), oci).await?;
             let names: Vec<String> = if self.names.is_empty() { cx.tags.clone() } else { self.names.clone() };
+            let pushed = match attest {
+                Some(plan) if plan.options.wants_index() => crate::attest::attach(cx, plan, &img, &names).await?.index,
+                Some(plan) => {
+                    let (images, m, a) =
+                        (cx.engine.images.clone(), img.manifest.clone(), plan.options.annotations.clone());
+                    blocking(move || {
+                        registry::attest::annotate_manifest(&images, &m, &a.manifest)
+                            .map_err(ExportError::registry("annotating the image manifest"))
+                    })
+                    .await?
+                }
+                None => img.manifest.clone(),
+            };
             for n in &names {
                 let r = parse_name(n)?;
                 // A cached result pushed to its cache's registry needs no blob here.
@@ -378,7 +397,7 @@ impl Exporter for ImageExporter {
                     let report = cx
                         .engine
                         .client
-                        .push(&cx.engine.images, &img.manifest, &r)
+                        .push(&cx.engine.images, &pushed, &r)
                         .await
                         .map_err(ExportError::registry(format!("pushing {r}")))?;
                     cx.emit(ExportEvent::Pushed {

@@ -21,6 +21,8 @@ use crate::diag::{Diagnostic, Span};
 use crate::instructions::Dockerfile;
 use crate::parser::{self, Ast};
 pub use rules::Rule;
+/// Whether a build arg or ENV name looks like it holds a secret (the `SecretsUsedInArgOrEnv` rule's test).
+pub use walk::looks_secret;
 
 /// The build arg that overrides the `# check=` directive.
 pub const CHECK_BUILD_ARG: &str = "BUILDKIT_DOCKERFILE_CHECK";

@@ -70,7 +70,7 @@ fn suggest<'a>(val: &str, options: impl IntoIterator<Item = &'a str>) -> Option<
 }
 
 /// `getSecretsRegex`: a `_`-separated word of the key names a secret, and none says `public`.
-fn looks_secret(key: &str) -> bool {
+pub fn looks_secret(key: &str) -> bool {
     const DENY: [&str; 10] =
         ["apikey", "auth", "credential", "credentials", "key", "password", "pword", "passwd", "secret", "token"];
     let words: Vec<String> = key.split('_').map(|w| w.to_lowercase()).collect();
