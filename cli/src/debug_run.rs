@@ -25,7 +25,7 @@ pub struct RunArgs {
     /// WorkingDir are the defaults.
     #[arg(long, value_name = "REF")]
     image: Option<String>,
-    /// The network: `none` (loopback only), `host`, or `default` (the host's, as BuildKit without CNI).
+    /// The network: `none` (loopback only), `host`, or `default` (a namespace of its own with NAT).
     #[arg(long, default_value = "default", value_parser = parse_network)]
     network: NetworkMode,
     /// The user, as in USER: `name`, `uid`, `uid:gid`, `name:group` (default: the image's, else root).

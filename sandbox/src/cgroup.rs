@@ -1,12 +1,18 @@
 //! Resource limits through cgroup v2: each run that asks for limits gets a child cgroup
-//! `<root>/rbuild/<run>` with `memory.max`, `pids.max` and `cpu.max` written (the files runc writes for
-//! the spec's `linux.resources` on a unified hierarchy), and the helper is moved into it before it starts
-//! anything, so every process of the run is inside. After the run the cgroup is killed (`cgroup.kill`) and
-//! removed.
+//! `<root>/rbuild/<name>` with `memory.max`, `pids.max` and `cpu.max` written (the files runc writes for
+//! the spec's `linux.resources` on a unified hierarchy), and the run's init is started in it (clone3 with
+//! CLONE_INTO_CGROUP, see `init`), so every process of the run is inside. After the run the cgroup is
+//! killed (`cgroup.kill`) and removed.
 //!
 //! Without a writable cgroup2 hierarchy at `/sys/fs/cgroup` that offers the controllers (cgroup v1 or
 //! hybrid hosts, read-only mounts in unprivileged containers), the run goes on without limits and the
-//! outcome carries a warning, as the issue and BuildKit's rootless mode do.
+//! outcome carries a warning, as BuildKit's rootless mode does.
+//!
+//! A run without limits gets no cgroup: making one, moving into it and removing it costs about a
+//! millisecond per RUN, and nothing needs it (devices are kept out by `nodev` mounts, see `rootfs`; the
+//! run's processes die with its pid namespace). Names are `<pid>.<start time>.<run>` of the process that
+//! made them: [`sweep_orphans`] kills and removes the cgroups of processes that are gone (a build killed
+//! with SIGKILL).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -23,14 +29,6 @@ const PARENT: &str = "rbuild";
 #[derive(Debug, Clone)]
 pub struct CgroupV2 {
     root: PathBuf,
-}
-
-/// One run's cgroup; [`RunCgroup::remove`] kills what is left in it and removes it (drop does the same,
-/// ignoring errors).
-#[derive(Debug)]
-pub struct RunCgroup {
-    path: PathBuf,
-    removed: bool,
 }
 
 /// The controllers a set of limits needs.
@@ -68,6 +66,11 @@ impl CgroupV2 {
         CgroupV2 { root: root.into() }
     }
 
+    /// The hierarchy's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Creates the cgroup `name` for a run with `limits`, enabling the controllers it needs on the way.
     pub fn create(&self, name: &str, limits: &Limits) -> Result<RunCgroup, String> {
         let wanted = controllers_for(limits);
@@ -96,15 +99,15 @@ impl CgroupV2 {
         }
         let path = parent.join(name);
         std::fs::create_dir(&path).map_err(|e| format!("cannot create cgroup {}: {e}", path.display()))?;
-        let cg = RunCgroup { path, removed: false };
+        let cg = RunCgroup { path: path.clone(), removed: false };
         let write = |file: &str, value: String| {
-            let p = cg.path.join(file);
+            let p = path.join(file);
             std::fs::write(&p, value).map_err(|e| werr(&p, e))
         };
         if let Some(m) = limits.memory {
             write("memory.max", m.to_string())?;
             // As runc: no swap beyond the memory limit unless asked.
-            if cg.path.join("memory.swap.max").exists() {
+            if path.join("memory.swap.max").exists() {
                 write("memory.swap.max", "0".into())?;
             }
         }
@@ -119,6 +122,14 @@ impl CgroupV2 {
     }
 }
 
+/// One run's cgroup; [`RunCgroup::remove`] kills what is left in it and removes it (drop does the same,
+/// ignoring errors).
+#[derive(Debug)]
+pub struct RunCgroup {
+    path: PathBuf,
+    removed: bool,
+}
+
 impl RunCgroup {
     /// The cgroup's directory.
     pub fn path(&self) -> &Path {
@@ -127,7 +138,7 @@ impl RunCgroup {
 
     /// Moves the process `pid` (and so every process it starts afterwards) into the cgroup.
     pub fn add(&self, pid: u32) -> io::Result<()> {
-        std::fs::write(self.path.join("cgroup.procs"), pid.to_string())
+        enter(&self.path, pid)
     }
 
     /// Kills whatever is still in the cgroup and removes it.
@@ -137,11 +148,56 @@ impl RunCgroup {
     }
 }
 
+/// Writes `pid` into the cgroup `dir`.
+pub fn enter(dir: &Path, pid: u32) -> io::Result<()> {
+    std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot enter {}: {e}", dir.display())))
+}
+
+/// The name of a new run cgroup of this process: `<pid>.<start time>.<run>`.
+pub fn run_name(run: &str) -> String {
+    let pid = std::process::id();
+    format!("{pid}.{}.{run}", start_time(pid).unwrap_or(0))
+}
+
+/// A process's start time in clock ticks since boot (`/proc/<pid>/stat` field 22): with the pid, it
+/// names one process for the life of the system.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses; the fields after its last ')' do not.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process a run cgroup's name points at is gone.
+fn owner_gone(name: &str) -> bool {
+    let mut parts = name.splitn(3, '.');
+    let (Some(pid), Some(start)) = (parts.next().and_then(|p| p.parse().ok()), parts.next()) else {
+        return false;
+    };
+    start_time(pid).is_none_or(|t| t.to_string() != start)
+}
+
+/// Kills and removes the run cgroups whose process is gone (a SIGKILLed build; its helper and their
+/// processes normally die with it, through the parent-death signal and the pid namespace, and this is
+/// what makes sure). Best effort: what cannot be removed is tried again next time.
+pub fn sweep_orphans() {
+    let Ok(v2) = CgroupV2::host() else { return };
+    let parent = v2.root.join(PARENT);
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.path().is_dir() && owner_gone(&name) {
+            let _ = remove(&e.path());
+        }
+    }
+}
+
 fn remove(path: &Path) -> io::Result<()> {
     // cgroup.kill exists from Linux 5.14; the run's processes are normally gone already.
     let _ = std::fs::write(path.join("cgroup.kill"), "1");
     let mut last = None;
-    for _ in 0..100 {
+    for _ in 0..200 {
         match std::fs::remove_dir(path) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -160,7 +216,6 @@ impl Drop for RunCgroup {
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,6 +243,23 @@ mod tests {
         assert_eq!(read("cgroup.procs"), "4242");
         // A plain directory with files in it cannot be removed like a cgroup; the kernel's cgroupfs can.
         assert!(run.path().starts_with(root.path().join("rbuild")));
+        // A plain directory is no cgroupfs: removing it fails, and the test's tempdir cleans up.
+        std::mem::forget(run);
+    }
+
+    #[test]
+    fn run_names_point_at_their_process() {
+        let ours = run_name("run-1");
+        assert!(ours.starts_with(&format!("{}.", std::process::id())), "{ours}");
+        assert!(!owner_gone(&ours));
+        let start = start_time(std::process::id()).unwrap();
+        assert!(owner_gone(&format!("{}.{}.run-1", std::process::id(), start + 1)), "another process, same pid");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(owner_gone(&format!("{pid}.1.run")));
+        // Names of another form are never taken for orphans.
+        assert!(!owner_gone("run-abc"));
     }
 
     #[test]

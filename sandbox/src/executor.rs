@@ -13,6 +13,7 @@ use snapshotter::mount::Mount;
 
 use crate::cgroup::{controllers_for, CgroupV2, RunCgroup};
 use crate::init::{HelperConfig, HelperReport, HELPER_ARG};
+use crate::network::{Lease, NetworkError};
 use crate::process::{NetworkMode, ProcessSpec, RunMountKind};
 use crate::spec::EtcFiles;
 use crate::ssh::AgentForward;
@@ -153,6 +154,8 @@ pub enum ExecError {
     Cancelled,
     #[error("cannot run {}: {source}; install runc (apt-get install runc) or choose --oci-runtime namespace", runtime.display())]
     Runtime { runtime: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Network(#[from] NetworkError),
 }
 
 /// The result of one run.
@@ -211,12 +214,30 @@ pub fn resolv_conf(host: &str, network: NetworkMode) -> String {
     out
 }
 
+/// Whether every nameserver of a resolv.conf is a loopback address (a local stub resolver).
+fn only_loopback_servers(conf: &str) -> bool {
+    let mut servers = conf.lines().filter_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next() == Some("nameserver")).then(|| f.next().unwrap_or(""))
+    });
+    servers.all(|a| a.starts_with("127.") || a == "::1")
+}
+
 /// Writes the per-run files: /etc/hosts and /etc/resolv.conf sources, the (empty) secret and
 /// ssh directories and the rootfs mount point.
 pub(crate) fn write_state(dir: &Path, process: &ProcessSpec) -> io::Result<(EtcFiles, PathBuf)> {
     let etc = EtcFiles::in_dir(dir);
     std::fs::write(&etc.hosts, hosts_file(&process.hostname, &process.extra_hosts))?;
-    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mut host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if !process.network.is_host() && only_loopback_servers(&host_resolv) {
+        // systemd-resolved's stub (127.0.0.53) is out of a namespace's reach; its upstream servers are not
+        // (what Docker does).
+        if let Ok(upstream) = std::fs::read_to_string("/run/systemd/resolve/resolv.conf") {
+            if !only_loopback_servers(&upstream) {
+                host_resolv = upstream;
+            }
+        }
+    }
     std::fs::write(&etc.resolv_conf, resolv_conf(&host_resolv, process.network))?;
     for d in [&etc.secrets, &etc.ssh] {
         std::fs::DirBuilder::new().mode(0o700).create(d)?;
@@ -240,11 +261,13 @@ pub(crate) fn forward_agents(process: &ProcessSpec, etc: &EtcFiles) -> Result<Ve
 }
 
 /// The run's cgroup when the process asks for limits and the host can apply them; a warning otherwise.
-pub(crate) fn run_cgroup(name: &str, process: &ProcessSpec, warnings: &mut Vec<String>) -> Option<RunCgroup> {
+pub(crate) fn run_cgroup(run: &str, process: &ProcessSpec, warnings: &mut Vec<String>) -> Option<RunCgroup> {
     if controllers_for(&process.limits).is_empty() {
         return None;
     }
-    match CgroupV2::host().and_then(|c| c.create(name, &process.limits)) {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(crate::cgroup::sweep_orphans);
+    match CgroupV2::host().and_then(|c| c.create(&crate::cgroup::run_name(run), &process.limits)) {
         Ok(cg) => Some(cg),
         Err(why) => {
             warnings.push(format!("resource limits (memory, pids, cpu) not applied: {why}"));
@@ -309,9 +332,25 @@ impl Executor for NamespaceExecutor {
         let (etc, rootfs_dir) = write_state(state.path(), process).map_err(state_err)?;
         let agents = forward_agents(process, &etc)?;
         let mut warnings = Vec::new();
+        // The step's own network namespace with NAT: the host's side once per process, an address per run
+        // (held until the helper is gone).
+        let lease = match process.network {
+            NetworkMode::Default => {
+                crate::network::ensure_nat()?;
+                Some(Lease::take()?)
+            }
+            NetworkMode::None | NetworkMode::Host => None,
+        };
         let run_name = state.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let cgroup = run_cgroup(&run_name, process, &mut warnings);
-        let config = HelperConfig { rootfs: rootfs.to_vec(), rootfs_dir, process: process.clone(), etc };
+        let config = HelperConfig {
+            rootfs: rootfs.to_vec(),
+            rootfs_dir,
+            process: process.clone(),
+            etc,
+            net: lease.as_ref().map(|l| l.plan.clone()),
+            cgroup: cgroup.as_ref().map(|c| c.path().to_path_buf()),
+        };
         let config = serde_json::to_vec(&config).map_err(|e| ExecError::Protocol(e.to_string()))?;
 
         let (mut ours, theirs) = UnixStream::pair().map_err(|e| ExecError::Protocol(e.to_string()))?;
@@ -326,13 +365,6 @@ impl Executor for NamespaceExecutor {
             .spawn()
             .map_err(spawn_err)?;
         let reg = crate::sys::pidfd_open(child.id()).ok().map(|fd| cancel.register(fd));
-        // The helper waits for its configuration before it starts anything, so every process of the run
-        // is created inside the cgroup.
-        if let Some(cg) = &cgroup {
-            if let Err(e) = cg.add(child.id()) {
-                warnings.push(format!("resource limits not applied: cannot enter {}: {e}", cg.path().display()));
-            }
-        }
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
         let mut talk = || -> io::Result<Vec<u8>> {
@@ -369,6 +401,7 @@ impl Executor for NamespaceExecutor {
                 warnings.push(format!("cannot remove cgroup {}: {e}", path.display()));
             }
         }
+        drop(lease);
         drop(state);
         match report {
             HelperReport::Exited(c) => Ok(RunOutcome { status: ExitStatus::Exited(c), warnings }),

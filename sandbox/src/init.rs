@@ -34,6 +34,12 @@ pub struct HelperConfig {
     pub rootfs_dir: PathBuf,
     pub process: ProcessSpec,
     pub etc: EtcFiles,
+    /// The step's own network (the default network): the helper makes its veth pair.
+    #[serde(default)]
+    pub net: Option<crate::network::NetPlan>,
+    /// The run's cgroup v2 directory: init is started in it (the helper itself stays outside).
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
 }
 
 /// How the run ended, as the helper reports it.
@@ -118,19 +124,37 @@ fn run_helper(cfg: &HelperConfig) -> Result<HelperReport, InitError> {
     let devnull = std::fs::File::open("/dev/null").map_err(step("open /dev/null"))?;
     sys::dup_onto(devnull.as_fd(), 0).map_err(step("replace stdin"))?;
     let linux = LinuxSyscall;
+    // Opened in the host's network namespace, where the host end of the step's veth pair goes.
+    let mut host_net = match &cfg.net {
+        Some(_) => Some(sys::netlink::RouteSocket::open().map_err(step("open a netlink socket"))?),
+        None => None,
+    };
+    // The cgroup namespace is init's (made in its own cgroup), so the step sees its cgroup as the root.
     let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
-    flags |= libc::CLONE_NEWCGROUP;
     if !cfg.process.network.is_host() {
         flags |= libc::CLONE_NEWNET;
     }
     linux.unshare(flags).map_err(InitError::Unshare)?;
+    if let (Some(plan), Some(host)) = (&cfg.net, host_net.as_mut()) {
+        crate::network::configure(host, plan).map_err(step("set up the step's network"))?;
+    }
+    drop(host_net);
     linux
         .mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")
         .map_err(step("make the mounts private"))?;
     crate::stubs::write_secrets(&linux, &cfg.etc, &cfg.process).map_err(step("put the secrets on a tmpfs"))?;
     snapshotter::mount::mount_all(&cfg.rootfs, &cfg.rootfs_dir)?;
+    // Only the default devices open (Docker's list): the step keeps CAP_MKNOD, as under Docker, but the
+    // rootfs, /dev and every mount it can write are `nodev`, so a node it makes (a host disk, a loop
+    // device, kvm) cannot be opened (EACCES); /dev holds binds of the host's null, zero, full, random,
+    // urandom and tty. Mount flags need no device cgroup, which would cost a cgroup per RUN (runc's
+    // device cgroup does the same for the runc executor). A bind remount changes only the flags.
+    linux
+        .mount("", &cfg.rootfs_dir, "", libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NODEV, "")
+        .map_err(step("mount the rootfs nodev"))?;
     let user = crate::user::resolve_in_rootfs(&cfg.rootfs_dir, &cfg.process.user)?;
-    let spec = crate::spec::build_spec(&cfg.process, &user, &cfg.rootfs_dir, &cfg.etc)?;
+    let mut spec = crate::spec::build_spec(&cfg.process, &user, &cfg.rootfs_dir, &cfg.etc)?;
+    crate::spec::make_nodev(&mut spec);
     if !cfg.process.network.is_host() {
         linux.loopback_up().map_err(step("bring the loopback interface up"))?;
     }
@@ -143,7 +167,21 @@ fn run_helper(cfg: &HelperConfig) -> Result<HelperReport, InitError> {
     };
     let mtimes = crate::stubs::parent_mtimes(&linux, &spec, &cfg.rootfs_dir)?;
     let (rx, tx) = sys::pipe().map_err(step("create the status pipe"))?;
-    let init = match sys::fork().map_err(step("fork init"))? {
+    let forked = match &cfg.cgroup {
+        Some(dir) => {
+            let cg = std::fs::File::open(dir).map_err(step("open the run's cgroup"))?;
+            match sys::fork_into_cgroup(cg.as_fd()) {
+                // Kernels before 5.7 have no clone3 or CLONE_INTO_CGROUP: enter the cgroup, then fork.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::E2BIG)) => {
+                    crate::cgroup::enter(dir, std::process::id()).map_err(step("enter the run's cgroup"))?;
+                    sys::fork().map_err(step("fork init"))?
+                }
+                other => other.map_err(step("start init in the run's cgroup"))?,
+            }
+        }
+        None => sys::fork().map_err(step("fork init"))?,
+    };
+    let init = match forked {
         Forked::Child => {
             drop(rx);
             init_main(&spec, &filters, tx)
@@ -194,7 +232,7 @@ fn init_setup(
     tx: &OwnedFd,
 ) -> Result<HelperReport, InitError> {
     // A mount namespace of its own: pivot_root must not move the helper's root.
-    linux.unshare(libc::CLONE_NEWNS).map_err(InitError::Unshare)?;
+    linux.unshare(libc::CLONE_NEWNS | libc::CLONE_NEWCGROUP).map_err(InitError::Unshare)?;
     let prepared = crate::rootfs::prepare(linux, spec);
     if let Ok(p) = &prepared {
         send(tx, &InitMessage::Stubs(p.stubs.clone()));

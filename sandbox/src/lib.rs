@@ -9,6 +9,7 @@ pub mod cgroup;
 pub mod debug;
 pub mod executor;
 pub mod init;
+pub mod network;
 pub mod process;
 pub mod rootfs;
 pub mod runc;

@@ -13,9 +13,9 @@ pub enum NetworkMode {
     None,
     /// The host's network namespace.
     Host,
-    /// What BuildKit users get from a standalone buildkitd without CNI (`--oci-worker-net=auto` falls back
-    /// to host): the host's network, so `apt-get update` reaches whatever the host reaches. Isolation is
-    /// still available per step with `none`.
+    /// A network namespace of the step's own with a veth pair to the host and outbound NAT (Docker's
+    /// builder, BuildKit with its CNI bridge): the step reaches what the host reaches, but not the host's
+    /// loopback services, its interfaces or its traffic. See [`crate::network`].
     #[default]
     Default,
 }
@@ -23,7 +23,7 @@ pub enum NetworkMode {
 impl NetworkMode {
     /// Whether the process shares the host's network namespace.
     pub fn is_host(self) -> bool {
-        matches!(self, NetworkMode::Host | NetworkMode::Default)
+        self == NetworkMode::Host
     }
 }
 

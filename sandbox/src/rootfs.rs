@@ -178,13 +178,15 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec) -> Result<Prepared, RootfsError> 
     // pivot_root needs the new root to be a mount point.
     sys.mount(&root.display().to_string(), &root, "", libc::MS_BIND | libc::MS_REC, "").map_err(merr("bind", &root))?;
     let mut prepared = Prepared::default();
-    let mut has_dev = false;
+    let mut dev = None;
     for m in spec.mounts().as_deref().unwrap_or(&[]) {
-        has_dev |= m.destination() == Path::new("/dev");
+        if m.destination() == Path::new("/dev") {
+            dev = Some(m.options().as_deref().unwrap_or(&[]).iter().any(|o| o == "nodev"));
+        }
         mount_one(sys, &root, m, &mut prepared.stubs)?;
     }
-    if has_dev {
-        setup_dev(sys, &root)?;
+    if let Some(nodev) = dev {
+        setup_dev(sys, &root, nodev)?;
     }
     if let Some(p) = spec.process() {
         let cwd = secure_join(sys, &root, p.cwd())?;
@@ -203,17 +205,21 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec) -> Result<Prepared, RootfsError> 
     Ok(prepared)
 }
 
-fn setup_dev(sys: &dyn Syscall, root: &Path) -> Result<(), RootfsError> {
+/// `nodev`: the /dev tmpfs cannot hold usable nodes, so the host's are bound (a bind mount keeps the
+/// flags of the mount it comes from).
+fn setup_dev(sys: &dyn Syscall, root: &Path, nodev: bool) -> Result<(), RootfsError> {
     for d in DEVICES {
         let host = Path::new("/dev").join(d);
         let target = root.join("dev").join(d);
         let perr = |source| RootfsError::MountPoint { path: target.clone(), source };
         // A node of our own, as runc makes outside user namespaces; a bind of the host's where mknod is
         // not allowed.
-        match sys.copy_device(&host, &target) {
-            Ok(()) => continue,
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
-            Err(e) => return Err(perr(e)),
+        if !nodev {
+            match sys.copy_device(&host, &target) {
+                Ok(()) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+                Err(e) => return Err(perr(e)),
+            }
         }
         sys.create_file(&target).map_err(perr)?;
         sys.mount(&host.display().to_string(), &target, "", libc::MS_BIND, "")

@@ -102,6 +102,17 @@ fn clamp_nofile(spec: &mut oci_spec::runtime::Spec) {
     process.set_rlimits(Some(limits));
 }
 
+/// Points the spec's network namespace at `path`.
+fn join_network(spec: &mut oci_spec::runtime::Spec, path: &Path) -> Result<(), oci_spec::OciSpecError> {
+    use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType};
+    let Some(linux) = spec.linux_mut().as_mut() else { return Ok(()) };
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    namespaces.retain(|n| n.typ() != LinuxNamespaceType::Network);
+    namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network).path(path).build()?);
+    linux.set_namespaces(Some(namespaces));
+    Ok(())
+}
+
 /// runc's status convention back to ours.
 pub fn status_from_code(code: i32) -> ExitStatus {
     if code > 128 && code - 128 < libc::SIGRTMIN() && code - 128 != libc::SIGSTOP {
@@ -146,6 +157,16 @@ impl Executor for RuncExecutor {
         let mut spec =
             crate::spec::build_spec(process, &user, &rootfs_dir, &etc).map_err(|e| ExecError::Setup(e.to_string()))?;
         clamp_nofile(&mut spec);
+        // The default network: a namespace we make and address (runc only makes empty ones), joined by path.
+        let mut network = None;
+        if process.network == crate::NetworkMode::Default {
+            crate::network::ensure_nat()?;
+            let lease = crate::network::Lease::take()?;
+            let netns = crate::network::NetnsMount::create(&bundle.join("netns"), &lease.plan)
+                .map_err(setup("set up the step's network"))?;
+            join_network(&mut spec, netns.path()).map_err(|e| ExecError::Setup(e.to_string()))?;
+            network = Some((netns, lease));
+        }
         let stubs =
             crate::stubs::planned_stubs(&linux, &spec, &rootfs_dir).map_err(|e| ExecError::Setup(e.to_string()))?;
         let mtimes =
@@ -191,6 +212,7 @@ impl Executor for RuncExecutor {
         drop(secrets_mount);
         drop(rootfs_mount);
         drop(agents);
+        drop(network);
         drop(state);
         if cancel.is_cancelled() {
             return Err(ExecError::Cancelled);

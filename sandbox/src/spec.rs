@@ -9,7 +9,7 @@ use oci_spec::runtime::{
     MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
-use crate::process::{NetworkMode, ProcessSpec, RunMountKind, DEFAULT_PATH};
+use crate::process::{ProcessSpec, RunMountKind, DEFAULT_PATH};
 use crate::user::ResolvedUser;
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +196,30 @@ fn check_absolute(what: &str, p: &str) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// Adds `nodev` to /dev and every bind mount of `spec`, for the namespace executor, which limits devices
+/// by mount flags rather than a device cgroup: device nodes a step creates on a writable mount must not
+/// open (the default devices are then bound from the host's, see `rootfs::prepare`).
+pub fn make_nodev(spec: &mut Spec) {
+    let Some(mounts) = spec.mounts().clone() else { return };
+    let mounts = mounts
+        .into_iter()
+        .map(|m| {
+            let is_bind = m.typ().as_deref() == Some("bind");
+            if !(is_bind || m.destination() == Path::new("/dev")) {
+                return m;
+            }
+            let mut opts = m.options().clone().unwrap_or_default();
+            if !opts.iter().any(|o| o == "nodev") {
+                opts.push("nodev".into());
+            }
+            let mut m = m;
+            m.set_options(Some(opts));
+            m
+        })
+        .collect();
+    spec.set_mounts(Some(mounts));
+}
+
 /// Builds the runtime spec for `process`, running as `user`, on the rootfs directory `rootfs`.
 pub fn build_spec(
     process: &ProcessSpec,
@@ -286,7 +310,7 @@ pub fn build_spec(
         ns(LinuxNamespaceType::Mount)?,
     ];
     namespaces.push(ns(LinuxNamespaceType::Cgroup)?);
-    if process.network == NetworkMode::None {
+    if !process.network.is_host() {
         namespaces.push(ns(LinuxNamespaceType::Network)?);
     }
     let l = &process.limits;
@@ -323,7 +347,7 @@ pub fn build_spec(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::{Limits, RunMount};
+    use crate::process::{Limits, NetworkMode, RunMount};
 
     fn etc() -> EtcFiles {
         EtcFiles::in_dir(Path::new("/s"))
@@ -348,7 +372,13 @@ mod tests {
         assert_eq!(capability_mask(caps.effective().as_ref().unwrap()), 0xa80425fb, "docker's CapEff");
         assert_eq!(capability_mask(caps.bounding().as_ref().unwrap()), 0xa80425fb);
         assert_eq!(spec.hostname().as_deref(), Some("buildkitsandbox"));
-        // Default network is the host's: no network namespace; /sys is the host's, bound read-only.
+        // The default network is a namespace of the step's own, with its own sysfs.
+        assert!(ns_types(&spec).contains(&LinuxNamespaceType::Network));
+        let sys = spec.mounts().as_ref().unwrap().iter().find(|m| m.destination() == Path::new("/sys")).unwrap();
+        assert_eq!(sys.typ().as_deref(), Some("sysfs"));
+        // The host network: no namespace; /sys is the host's, bound read-only.
+        let host = ProcessSpec { network: NetworkMode::Host, ..p.clone() };
+        let spec = build_spec(&host, &root(), Path::new("/r"), &etc()).unwrap();
         assert!(!ns_types(&spec).contains(&LinuxNamespaceType::Network));
         let sys = spec.mounts().as_ref().unwrap().iter().find(|m| m.destination() == Path::new("/sys")).unwrap();
         assert_eq!(sys.typ().as_deref(), Some("bind"));
@@ -370,6 +400,24 @@ mod tests {
         assert!(ns_types(&spec).contains(&LinuxNamespaceType::Network));
         let sys = spec.mounts().as_ref().unwrap().iter().find(|m| m.destination() == Path::new("/sys")).unwrap();
         assert_eq!(sys.typ().as_deref(), Some("sysfs"));
+    }
+
+    #[test]
+    fn nodev_covers_dev_and_binds() {
+        let mut p = ProcessSpec::new(vec!["true".into()]);
+        p.mounts.push(RunMount {
+            destination: "/cache".into(),
+            kind: RunMountKind::Bind { source: "/c".into(), readonly: false },
+        });
+        let mut spec = build_spec(&p, &root(), Path::new("/r"), &etc()).unwrap();
+        make_nodev(&mut spec);
+        let mounts = spec.mounts().as_ref().unwrap();
+        let opts =
+            |d: &str| mounts.iter().find(|m| m.destination() == Path::new(d)).unwrap().options().clone().unwrap();
+        for d in ["/dev", "/cache", "/etc/hosts"] {
+            assert!(opts(d).contains(&"nodev".to_string()), "{d}");
+        }
+        assert!(!opts("/proc").contains(&"rbind".to_string()));
     }
 
     #[test]

@@ -27,8 +27,23 @@ fn probe(kind: Kind, user: &str, network: NetworkMode) -> Option<String> {
     Some(out)
 }
 
+/// The one intended difference: the namespace executor's /dev is `nodev` (it keeps devices out by mount
+/// flags, runc by its device cgroup), so its default devices are binds of the host's (devtmpfs) where
+/// runc makes nodes on the /dev tmpfs, and paths masked with /dev/null show that.
+fn normalise_devices(probe: &str) -> String {
+    let mut out = String::new();
+    for l in probe.lines() {
+        match l.strip_suffix(" devtmpfs") {
+            Some(dev) if sandbox::rootfs::DEVICES.iter().any(|d| dev == format!("/dev/{d}")) => continue,
+            Some(masked) => out.push_str(&format!("{masked} tmpfs\n")),
+            None => out.push_str(&format!("{l}\n")),
+        }
+    }
+    out
+}
+
 fn compare(user: &str, network: NetworkMode) {
-    let Some(ours) = probe(Kind::Namespace, user, network) else { return };
+    let Some(ours) = probe(Kind::Namespace, user, network).map(|p| normalise_devices(&p)) else { return };
     let Some(runc) = probe(Kind::Runc, user, network) else { return };
     let diff: Vec<String> = {
         let (a, b): (Vec<&str>, Vec<&str>) = (ours.lines().collect(), runc.lines().collect());

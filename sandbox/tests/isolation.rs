@@ -41,6 +41,49 @@ fn host_network_sees_the_host_interfaces(kind: Kind) {
     assert_eq!(out.trim(), host.to_string());
 }
 
+fn default_network_is_a_namespace_of_its_own_with_nat(kind: Kind) {
+    require_root!(kind);
+    let f = Fixture::with(kind);
+    let server = common::NetnsServer::start(&[("marker", "through-nat\n")]);
+    let local = common::LoopbackServer::start("host-loopback");
+    let script = format!(
+        "cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' ' | sort | tr '\\n' ' '; echo; \
+         timeout 5 wget -q -O - {}; \
+         timeout 3 wget -q -O - http://127.0.0.1:{}/ && echo LOOPBACK-REACHED; \
+         gw=$(ip route | sed -n 's/^default via \\([0-9.]*\\).*/\\1/p'); \
+         timeout 3 wget -q -O - http://$gw:{}/ && echo HOST-REACHED; echo end",
+        server.url("marker"),
+        local.port,
+        local.port
+    );
+    let (r, out, err) = f.sh(&script, |_| {});
+    assert!(r.unwrap().status.success(), "stderr: {err}");
+    // Only its own interfaces, a server in another namespace through NAT, and none of the host's
+    // loopback services (neither as 127.0.0.1 nor through the host's end of the pair).
+    assert_eq!(out, "eth0 lo \nthrough-nat\nend\n", "stderr: {err}");
+    assert_eq!(local.stop(), 0, "a step reached the host's loopback");
+}
+
+fn only_the_default_devices_can_be_opened(kind: Kind) {
+    require_root!(kind);
+    let f = Fixture::with(kind);
+    // CAP_MKNOD stays (as under Docker), so nodes can be made; only the default list opens (EPERM from
+    // runc's device cgroup, EACCES from the namespace executor's nodev mounts). 7:0 is the host's first
+    // loop device, 10:232 kvm, 10:229 fuse, 1:1 /dev/mem.
+    let script = "for n in 'b 7 0' 'b 8 0' 'c 10 232' 'c 10 229' 'c 1 1'; do \
+                    mknod /tmp/d $n || echo mknod-failed; \
+                    dd if=/tmp/d of=/dev/null bs=1 count=1 2>&1 | grep -qE 'not permitted|Permission denied' && echo denied; rm /tmp/d; \
+                  done; \
+                  mknod /tmp/null c 1 3 && { (echo x > /tmp/null) 2>/dev/null && echo own-null-ok || echo own-null-refused; }; \
+                  echo x > /dev/null && head -c 1 /dev/urandom | wc -c; echo end";
+    let (r, out, err) = f.sh(script, |_| {});
+    assert!(r.unwrap().status.success(), "stderr: {err}");
+    // A node of an allowed device made by the step opens under runc (its cgroup allows c 1:3); under the
+    // namespace executor no node the step makes opens (nodev), only the ones /dev provides.
+    let own = if kind == Kind::Runc { "own-null-ok" } else { "own-null-refused" };
+    assert_eq!(out, format!("denied\ndenied\ndenied\ndenied\ndenied\n{own}\n1\nend\n"), "stderr: {err}");
+}
+
 fn host_files_are_invisible_and_changes_stay_in_the_upper_layer(kind: Kind) {
     require_root!(kind);
     let f = Fixture::with(kind);
@@ -255,6 +298,8 @@ both_executors!(
     pid_one_view_hostname_and_exit_code,
     network_none_has_only_loopback_up,
     host_network_sees_the_host_interfaces,
+    default_network_is_a_namespace_of_its_own_with_nat,
+    only_the_default_devices_can_be_opened,
     host_files_are_invisible_and_changes_stay_in_the_upper_layer,
     no_inherited_fds_and_default_caps,
     users_groups_and_home,

@@ -59,7 +59,14 @@ pub struct Parsed {
 pub fn parse(a: &BuildArgs, context: &Path, dockerfile: &DockerfileSource) -> Result<Parsed> {
     let build_args = parse_build_args(&a.build_args);
     let source_date_epoch = source_date_epoch(&build_args)?;
-    let allow = a.allow.iter().map(|e| e.parse::<Entitlement>()).collect::<Result<_, _>>().context("--allow")?;
+    let mut allow: BTreeSet<Entitlement> =
+        a.allow.iter().map(|e| e.parse::<Entitlement>()).collect::<Result<_, _>>().context("--allow")?;
+    let network: sandbox::NetworkMode = a.network.parse().context("--network")?;
+    // `--network host` asks for the host network itself (buildx adds the entitlement the same way); a
+    // Dockerfile's `RUN --network=host` needs `--allow network.host`.
+    if network == sandbox::NetworkMode::Host {
+        allow.insert(Entitlement::NetworkHost);
+    }
     Ok(Parsed {
         dockerfile: dockerfile.bytes.clone(),
         dockerfile_name: dockerfile.name.clone(),
@@ -77,7 +84,7 @@ pub fn parse(a: &BuildArgs, context: &Path, dockerfile: &DockerfileSource) -> Re
         cache: CacheOptions { no_cache: a.no_cache, no_cache_filter: a.no_cache_filter.clone(), pull: a.pull },
         cache_from: with_gha_service(checked(&a.cache_from, |s| engine::cache::parse_cache_from(s).map(drop))?),
         cache_to: with_gha_service(checked(&a.cache_to, |s| engine::cache::parse_cache_to(s).map(drop))?),
-        network: a.network.parse().context("--network")?,
+        network,
         allow,
         add_hosts: parse_add_hosts(&a.add_hosts)?,
         source_date_epoch,
@@ -158,9 +165,7 @@ impl Parsed {
         req.cache_from = self.cache_from.iter().filter_map(|s| engine::cache::parse_cache_from(s).ok()).collect();
         req.cache_to = self.cache_to.iter().filter_map(|s| engine::cache::parse_cache_to(s).ok()).collect();
         req.network = self.network;
-        // The CLI runs the engine for its own user, who may use the host network (as docker build does).
         req.entitlements = self.allow;
-        req.entitlements.insert(Entitlement::NetworkHost);
         req.add_hosts = self.add_hosts;
         req.source_date_epoch = self.source_date_epoch;
         req.max_parallelism = self.max_parallelism;

@@ -166,3 +166,128 @@ impl Fixture {
         (r, out.text(Stream::Stdout), out.text(Stream::Stderr))
     }
 }
+
+/// An HTTP server (busybox httpd) in a network namespace of the test's own, joined to the host by a veth
+/// pair with addresses the test assigns (`10.214.0.0/16`, one /30 per test process): the only place the
+/// network tests send traffic besides loopback. Everything is removed when dropped; the server also
+/// stops by itself after two minutes.
+pub struct NetnsServer {
+    ns: String,
+    host_if: String,
+    pub addr: std::net::Ipv4Addr,
+    pub port: u16,
+    server: Option<std::process::Child>,
+    _www: tempfile::TempDir,
+}
+
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip").args(args).output().expect("run ip (apt-get install iproute2)");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+impl NetnsServer {
+    /// Serves `files` (name, contents).
+    pub fn start(files: &[(&str, &str)]) -> NetnsServer {
+        let pid = std::process::id();
+        let ns = format!("rbt-{pid}");
+        let (host_if, peer) = (format!("rbth{}", pid % 100_000), format!("rbts{}", pid % 100_000));
+        let base = u32::from(std::net::Ipv4Addr::new(10, 214, 0, 0)) + (pid % 16_384) * 4;
+        let (host_addr, addr) = (std::net::Ipv4Addr::from(base + 1), std::net::Ipv4Addr::from(base + 2));
+        let www = tempfile::tempdir().unwrap();
+        for (name, contents) in files {
+            std::fs::write(www.path().join(name), contents).unwrap();
+        }
+        let _ = std::process::Command::new("ip").args(["netns", "del", &ns]).output();
+        let _ = std::process::Command::new("ip").args(["link", "del", &host_if]).output();
+        let mut s = NetnsServer { ns: ns.clone(), host_if: host_if.clone(), addr, port: 8080, server: None, _www: www };
+        ip(&["netns", "add", &ns]);
+        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &peer, "netns", &ns]);
+        ip(&["addr", "add", &format!("{host_addr}/30"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        ip(&["-n", &ns, "addr", "add", &format!("{addr}/30"), "dev", &peer]);
+        ip(&["-n", &ns, "link", "set", &peer, "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        let bb = busybox().expect("busybox");
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "timeout", "120"])
+            .arg(bb)
+            .args(["httpd", "-f", "-p", &format!("{addr}:{}", s.port), "-h"])
+            .arg(s._www.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        s.server = Some(child);
+        // Ready when the port answers from the host.
+        for _ in 0..100 {
+            if std::net::TcpStream::connect((addr, s.port)).is_ok() {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the test's httpd in {ns} did not start");
+    }
+
+    pub fn url(&self, file: &str) -> String {
+        format!("http://{}:{}/{file}", self.addr, self.port)
+    }
+}
+
+impl Drop for NetnsServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.ns]).output();
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.host_if]).output();
+    }
+}
+
+/// A TCP server on the host's loopback that answers every connection with `reply` and stops when dropped.
+pub struct LoopbackServer {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl LoopbackServer {
+    pub fn start(reply: &'static str) -> LoopbackServer {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut served = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut c, _)) => {
+                        served += 1;
+                        let _ = write!(c, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{reply}", reply.len());
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            }
+            served
+        });
+        LoopbackServer { port, stop, thread: Some(thread) }
+    }
+
+    /// Stops the server; returns how many connections it answered.
+    pub fn stop(mut self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map(|t| t.join().unwrap_or(0)).unwrap_or(0)
+    }
+}
+
+impl Drop for LoopbackServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

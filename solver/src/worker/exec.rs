@@ -76,10 +76,18 @@ impl ExecOp {
         if e.security == SecurityMode::Insecure {
             return Err(SolveError::Insecure { step: step() });
         }
-        if e.network == llb::NetworkMode::Host && !self.0.session.allow_network_host {
+        // The host network, asked by the step or by the build, only with the entitlement: a Dockerfile cannot
+        // override `--network none` (or the default's isolation) by itself.
+        let session = &self.0.session;
+        let host = match e.network {
+            llb::NetworkMode::Host => Some("RUN --network=host"),
+            llb::NetworkMode::Sandbox if session.network == sandbox::NetworkMode::Host => Some("--network host"),
+            _ => None,
+        };
+        if let (Some(what), false) = (host, session.allow_network_host) {
             return Err(SolveError::Entitlement {
                 step: step(),
-                what: "RUN --network=host".into(),
+                what: what.into(),
                 entitlement: "network.host".into(),
             });
         }

@@ -1,0 +1,354 @@
+//! The default RUN network: a network namespace of the step's own, joined to the host by a veth pair and
+//! reaching out through NAT, as Docker's builder and BuildKit's CNI bridge do. The step sees only its
+//! `eth0` and loopback: not the host's interfaces, not the host's loopback services, not the host's
+//! traffic (CAP_NET_RAW captures only its own packets).
+//!
+//! - Addresses: each run leases one /30 of [`SUBNET`]: the host end `rb<n>` gets `.1`, the step's `eth0`
+//!   `.2` with the default route through `.1`. A lease is a lock file under `/run/rbuild/net` held with
+//!   flock while the step runs, so concurrent rbuild processes never share one and a killed process
+//!   frees its own.
+//! - NAT: `iptables` rules in chains of rbuild's own (`RBUILD-POSTROUTING` masquerades the subnet,
+//!   `RBUILD-FORWARD` lets steps out and replies back in, and drops traffic between steps and new
+//!   connections towards them), added once per process where missing, and IPv4 forwarding on. Where they
+//!   cannot be made the error says so; `--network none` and (with the entitlement) `--network host`
+//!   still work.
+//! - The namespace's own end is made by the sandbox helper (rtnetlink through `sys::netlink`): it opens a
+//!   socket in the host namespace before it unshares its own, so it needs no round trip with the parent.
+
+use std::fs::File;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sys::netlink::RouteSocket;
+
+/// The addresses steps get: one /30 per run.
+pub const SUBNET: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 213, 0, 0), 16);
+
+/// Where the lease files are.
+pub const LEASE_DIR: &str = "/run/rbuild/net";
+
+/// The name of the step's interface.
+pub const STEP_IF: &str = "eth0";
+
+/// The errors of the default network.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error(
+        "cannot set up the default RUN network (a network namespace with NAT): {0}; build with --network none, or \
+         --network host --allow network.host to use the host's network"
+    )]
+    Nat(String),
+    #[error("cannot lease an address for the step's network in {dir}: {source}")]
+    Lease { dir: PathBuf, source: io::Error },
+    #[error("every address of {0}/{1} is in use by running steps")]
+    Exhausted(Ipv4Addr, u8),
+}
+
+/// One step's network: the host's end and the step's address, a /30.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPlan {
+    pub host_if: String,
+    pub host_addr: Ipv4Addr,
+    pub step_addr: Ipv4Addr,
+    pub prefix: u8,
+    pub mtu: Option<u32>,
+}
+
+impl NetPlan {
+    /// The plan of the `n`th /30 of [`SUBNET`] (`n` > 0).
+    pub fn nth(n: u32, mtu: Option<u32>) -> NetPlan {
+        let base = u32::from(SUBNET.0) + n * 4;
+        NetPlan {
+            host_if: format!("rb{n}"),
+            host_addr: Ipv4Addr::from(base + 1),
+            step_addr: Ipv4Addr::from(base + 2),
+            prefix: 30,
+            mtu,
+        }
+    }
+}
+
+/// How many /30s [`SUBNET`] holds (the first is not used).
+fn slots() -> u32 {
+    1 << (32 - SUBNET.1 - 2)
+}
+
+/// A leased /30, free again when this is dropped (or its process dies).
+#[derive(Debug)]
+pub struct Lease {
+    pub plan: NetPlan,
+    _lock: File,
+}
+
+impl Lease {
+    /// Takes the first free /30, starting at a place that depends on the pid so concurrent processes
+    /// rarely try the same ones.
+    pub fn take() -> Result<Lease, NetworkError> {
+        Lease::take_in(Path::new(LEASE_DIR))
+    }
+
+    pub fn take_in(dir: &Path) -> Result<Lease, NetworkError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let err = |source| NetworkError::Lease { dir: dir.to_path_buf(), source };
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
+        let total = slots() - 1;
+        let start = std::process::id() % total;
+        let mtu = uplink_mtu();
+        for i in 0..total {
+            let n = 1 + (start + i) % total;
+            let lock = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(dir.join(format!("{n}.lease")))
+                .map_err(err)?;
+            match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(Lease { plan: NetPlan::nth(n, mtu), _lock: lock }),
+                Err(rustix::io::Errno::WOULDBLOCK) => continue,
+                Err(e) => return Err(err(e.into())),
+            }
+        }
+        Err(NetworkError::Exhausted(SUBNET.0, SUBNET.1))
+    }
+}
+
+/// The MTU of the interface of the host's default route (a VPN or overlay host has a small one; a step's
+/// packets must fit it).
+fn uplink_mtu() -> Option<u32> {
+    let routes = std::fs::read_to_string("/proc/net/route").ok()?;
+    let iface = routes.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 7 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_string())
+    })?;
+    std::fs::read_to_string(format!("/sys/class/net/{iface}/mtu")).ok()?.trim().parse().ok()
+}
+
+/// Host routes (other than rbuild's own) that overlap [`SUBNET`]: steps could not reach them, and their
+/// traffic would be taken for a step's.
+fn overlapping_routes() -> Vec<String> {
+    let Ok(routes) = std::fs::read_to_string("/proc/net/route") else { return Vec::new() };
+    let ours = u32::from(SUBNET.0);
+    let our_mask = u32::MAX << (32 - SUBNET.1);
+    let mut out = Vec::new();
+    for l in routes.lines().skip(1) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 8 || f[0].starts_with("rb") {
+            continue;
+        }
+        let hex = |s: &str| u32::from_str_radix(s, 16).ok().map(u32::from_be);
+        let (Some(dest), Some(mask)) = (hex(f[1]), hex(f[7])) else { continue };
+        if mask == 0 {
+            continue;
+        }
+        let both = mask & our_mask;
+        if dest & both == ours & both {
+            out.push(format!("{}/{} on {}", Ipv4Addr::from(dest), mask.count_ones(), f[0]));
+        }
+    }
+    out
+}
+
+/// What the default network uses on this host, once set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatInfo {
+    /// E.g. `veth pairs in 10.213.0.0/16, NAT by iptables v1.8.9 (nf_tables)`.
+    pub description: String,
+}
+
+static NAT: OnceLock<Result<NatInfo, String>> = OnceLock::new();
+
+/// Sets up the host's side once per process: IPv4 forwarding and the NAT and forwarding rules. Safe to
+/// run from several processes at once (`iptables -w`, each rule added only where missing).
+pub fn ensure_nat() -> Result<NatInfo, NetworkError> {
+    NAT.get_or_init(setup_nat).clone().map_err(NetworkError::Nat)
+}
+
+fn setup_nat() -> Result<NatInfo, String> {
+    // One process at a time checks and adds the rules: two that both find a rule missing would add it
+    // twice.
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = Path::new(LEASE_DIR);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let lock_path = dir.join("setup.lock");
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| format!("cannot lock {}: {e}", lock_path.display()))?;
+    let overlaps = overlapping_routes();
+    if !overlaps.is_empty() {
+        return Err(format!(
+            "the host already routes {} (inside the steps' subnet {}/{})",
+            overlaps.join(", "),
+            SUBNET.0,
+            SUBNET.1
+        ));
+    }
+    let forward = Path::new("/proc/sys/net/ipv4/ip_forward");
+    if std::fs::read_to_string(forward).map_err(|e| format!("cannot read {}: {e}", forward.display()))?.trim() != "1" {
+        std::fs::write(forward, "1")
+            .map_err(|e| format!("cannot turn on IPv4 forwarding ({}): {e}", forward.display()))?;
+    }
+    let ipt = find_iptables().ok_or("iptables is not installed (apt-get install iptables)")?;
+    let version = Command::new(&ipt)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let subnet = format!("{}/{}", SUBNET.0, SUBNET.1);
+    let s = subnet.as_str();
+    let chain = |table: &str, chain: &str| -> Result<(), String> {
+        match iptables(&ipt, &["-t", table, "-N", chain]) {
+            Ok(()) => Ok(()),
+            Err(e) if e.contains("already exists") => Ok(()),
+            Err(e) => Err(e),
+        }
+    };
+    let rule = |table: &str, chain: &str, position: Option<&str>, spec: &[&str]| -> Result<(), String> {
+        let mut check = vec!["-t", table, "-C", chain];
+        check.extend_from_slice(spec);
+        if iptables(&ipt, &check).is_ok() {
+            return Ok(());
+        }
+        let mut add = vec!["-t", table];
+        match position {
+            Some(p) => add.extend_from_slice(&["-I", chain, p]),
+            None => add.extend_from_slice(&["-A", chain]),
+        }
+        add.extend_from_slice(spec);
+        iptables(&ipt, &add)
+    };
+    chain("nat", "RBUILD-POSTROUTING")?;
+    rule("nat", "POSTROUTING", None, &["-j", "RBUILD-POSTROUTING"])?;
+    rule("nat", "RBUILD-POSTROUTING", None, &["-s", s, "!", "-d", s, "-j", "MASQUERADE"])?;
+    chain("filter", "RBUILD-FORWARD")?;
+    rule("filter", "FORWARD", Some("1"), &["-j", "RBUILD-FORWARD"])?;
+    rule("filter", "RBUILD-FORWARD", None, &["-s", s, "-d", s, "-j", "DROP"])?;
+    rule("filter", "RBUILD-FORWARD", None, &["-s", s, "-j", "ACCEPT"])?;
+    let established = ["-d", s, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"];
+    rule("filter", "RBUILD-FORWARD", None, &established)?;
+    rule("filter", "RBUILD-FORWARD", None, &["-d", s, "-j", "DROP"])?;
+    Ok(NatInfo { description: format!("veth pairs in {subnet}, NAT by {version}") })
+}
+
+fn find_iptables() -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+        .map(|d| Path::new(d).join("iptables"))
+        .find(|p| p.is_file());
+    found
+}
+
+fn iptables(bin: &Path, args: &[&str]) -> Result<(), String> {
+    let out =
+        Command::new(bin).arg("-w").args(args).output().map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!("{} -w {} failed: {}", bin.display(), args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+}
+
+/// In the helper, after it unshared its network namespace: creates the veth pair through `host` (a socket
+/// opened in the host's namespace), addresses both ends and routes the step's traffic through the host's.
+pub fn configure(host: &mut RouteSocket, plan: &NetPlan) -> io::Result<()> {
+    let ctx = |what: &'static str| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+    let netns = File::open("/proc/thread-self/ns/net").map_err(ctx("open the new network namespace"))?;
+    // A link of this name may outlive a killed process for a moment; the lease says it is ours now.
+    host.delete_link(&plan.host_if).map_err(ctx("remove a stale host interface"))?;
+    host.create_veth(&plan.host_if, STEP_IF, std::os::fd::AsFd::as_fd(&netns), plan.mtu)
+        .map_err(ctx("create the veth pair"))?;
+    let index = host.link_index(&plan.host_if).map_err(ctx("find the host interface"))?;
+    host.add_address(index, plan.host_addr, plan.prefix).map_err(ctx("address the host interface"))?;
+    host.set_up(index).map_err(ctx("bring the host interface up"))?;
+    let mut inner = RouteSocket::open().map_err(ctx("open a netlink socket in the step's namespace"))?;
+    let index = inner.link_index(STEP_IF).map_err(ctx("find the step's interface"))?;
+    inner.add_address(index, plan.step_addr, plan.prefix).map_err(ctx("address the step's interface"))?;
+    inner.set_up(index).map_err(ctx("bring the step's interface up"))?;
+    inner.add_default_route(plan.host_addr, index).map_err(ctx("add the default route"))
+}
+
+/// A network namespace with the step's network, kept alive by a bind mount of it on `path` (as
+/// `ip netns add` does) for an OCI runtime to join; unmounted and removed when dropped. A killed process
+/// leaves the mount in its scratch directory, which the state root's startup pass detaches.
+#[derive(Debug)]
+pub struct NetnsMount {
+    path: PathBuf,
+}
+
+impl NetnsMount {
+    /// Makes the namespace on a thread of its own (a network namespace is per thread, so the process's
+    /// other threads are not moved) and binds it on `path`.
+    pub fn create(path: &Path, plan: &NetPlan) -> io::Result<NetnsMount> {
+        use crate::sys::{LinuxSyscall, Syscall};
+        std::fs::File::create(path)?;
+        let made = NetnsMount { path: path.to_path_buf() };
+        std::thread::scope(|s| {
+            s.spawn(|| -> io::Result<()> {
+                let sys = LinuxSyscall;
+                let mut host = RouteSocket::open()?;
+                sys.unshare(libc::CLONE_NEWNET)?;
+                sys.mount("/proc/thread-self/ns/net", path, "", libc::MS_BIND, "")?;
+                sys.loopback_up()?;
+                configure(&mut host, plan)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the network setup thread panicked")))
+        })?;
+        Ok(made)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for NetnsMount {
+    fn drop(&mut self) {
+        use crate::sys::{LinuxSyscall, Syscall};
+        let _ = LinuxSyscall.umount(&self.path, true);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_are_disjoint_slash_30s_of_the_subnet() {
+        let a = NetPlan::nth(1, None);
+        assert_eq!(
+            (a.host_if.as_str(), a.host_addr, a.step_addr),
+            ("rb1", Ipv4Addr::new(10, 213, 0, 5), Ipv4Addr::new(10, 213, 0, 6))
+        );
+        let last = NetPlan::nth(slots() - 1, Some(1400));
+        assert_eq!(last.step_addr, Ipv4Addr::new(10, 213, 255, 254));
+        assert!(last.host_if.len() <= 15);
+    }
+
+    #[test]
+    fn leases_are_exclusive_while_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Lease::take_in(dir.path()).unwrap();
+        let b = Lease::take_in(dir.path()).unwrap();
+        assert_ne!(a.plan, b.plan);
+        let again = a.plan.clone();
+        drop(a);
+        let c = Lease::take_in(dir.path()).unwrap();
+        assert_eq!(c.plan, again, "a released lease is taken again first");
+    }
+}
