@@ -186,6 +186,16 @@ impl BuildxFlags {
         Ok(AttestOptions::parse(self.provenance.as_deref(), self.sbom.as_deref(), &self.attest, &self.annotation)?)
     }
 
+    /// What a build on a daemon (`--host`) does not apply: the daemon's protocol has no attestations yet.
+    pub fn remote_notes(&self) -> Result<Vec<String>> {
+        let a = self.attest()?;
+        Ok(if a.attests() || a.annotations != Default::default() {
+            vec!["WARNING: --provenance/--sbom/--attest/--annotation: not applied to a build on a daemon (--host); build on this machine to attach them".to_string()]
+        } else {
+            Vec::new()
+        })
+    }
+
     /// Applies what the engine honours to a local build's request; returns notes on what it does not.
     pub fn apply(&self, req: &mut BuildRequest) -> Result<Vec<String>> {
         req.call = self.call()?.call;

@@ -193,7 +193,12 @@ pub fn run(a: BuildArgs, g: &Globals) -> Result<ExitCode> {
         Some(_) if call.call != engine::Call::Build => {
             bail!("--check runs on this machine only: unset --host / RBUILD_HOST")
         }
-        Some(target) => rt.block_on(remote::run(target, parsed, renderer))?,
+        Some(target) => {
+            for note in a.buildx.remote_notes()? {
+                eprintln!("{note}");
+            }
+            rt.block_on(remote::run(target, parsed, renderer))?
+        }
         None => {
             let engine = local::open(g, &a.oci_runtime)?;
             let mut req = parsed.local();
