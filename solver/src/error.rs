@@ -80,7 +80,7 @@ impl fmt::Display for RunFailure {
             f,
             "{}: process \"{}\" did not complete successfully: {}",
             step_label(&self.vertex, &self.locations),
-            self.command,
+            clip_command(&self.command),
             self.status
         )?;
         if !self.tail.is_empty() {
@@ -92,6 +92,21 @@ impl fmt::Display for RunFailure {
         Ok(())
     }
 }
+
+/// The command as an error shows it: its first 240 characters and how many more there were.
+pub(crate) fn clip_command(command: &str) -> std::borrow::Cow<'_, str> {
+    match command.char_indices().nth(COMMAND_WIDTH) {
+        None => std::borrow::Cow::Borrowed(command),
+        Some((at, _)) => std::borrow::Cow::Owned(format!(
+            "{}... ({} more characters)",
+            &command[..at],
+            command[at..].chars().count()
+        )),
+    }
+}
+
+/// How many characters of a failed command an error shows (the frontend's excerpt width).
+const COMMAND_WIDTH: usize = 240;
 
 /// `Dockerfile:6 [b 4/4] RUN make`: a step's first location and its name.
 pub(crate) fn step_label(name: &str, locations: &[SourceLocation]) -> String {
@@ -126,5 +141,23 @@ mod tests {
     fn missing_secret_says_how_to_pass_it() {
         let s = SolveError::MissingSecret { step: "x".into(), id: "tok".into() }.to_string();
         assert!(s.contains("--secret id=tok,src=<file>"), "{s}");
+    }
+
+    #[test]
+    fn a_huge_command_is_clipped_in_the_error() {
+        let f = RunFailure {
+            vertex: "[2/2] RUN echo".into(),
+            locations: Vec::new(),
+            command: format!("/bin/sh -c echo {}", "y".repeat(5_000_000)),
+            exit_code: 1,
+            status: "exit code: 1".into(),
+            tail: Vec::new(),
+        };
+        let shown = f.to_string();
+        assert!(shown.len() < 400, "{} bytes", shown.len());
+        assert!(
+            shown.ends_with("... (4999776 more characters)\" did not complete successfully: exit code: 1"),
+            "{shown}"
+        );
     }
 }

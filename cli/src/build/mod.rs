@@ -129,9 +129,15 @@ fn show_source(filename: &str, source: &[u8], locations: &[llb::SourceLocation])
         out.push_str(&format!("{filename}:{start}\n--------------------\n"));
         let from = start.saturating_sub(3).max(1);
         let to = (end + 2).min(lines.len());
-        for n in from..=to {
+        for n in frontend::diag::excerpt_lines(from, to, start, end) {
+            let Some(n) = n else {
+                let more = end - start + 1 - frontend::diag::EXCERPT_LINES;
+                out.push_str(&format!("     | ... ({more} more lines)\n"));
+                continue;
+            };
             let mark = if n >= start && n <= end { ">>>" } else { "   " };
-            out.push_str(&format!(" {n:>3} | {mark} {}\n", lines.get(n - 1).unwrap_or(&"")));
+            let line = frontend::diag::clip(lines.get(n - 1).unwrap_or(&""), frontend::diag::EXCERPT_WIDTH);
+            out.push_str(&format!(" {n:>3} | {mark} {line}\n"));
         }
         out.push_str("--------------------\n");
     }
@@ -380,7 +386,8 @@ fn render_run_failure(f: &RunFailure, filename: &str, dockerfile: &[u8]) -> Stri
     out.push_str(&show_source(filename, dockerfile, &f.locations));
     out.push_str(&format!(
         "ERROR: failed to solve: process \"{}\" did not complete successfully: {}",
-        f.command, f.status
+        frontend::diag::clip(&f.command, frontend::diag::EXCERPT_WIDTH),
+        f.status
     ));
     out
 }

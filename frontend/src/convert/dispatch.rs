@@ -32,6 +32,9 @@ pub(crate) struct StageResult {
 }
 
 /// The state of the stage being dispatched.
+/// How many characters of an instruction a step's name keeps.
+const STEP_NAME_WIDTH: usize = 1024;
+
 pub(crate) struct StageState {
     pub index: usize,
     pub output: Option<Output>,
@@ -107,6 +110,8 @@ impl<'a> Converter<'a> {
 
     pub fn metadata(&self, st: &StageState, text: &str, span: Span) -> Metadata {
         let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        // A step's name is shown in progress and errors: an instruction of megabytes is not echoed whole.
+        let text = crate::diag::clip(&text, STEP_NAME_WIDTH);
         let width = st.steps.to_string().len();
         let mut m = Metadata::described(format!("[{}{:>width$}/{}] {text}", st.prefix_name, st.step, st.steps)).at(
             self.opts.filename.clone(),
