@@ -102,7 +102,7 @@ pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
 /// The line numbers an excerpt of `first..=last` shows where `start..=end` is the instruction: all of
 /// them, or with `None` standing for the middle of an instruction longer than [`EXCERPT_LINES`].
 pub fn excerpt_lines(first: usize, last: usize, start: usize, end: usize) -> Vec<Option<usize>> {
-    if end < start || end - start + 1 <= EXCERPT_LINES {
+    if end < start || end - start < EXCERPT_LINES {
         return (first..=last).map(Some).collect();
     }
     let half = EXCERPT_LINES / 2;
