@@ -311,7 +311,19 @@ fn run(
     let outcome = match state.worker.executor.run(&root.mounts, &spec, &sink, cancel) {
         Ok(o) => o,
         Err(sandbox::ExecError::Cancelled) => return Err(SolveError::Cancelled),
-        Err(err) => return Err(step.err(format!("cannot run {:?}: {err}", meta.args.join(" ")))),
+        Err(err) => {
+            let command = meta.args.join(" ");
+            let hint = match command.len() + meta.env.iter().map(|e| e.len() + 1).sum::<usize>() {
+                // The kernel's limit on one argument is 128 KiB, on all of them with the environment about 2 MB.
+                n if n > 128 << 10 => {
+                    format!(
+                        " (the command and environment are {n} bytes: split the step, or write the script to a file)"
+                    )
+                }
+                _ => String::new(),
+            };
+            return Err(step.err(format!("cannot run \"{}\": {err}{hint}", crate::error::clip_command(&command))));
+        }
     };
     drop(leases);
     let code = outcome.status.code();
