@@ -89,6 +89,7 @@ impl Engine {
                 snapshotter: store.snapshotter.clone(),
             }),
             state_dir: store.root.path().to_path_buf(),
+            scratch_dir: store.root.tmp_dir(),
         };
         let solver = match opts.max_parallelism {
             Some(max) => solver::Solver::with_max_parallelism(worker, max)?,

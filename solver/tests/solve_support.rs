@@ -127,6 +127,7 @@ impl Env {
             executor: Arc::new(executor),
             images: images.clone(),
             state_dir: dir.path().join("root/solver"),
+            scratch_dir: store.root.tmp_dir(),
         };
         Env { solver: Solver::new(worker).unwrap(), dir, store, images }
     }

@@ -2,10 +2,16 @@
 //! `<root>/snapshots/<backend>/<id>/{fs,work}` with short numeric ids (short paths keep overlay option
 //! strings small), crash-safe creation and removal, and the startup cleanup of orphaned directories.
 //!
-//! Creation, after containerd's overlay snapshotter: build the directory under a temporary `new-*` name,
-//! then in one write transaction allocate the id, insert the record, rename the directory to its id and
-//! commit. A crash before the commit leaves a directory without a record, which [`FsSnapshotter::new`]
-//! removes.
+//! Creation, after containerd's overlay snapshotter: build the directory under a temporary
+//! `new-<owner>-*` name, then in one write transaction allocate the id, insert the record, rename the
+//! directory to its id and commit. A crash before the commit leaves a directory without a record, which
+//! [`FsSnapshotter::new`] removes. Removal renames the directory to `rm-<owner>-<id>` in the transaction
+//! that deletes the record, and deletes it afterwards.
+//!
+//! Several processes share the snapshots (see [`crate::root`]): active snapshots and views record the
+//! owner that made them, and the startup pass removes only those of dead owners, the temporary
+//! directories of dead owners, and directories that no record names (looked at inside a write
+//! transaction, when no create or remove of any process can be between its rename and its commit).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -20,7 +26,7 @@ use super::{ApplyTarget, DiffSource, Info, Kind, SnapshotError, Snapshotter, Usa
 use crate::fsutil;
 use crate::meta::{self, MetaDb, COUNTERS};
 use crate::mount::Mount;
-use crate::root::{sync_dir, StateRoot};
+use crate::root::{sync_dir, Owners, StateRoot};
 
 /// What differs between overlay and native snapshots.
 pub trait Backend: Send + Sync {
@@ -48,6 +54,9 @@ struct Record {
     labels: BTreeMap<String, String>,
     created_at: u64,
     updated_at: u64,
+    /// The process (state root owner) an active snapshot or view belongs to; committed ones have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 /// A snapshotter storing each snapshot in its own directory.
@@ -56,6 +65,7 @@ pub struct FsSnapshotter<B: Backend> {
     dir: PathBuf,
     meta: Arc<MetaDb>,
     backend: B,
+    owners: Owners,
 }
 
 fn db<E: Into<redb::Error>>(e: E) -> SnapshotError {
@@ -65,14 +75,14 @@ fn db<E: Into<redb::Error>>(e: E) -> SnapshotError {
 impl<B: Backend + Default> FsSnapshotter<B> {
     /// The snapshotter of a state root; removes directories a crash left without a record.
     pub fn new(root: &StateRoot, meta: Arc<MetaDb>) -> Result<Self, SnapshotError> {
-        Self::with_dir(root.snapshots_dir().join(B::NAME), meta, B::default())
+        Self::with_dir(root.snapshots_dir().join(B::NAME), meta, B::default(), root.owners().clone())
     }
 }
 
 impl<B: Backend> FsSnapshotter<B> {
-    pub fn with_dir(dir: PathBuf, meta: Arc<MetaDb>, backend: B) -> Result<Self, SnapshotError> {
+    pub fn with_dir(dir: PathBuf, meta: Arc<MetaDb>, backend: B, owners: Owners) -> Result<Self, SnapshotError> {
         fs::create_dir_all(&dir).map_err(|source| SnapshotError::CreateDir { path: dir.clone(), source })?;
-        let s = FsSnapshotter { dir, meta, backend };
+        let s = FsSnapshotter { dir, meta, backend, owners };
         s.init_table()?;
         s.cleanup()?;
         Ok(s)
@@ -83,26 +93,90 @@ impl<B: Backend> FsSnapshotter<B> {
     }
 
     fn init_table(&self) -> Result<(), SnapshotError> {
-        let tx = self.meta.database().begin_write().map_err(db)?;
-        tx.open_table(Self::table()).map_err(db)?;
-        tx.commit().map_err(db)?;
-        Ok(())
+        self.meta.write(|tx| {
+            tx.open_table(Self::table()).map_err(db)?;
+            Ok(())
+        })
     }
 
-    /// Removes every directory that is not a recorded snapshot: `new-*` from interrupted creates,
-    /// `rm-*` from interrupted removals, and ids whose transaction never committed.
+    /// Renames the directory of snapshot `id` out of the way (to `rm-<owner>-<id>`), for deletion after the
+    /// transaction that removed its record; returns the new path.
+    fn doom(&self, id: u64) -> Result<PathBuf, SnapshotError> {
+        let dir = self.dir.join(id.to_string());
+        let doomed = self.dir.join(format!("rm-{}-{id}", self.owners.id()));
+        match fs::rename(&dir, &doomed) {
+            Ok(()) => Ok(doomed),
+            // Already gone (a crash after an earlier rename): nothing to delete.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(doomed),
+            Err(source) => Err(SnapshotError::RemoveDir { path: dir, source }),
+        }
+    }
+
+    /// The owner of a temporary directory name (`new-<owner>-*`, `rm-<owner>-<id>`); `None` for the
+    /// names older versions used, which belong to nobody alive.
+    fn temp_owner(name: &str) -> Option<&str> {
+        let rest = name.strip_prefix("new-").or_else(|| name.strip_prefix("rm-"))?;
+        // `<pid>-<16 hex digits>`, then `-` and the rest.
+        let end = rest.find('-')? + 1 + 16;
+        rest.get(..end)
+    }
+
+    /// Removes what dead processes left: their temporary directories, their active snapshots and views,
+    /// and directories no record names. Live processes' work is left alone.
     fn cleanup(&self) -> Result<(), SnapshotError> {
-        let ids: std::collections::HashSet<String> =
-            self.records()?.into_iter().map(|(_, r)| r.id.to_string()).collect();
-        let entries =
-            fs::read_dir(&self.dir).map_err(|source| SnapshotError::Cleanup { path: self.dir.clone(), source })?;
+        let clean_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SnapshotError::Cleanup { path, source }
+        };
+        let entries = fs::read_dir(&self.dir).map_err(clean_err(&self.dir))?;
+        let mut unnamed = Vec::new();
         for e in entries {
-            let e = e.map_err(|source| SnapshotError::Cleanup { path: self.dir.clone(), source })?;
+            let e = e.map_err(clean_err(&self.dir))?;
             let name = e.file_name().to_string_lossy().into_owned();
-            if !ids.contains(&name) {
-                let p = e.path();
-                fsutil::remove_all(&p).map_err(|source| SnapshotError::Cleanup { path: p, source })?;
+            if name.starts_with("new-") || name.starts_with("rm-") {
+                if Self::temp_owner(&name).is_none_or(|o| !self.owners.is_alive(o)) {
+                    let p = e.path();
+                    fsutil::remove_all(&p).map_err(clean_err(&p))?;
+                }
+            } else {
+                unnamed.push(name);
             }
+        }
+        // Inside a write transaction: no process can be between renaming a new directory to its id and
+        // committing its record, or between deleting a record and renaming its directory away.
+        let doomed = self.meta.write(|tx| {
+            let mut t = tx.open_table(Self::table()).map_err(db)?;
+            let mut ids = std::collections::HashSet::new();
+            let mut dead = Vec::new();
+            for item in t.iter().map_err(db)? {
+                let (k, v) = item.map_err(db)?;
+                let rec: Record = meta::decode(Self::table(), k.value(), v.value())?;
+                ids.insert(rec.id.to_string());
+                // Records of older versions have no owner: an active one is a leftover of a dead process.
+                let orphan =
+                    rec.kind != Kind::Committed && rec.owner.as_deref().is_none_or(|o| !self.owners.is_alive(o));
+                if orphan {
+                    dead.push((k.value().to_string(), rec.id));
+                }
+            }
+            let mut doomed = Vec::new();
+            for (key, id) in dead {
+                // Active snapshots and views have no children; a record whose removal fails stays.
+                t.remove(key.as_str()).map_err(db)?;
+                doomed.push(self.doom(id)?);
+            }
+            for name in unnamed.iter().filter(|n| !ids.contains(*n)) {
+                let dir = self.dir.join(name);
+                if dir.exists() {
+                    let to = self.dir.join(format!("rm-{}-x{name}", self.owners.id()));
+                    fs::rename(&dir, &to).map_err(clean_err(&dir))?;
+                    doomed.push(to);
+                }
+            }
+            Ok::<_, SnapshotError>(doomed)
+        })?;
+        for p in doomed {
+            fsutil::remove_all(&p).map_err(clean_err(&p))?;
         }
         Ok(())
     }
@@ -125,17 +199,18 @@ impl<B: Backend> FsSnapshotter<B> {
 
     /// The `fs` directories of the parents of `rec`, nearest first.
     fn parent_dirs(&self, key: &str, rec: &Record) -> Result<Vec<PathBuf>, SnapshotError> {
-        let tx = self.meta.database().begin_read().map_err(db)?;
-        let t = tx.open_table(Self::table()).map_err(db)?;
-        let mut out = Vec::new();
-        let mut next = rec.parent.clone();
-        while let Some(p) = next {
-            let v = t.get(p.as_str()).map_err(db)?.ok_or_else(|| SnapshotError::BrokenChain(key.to_string()))?;
-            let r: Record = meta::decode(Self::table(), &p, v.value())?;
-            out.push(self.fs_dir(r.id));
-            next = r.parent;
-        }
-        Ok(out)
+        self.meta.read(|tx| {
+            let t = tx.open_table(Self::table()).map_err(db)?;
+            let mut out = Vec::new();
+            let mut next = rec.parent.clone();
+            while let Some(p) = next {
+                let v = t.get(p.as_str()).map_err(db)?.ok_or_else(|| SnapshotError::BrokenChain(key.to_string()))?;
+                let r: Record = meta::decode(Self::table(), &p, v.value())?;
+                out.push(self.fs_dir(r.id));
+                next = r.parent;
+            }
+            Ok(out)
+        })
     }
 
     fn info(name: &str, r: &Record) -> Info {
@@ -169,7 +244,7 @@ impl<B: Backend> FsSnapshotter<B> {
             return Err(SnapshotError::AlreadyExists(key.to_string()));
         }
         let tmp = tempfile::Builder::new()
-            .prefix("new-")
+            .prefix(&format!("new-{}-", self.owners.id()))
             .tempdir_in(&self.dir)
             .map_err(|source| SnapshotError::CreateDir { path: self.dir.clone(), source })?;
         let fs_tmp = tmp.path().join("fs");
@@ -183,8 +258,11 @@ impl<B: Backend> FsSnapshotter<B> {
             .map_err(|source| SnapshotError::Copy { path: fs_tmp.clone(), source })?;
 
         let now = meta::now();
-        let tx = self.meta.database().begin_write().map_err(db)?;
-        let rec = {
+        let tmp_path = tmp.keep();
+        let mut final_dir = None;
+        // The directory is renamed to its id inside the transaction: no other process can look at the
+        // records and the directories in between, because only one has the database at a time.
+        let made = self.meta.write(|tx| {
             let mut t = tx.open_table(Self::table()).map_err(db)?;
             if t.get(key).map_err(db)?.is_some() {
                 return Err(SnapshotError::AlreadyExists(key.to_string()));
@@ -205,29 +283,27 @@ impl<B: Backend> FsSnapshotter<B> {
                 labels: BTreeMap::new(),
                 created_at: now,
                 updated_at: now,
+                owner: Some(self.owners.id().to_string()),
             };
             t.insert(key, meta::encode(key, &rec)?.as_slice()).map_err(db)?;
-            rec
+            let dir = self.dir.join(rec.id.to_string());
+            fs::rename(&tmp_path, &dir).map_err(|source| SnapshotError::Rename { path: dir.clone(), source })?;
+            final_dir = Some(dir.clone());
+            sync_dir(&self.dir).map_err(|source| SnapshotError::Rename { path: dir, source })?;
+            Ok(rec)
+        });
+        let rec = match made {
+            Ok(rec) => rec,
+            Err(e) => {
+                let _ = fsutil::remove_all(final_dir.as_deref().unwrap_or(&tmp_path));
+                return Err(e);
+            }
         };
-        let final_dir = self.dir.join(rec.id.to_string());
-        let tmp_path = tmp.keep();
-        if let Err(source) = fs::rename(&tmp_path, &final_dir) {
-            let _ = fsutil::remove_all(&tmp_path);
-            return Err(SnapshotError::Rename { path: final_dir, source });
-        }
-        let committed = sync_dir(&self.dir)
-            .map_err(|source| SnapshotError::Rename { path: final_dir.clone(), source })
-            .and_then(|()| tx.commit().map_err(db));
-        if let Err(e) = committed {
-            let _ = fsutil::remove_all(&final_dir);
-            return Err(e);
-        }
         self.mounts_of(key, &rec)
     }
 
     fn update(&self, key: &str, f: impl FnOnce(&mut Record)) -> Result<(), SnapshotError> {
-        let tx = self.meta.database().begin_write().map_err(db)?;
-        {
+        self.meta.write(|tx| {
             let mut t = tx.open_table(Self::table()).map_err(db)?;
             let mut rec: Record = {
                 let v = t.get(key).map_err(db)?.ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
@@ -236,9 +312,8 @@ impl<B: Backend> FsSnapshotter<B> {
             f(&mut rec);
             rec.updated_at = meta::now();
             t.insert(key, meta::encode(key, &rec)?.as_slice()).map_err(db)?;
-        }
-        tx.commit().map_err(db)?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The directory holding a snapshot's own data.
@@ -272,8 +347,7 @@ impl<B: Backend> Snapshotter for FsSnapshotter<B> {
     }
 
     fn commit(&self, name: &str, key: &str) -> Result<(), SnapshotError> {
-        let tx = self.meta.database().begin_write().map_err(db)?;
-        {
+        self.meta.write(|tx| {
             let mut t = tx.open_table(Self::table()).map_err(db)?;
             let mut rec: Record = {
                 let v = t.get(key).map_err(db)?.ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
@@ -287,16 +361,18 @@ impl<B: Backend> Snapshotter for FsSnapshotter<B> {
             }
             rec.kind = Kind::Committed;
             rec.updated_at = meta::now();
+            // A committed snapshot belongs to nobody: it outlives the process that made it.
+            rec.owner = None;
             t.remove(key).map_err(db)?;
             t.insert(name, meta::encode(name, &rec)?.as_slice()).map_err(db)?;
-        }
-        tx.commit().map_err(db)?;
-        Ok(())
+            Ok(())
+        })
     }
 
     fn remove(&self, key: &str) -> Result<(), SnapshotError> {
-        let tx = self.meta.database().begin_write().map_err(db)?;
-        let id = {
+        // The directory is renamed out of the way inside the transaction (a crash leaves an `rm-` directory
+        // of this process, which the next startup removes) and deleted after it.
+        let doomed = self.meta.write(|tx| {
             let mut t = tx.open_table(Self::table()).map_err(db)?;
             let rec: Record = {
                 let v = t.get(key).map_err(db)?.ok_or_else(|| SnapshotError::NotFound(key.to_string()))?;
@@ -310,13 +386,8 @@ impl<B: Backend> Snapshotter for FsSnapshotter<B> {
                 }
             }
             t.remove(key).map_err(db)?;
-            rec.id
-        };
-        tx.commit().map_err(db)?;
-        // The record is gone; a crash from here leaves a directory the startup cleanup removes.
-        let dir = self.dir.join(id.to_string());
-        let doomed = self.dir.join(format!("rm-{id}"));
-        fs::rename(&dir, &doomed).map_err(|source| SnapshotError::RemoveDir { path: dir.clone(), source })?;
+            self.doom(rec.id)
+        })?;
         fsutil::remove_all(&doomed).map_err(|source| SnapshotError::RemoveDir { path: doomed, source })
     }
 

@@ -28,11 +28,8 @@ pub(crate) const HTTP_DOWNLOADS: TableDefinition<&str, &[u8]> = TableDefinition:
 
 /// Creates [`HTTP_DOWNLOADS`] if needed (a read of a missing redb table fails).
 pub(crate) fn ensure_table(meta: &snapshotter::meta::MetaDb) -> Result<(), SolveError> {
-    let err = |e: snapshotter::redb::Error| SolveError::Cache(e.to_string());
-    let tx = meta.database().begin_write().map_err(|e| err(e.into()))?;
-    tx.open_table(HTTP_DOWNLOADS).map_err(|e| err(e.into()))?;
-    tx.commit().map_err(|e| err(e.into()))?;
-    Ok(())
+    meta.write(|tx| tx.open_table(HTTP_DOWNLOADS).map(drop).map_err(snapshotter::meta::db))
+        .map_err(|e| SolveError::Cache(e.to_string()))
 }
 
 const KEY_VERSION: &[u8] = b"rbuild.http.v1\n";

@@ -35,11 +35,9 @@ impl Links {
 
     /// Creates the links table if needed (a read of a missing redb table fails).
     pub(crate) fn ensure_table(&self) -> Result<(), SolveError> {
-        let err = |e: snapshotter::redb::Error| SolveError::Cache(e.to_string());
-        let tx = self.meta.database().begin_write().map_err(|e| err(e.into()))?;
-        tx.open_table(CACHE_LINKS).map_err(|e| err(e.into()))?;
-        tx.commit().map_err(|e| err(e.into()))?;
-        Ok(())
+        self.meta
+            .write(|tx| tx.open_table(CACHE_LINKS).map(drop).map_err(snapshotter::meta::db))
+            .map_err(|e| SolveError::Cache(e.to_string()))
     }
 
     /// The result linked to `key` if every snapshot it names still exists; a stale link is dropped.

@@ -145,9 +145,12 @@ pub struct Worker {
     pub meta: Arc<MetaDb>,
     pub executor: Arc<dyn Executor>,
     pub images: Arc<dyn ImageProvider>,
-    /// Scratch space owned by the solver: mount points, cache mounts (`state_dir/cache-mounts`), git
-    /// mirrors.
+    /// Space owned by the solver and shared by every process on the state root: cache mounts
+    /// (`state_dir/cache-mounts`), git mirrors.
     pub state_dir: PathBuf,
+    /// This process's scratch space (the state root's `tmp/<owner>`): mount points. What a killed process
+    /// leaves there (mounts included) is removed by the next process to open the root.
+    pub scratch_dir: PathBuf,
 }
 
 /// What lives as long as the worker: its parts, the stat cache of contexts, the cache links, cache
@@ -179,23 +182,12 @@ impl State {
         })
     }
 
-    /// Once per process, before the first solve: creates the tables and removes the temporary snapshots an
-    /// earlier process left when it died mid-step (the state root's lock makes this process the only
-    /// user). Blocking.
+    /// Once per process, before the first solve: creates the tables. (The temporary snapshots of a process
+    /// that died mid-step are the snapshotter's to remove: it knows which process owns them, and other
+    /// processes may be building on the same root right now.) Blocking.
     pub(crate) fn start(&self) -> Result<(), SolveError> {
         self.links.ensure_table()?;
-        http::ensure_table(&self.worker.meta)?;
-        let sn = &*self.worker.snapshotter;
-        let ours = format!("solver-{}-", std::process::id());
-        let infos = sn.walk().map_err(|e| SolveError::Cache(e.to_string()))?;
-        for info in infos {
-            let temporary = info.name.starts_with("solver-") && !info.name.starts_with(&ours);
-            if temporary && info.kind != snapshotter::snapshot::Kind::Committed {
-                // Best effort: what cannot be removed now is tried again next time.
-                let _ = sn.remove(&info.name);
-            }
-        }
-        Ok(())
+        http::ensure_table(&self.worker.meta)
     }
 
     /// A process-unique name for a temporary snapshot.
@@ -204,9 +196,9 @@ impl State {
         format!("solver-{}-{n}-{what}", std::process::id())
     }
 
-    /// Where temporary mounts go (`state_dir/mnt`).
+    /// Where temporary mounts go (`scratch_dir/mnt`).
     pub(crate) fn mount_dir(&self) -> std::io::Result<PathBuf> {
-        let dir = self.worker.state_dir.join("mnt");
+        let dir = self.worker.scratch_dir.join("mnt");
         std::fs::create_dir_all(&dir)?;
         Ok(dir)
     }
