@@ -53,8 +53,9 @@ pub(crate) async fn run(
         let _ = tokio::task::spawn_blocking(move || crate::explain::adopt(&e, &id, &carried)).await;
     }
     let stores = imports.iter().map(|c| c.clone() as Arc<dyn solver::op::CacheStore<solver::WorkerRef>>).collect();
-    let solved = solve(&engine, &req, &converted, stores, &events, &cancel).await?;
-    for miss in crate::explain::explain(&engine, &req, &converted.definition, &solved.steps).await {
+    let dirs = crate::explain::Directories::default();
+    let solved = solve(&engine, &req, &converted, stores, &events, &cancel, &dirs).await?;
+    for miss in crate::explain::explain(&engine, &req, &converted.definition, &solved.steps, &dirs).await {
         let _ = events.send(Event::Miss(miss));
     }
 
@@ -238,12 +239,13 @@ async fn solve(
     imports: Vec<Arc<dyn solver::op::CacheStore<solver::WorkerRef>>>,
     events: &EventSink,
     cancel: &CancellationToken,
+    dirs: &crate::explain::Directories,
 ) -> Result<solver::Solved, BuildError> {
     let mut locals: BTreeMap<String, Arc<dyn LocalSource>> = BTreeMap::new();
-    locals.insert(CONTEXT.into(), req.context.clone());
+    locals.insert(CONTEXT.into(), dirs.remember(CONTEXT, req.context.clone()));
     for (name, c) in &req.named_contexts {
         if let NamedContext::Local(source) = c {
-            locals.insert(name.clone(), source.clone());
+            locals.insert(name.clone(), dirs.remember(name, source.clone()));
         }
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

@@ -16,25 +16,24 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use llb::file::{FileActionKind, FileSource};
 use llb::{Definition, Digest, Op, SourceOp, Vertex};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use solver::fileop::SourceDir;
-use solver::{LocalSource, StepRecord, StepStatus};
+use solver::op::BoxFuture;
+use solver::{LocalSource, SessionError, StepRecord, StepStatus};
 
 use crate::progress::StepMiss;
-use crate::request::{BuildRequest, NamedContext};
+use crate::request::BuildRequest;
 use crate::Engine;
 
 /// The record format; another version is ignored (the next build starts a new record).
 const VERSION: u32 = 1;
 /// The directory in the state root.
 const DIR: &str = "explain";
-/// The local source name of the build context (the frontend's).
-const CONTEXT: &str = "context";
 
 /// One build of one Dockerfile target, as the next build compares with it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -183,13 +182,56 @@ impl std::fmt::Display for Reason {
     }
 }
 
+/// The directories the build's local sources gave the solver, by source name and filters: listings read
+/// these, so explaining never asks a source again (for a daemon's client, that would be a second sync).
+#[derive(Default, Clone)]
+pub(crate) struct Directories(Arc<Mutex<HashMap<SourceFilters, PathBuf>>>);
+
+/// A local source's name, include and exclude patterns.
+type SourceFilters = (String, Vec<String>, Vec<String>);
+
+impl Directories {
+    /// `source`, remembering what it answers under `name`.
+    pub(crate) fn remember(&self, name: &str, source: Arc<dyn LocalSource>) -> Arc<dyn LocalSource> {
+        Arc::new(Remembered { name: name.to_string(), source, dirs: self.clone() })
+    }
+
+    fn get(&self, name: &str, include: &[String], exclude: &[String]) -> Option<PathBuf> {
+        let dirs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        dirs.get(&(name.to_string(), include.to_vec(), exclude.to_vec())).cloned()
+    }
+}
+
+struct Remembered {
+    name: String,
+    source: Arc<dyn LocalSource>,
+    dirs: Directories,
+}
+
+impl LocalSource for Remembered {
+    fn directory<'a>(
+        &'a self,
+        include: &'a [String],
+        exclude: &'a [String],
+        status: &'a (dyn Fn(&str, u64, Option<u64>) + Send + Sync),
+    ) -> BoxFuture<'a, Result<PathBuf, SessionError>> {
+        Box::pin(async move {
+            let path = self.source.directory(include, exclude, status).await?;
+            let key = (self.name.clone(), include.to_vec(), exclude.to_vec());
+            self.dirs.0.lock().unwrap_or_else(|e| e.into_inner()).insert(key, path.clone());
+            Ok(path)
+        })
+    }
+}
+
 /// Compares the steps a build ran with the last build of the same target, records this build for the
-/// next one, and returns one explanation per step that ran.
+/// next one, and returns one explanation per step that ran. `dirs` are the local sources' directories.
 pub(crate) async fn explain(
     engine: &Arc<Engine>,
     req: &BuildRequest,
     def: &Definition,
     steps: &[StepRecord],
+    dirs: &Directories,
 ) -> Vec<StepMiss> {
     let dir = engine.store.root.path().join(DIR);
     let file = dir.join(format!("{}.json", history_id(req)));
@@ -202,7 +244,7 @@ pub(crate) async fn explain(
             .filter_map(|s| step_history(def, s))
             .collect(),
     };
-    let listed = list_files(engine, req, def, steps, &dir).await;
+    let listed = list_files(engine, dirs, def, steps, &dir).await;
     let defined: BTreeSet<(String, String)> =
         def.vertices.iter().map(|(d, v)| (vertex_name(def, d), v.op.kind().to_string())).collect();
     let (dir2, file2, current2) = (dir.clone(), file.clone(), current.clone());
@@ -628,7 +670,7 @@ fn reads(def: &Definition, v: &Vertex) -> Vec<(String, Reads)> {
 /// returns them by checksum.
 async fn list_files(
     engine: &Arc<Engine>,
-    req: &BuildRequest,
+    dirs: &Directories,
     def: &Definition,
     steps: &[StepRecord],
     dir: &Path,
@@ -656,16 +698,8 @@ async fn list_files(
     }
     let mut out = HashMap::new();
     for (value, path, r) in todo {
-        let source: Option<Arc<dyn LocalSource>> = if r.source == CONTEXT {
-            Some(req.context.clone())
-        } else {
-            match req.named_contexts.get(&r.source) {
-                Some(NamedContext::Local(s)) => Some(s.clone()),
-                _ => None,
-            }
-        };
-        let Some(source) = source else { continue };
-        let Ok(root) = source.directory(&r.include, &r.exclude, &|_, _, _| {}).await else { continue };
+        // A source the solve did not open (its steps hit the cache) is not opened for a listing either.
+        let Some(root) = dirs.get(&r.source, &r.include, &r.exclude) else { continue };
         let meta = engine.store.meta.clone();
         let (dir2, value2) = (dir.to_path_buf(), value.clone());
         let listed = tokio::task::spawn_blocking(move || {
