@@ -34,6 +34,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::{RunFailure, SolveError};
 pub use progress::{Event, EventKind, ProgressSink, StepRecord, StepStatus};
+/// The scheme of cache keys (changes when a step's result for the same inputs changes): a cache written
+/// under another scheme cannot hit.
+pub use scheduler::run::KEY_VERSION as CACHE_KEY_VERSION;
 pub use session::{LocalDir, LocalSource, SecretSource, SessionError, SshSockets, SshSource, StaticSecrets};
 pub use snapshotter::LAYER_LABEL;
 pub use worker::links::{Link, CACHE_LINKS};

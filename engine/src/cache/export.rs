@@ -164,7 +164,8 @@ pub(crate) fn build_record(
     let epoch = opts.epoch;
     let in_result = chain_names(engine, root)?;
     let meta = &engine.store.meta;
-    let mut record = CacheRecord { version: VERSION, ..Default::default() };
+    let mut record =
+        CacheRecord { version: VERSION, keys: Some(solver::CACHE_KEY_VERSION.to_string()), ..Default::default() };
     let mut foreign = Vec::new();
     let mut seen = BTreeSet::new();
     // A result never unpacked has no chain here: mode=min then keeps the root step's entry.

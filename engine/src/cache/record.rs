@@ -54,6 +54,10 @@ pub struct CacheRecord {
     /// paths they read, with digests. Not part of a hit; absent in inline records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explain: Option<serde_json::Value>,
+    /// The cache key scheme of the rbuild that wrote the record (solver's [`solver::CACHE_KEY_VERSION`]);
+    /// a record under another scheme cannot hit, and says so rather than missing silently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<String>,
 }
 
 impl CacheRecord {
@@ -62,6 +66,13 @@ impl CacheRecord {
         let r: CacheRecord = serde_json::from_slice(bytes).map_err(|e| format!("not an rbuild cache record: {e}"))?;
         if r.version != VERSION {
             return Err(format!("cache record version {} (this rbuild reads version {VERSION})", r.version));
+        }
+        if let Some(keys) = r.keys.as_deref().filter(|k| *k != solver::CACHE_KEY_VERSION) {
+            return Err(format!(
+                "written by an rbuild whose cache keys differ ({keys}; this rbuild uses {}): none of its steps \
+                 can hit; the next --cache-to of this rbuild replaces it",
+                solver::CACHE_KEY_VERSION
+            ));
         }
         let n = r.layers.len();
         for (key, outputs) in &r.results {
@@ -117,6 +128,14 @@ mod tests {
 
         r.results.insert("sha256:k2".into(), vec![Some(vec![7])]);
         assert!(CacheRecord::parse(&serde_json::to_vec(&r).unwrap()).unwrap_err().contains("k2"));
+        r.results.remove("sha256:k2");
+
+        // A record says which key scheme wrote it; another scheme's record is refused with the reason.
+        r.keys = Some(solver::CACHE_KEY_VERSION.into());
+        assert_eq!(CacheRecord::parse(&serde_json::to_vec(&r).unwrap()).unwrap(), r);
+        r.keys = Some("rbuild.cachekey.v2".into());
+        let e = CacheRecord::parse(&serde_json::to_vec(&r).unwrap()).unwrap_err();
+        assert!(e.contains("cache keys differ (rbuild.cachekey.v2; this rbuild uses rbuild.cachekey.v"), "{e}");
         let v2 = CacheRecord { version: 2, ..Default::default() };
         assert!(CacheRecord::parse(&serde_json::to_vec(&v2).unwrap()).unwrap_err().contains("version 2"));
         assert!(CacheRecord::parse(b"{}").is_err());

@@ -12,7 +12,7 @@
 //! The scheduler knows the [`Op`] trait and the definition's shape only; it never reads an op's payload.
 
 mod flight;
-mod run;
+pub(crate) mod run;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

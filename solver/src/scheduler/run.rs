@@ -26,7 +26,7 @@ type Memo<R> = Result<Arc<Vec<R>>, SolveError>;
 // v3: file ops and RUN steps give BuildKit v0.24's results (issue 17: --chmod on created parents, ADD
 // --chown of archives, root-owned contexts, supplementary groups, no /etc/hostname mount), so results
 // cached under v2 keys would differ from a fresh run.
-const KEY_VERSION: &[u8] = b"rbuild.cachekey.v3";
+pub const KEY_VERSION: &str = "rbuild.cachekey.v3";
 
 pub(crate) struct Run<R: Clone + Send + Sync + 'static> {
     flights: Arc<Flights<R>>,
@@ -54,7 +54,7 @@ pub(crate) struct Run<R: Clone + Send + Sync + 'static> {
 
 /// sha256 over length-prefixed fields, so no two different key inputs hash the same bytes.
 fn derive_key(op: &Digest, inputs: &[(Digest, usize)], content: &[(String, String)]) -> Digest {
-    let mut buf = KEY_VERSION.to_vec();
+    let mut buf = KEY_VERSION.as_bytes().to_vec();
     let mut field = |tag: &[u8], value: &[u8]| {
         buf.extend_from_slice(tag);
         buf.extend_from_slice(&(value.len() as u64).to_le_bytes());
