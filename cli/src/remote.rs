@@ -30,13 +30,6 @@ impl Target {
         let order: Vec<&Member> = self.members.iter().collect();
         Ok(crate::fleet::first_ready(&order, self.tls.as_ref()).await?.0)
     }
-
-    /// The daemon for a build of `project` ([`crate::fleet::project_key`]): the first that takes builds in
-    /// the project's rendezvous order.
-    pub(crate) async fn connect_for(&self, project: &str) -> Result<daemon::client::Connection> {
-        let order = crate::fleet::rendezvous(&self.members, project);
-        Ok(crate::fleet::first_ready(&order, self.tls.as_ref()).await?.0)
-    }
 }
 
 /// The TLS files of the global flags: all three or none.

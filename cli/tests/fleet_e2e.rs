@@ -331,6 +331,16 @@ fn a_fleet_routes_projects_shares_its_cache_and_drains() {
     assert_eq!((code, body.trim()), (503, "draining"));
     assert_eq!(fleet.metric(busy, "rbuild_draining"), 1.0);
     assert_eq!(fleet.metric(busy, "rbuild_builds_running"), 1.0);
+    // Asked alone (no health check to pass it over), it refuses a new build, saying why.
+    let alone = fleet
+        .net
+        .command("cl", Path::new(env!("CARGO_BIN_EXE_rbuild")))
+        .env("XDG_STATE_HOME", fleet.dir.path().join("client-state"))
+        .args(["--host", &fleet.daemon_addr(busy), "build", "--progress", "plain"])
+        .arg(&projects[p])
+        .output()
+        .unwrap();
+    assert!(!alone.status.success() && text(&alone).contains("draining"), "{}", text(&alone));
     // The project's next build goes elsewhere, and starts within 2 s of the signal.
     let others: Vec<usize> = (0..DAEMONS).filter(|i| *i != busy && fleet.daemons[*i].is_some()).collect();
     let done_before: Vec<f64> =

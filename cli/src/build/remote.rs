@@ -12,13 +12,13 @@ use crate::remote::Target;
 
 pub(crate) async fn run(target: Target, parsed: Parsed, renderer: Renderer) -> Result<(Outcome, Option<Stop>)> {
     let request = parsed.remote();
-    // On a fleet, the project's daemon (rendezvous order, skipping daemons that are down or draining).
-    let mut conn = target.connect_for(&crate::fleet::project_key(&request.start)).await?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let rendering = render(renderer, rx);
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
-    let build = conn.build(request, move |e| drop(tx.send(e)), cancel);
+    // On a fleet, the project's daemon (rendezvous order, skipping daemons that are down or draining).
+    let tls = target.tls.clone();
+    let build = crate::fleet::build(&target.members, tls.as_ref(), request, move |e| drop(tx.send(e)), cancel);
     let (result, stopped) = until_done(build, move || stop.cancel()).await;
     let _ = rendering.await;
     let outcome = match result {

@@ -5,6 +5,6 @@ mod route;
 mod serve;
 mod status;
 
-pub(crate) use route::{first_ready, members, project_key, rendezvous, Member};
+pub(crate) use route::{build, first_ready, members, Member};
 pub use serve::FleetServeArgs;
 pub use status::{run, FleetCommand};

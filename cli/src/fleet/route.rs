@@ -9,9 +9,10 @@ use std::net::{IpAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use daemon::client::Connection;
-use daemon::{Address, TlsFiles};
+use daemon::client::{Connection, RemoteBuild, RemoteError, RemoteResult};
+use daemon::{Address, DaemonError, TlsFiles};
 use sha2::{Digest as _, Sha256};
+use tokio_util::sync::CancellationToken;
 
 /// How long a daemon may take to accept a connection or answer the health check before the next one is
 /// tried.
@@ -127,6 +128,37 @@ pub(crate) async fn first_ready(order: &[&Member], tls: Option<&TlsFiles>) -> Re
         why.push(format!("{m}: {reason}"));
     }
     bail!("no rbuild daemon takes builds:\n  {}", why.join("\n  "))
+}
+
+/// Runs `b` on its project's daemon: the first in rendezvous order that takes builds; a daemon that
+/// refuses it at the start (it began draining after its health check) hands it to the next one.
+pub(crate) async fn build(
+    members: &[Member],
+    tls: Option<&TlsFiles>,
+    mut b: RemoteBuild,
+    mut on_event: impl FnMut(engine::Event),
+    cancel: CancellationToken,
+) -> Result<RemoteResult, RemoteError> {
+    let project = project_key(&b.start);
+    let order = rendezvous(members, &project);
+    let mut from = 0;
+    loop {
+        let (mut conn, m) = first_ready(&order[from..], tls)
+            .await
+            .map_err(|e| RemoteError::Daemon(DaemonError::Protocol(format!("{e:#}"))))?;
+        match conn.try_build(b, &mut on_event, cancel.clone()).await {
+            Ok(r) => return r,
+            Err(refused) if from + 1 < order.len() => {
+                eprintln!("fleet: {m} refused the build ({}): trying the next daemon", refused.message);
+                from = order.iter().position(|o| **o == m).unwrap_or(from) + 1;
+                b = *refused.build;
+            }
+            Err(refused) => return Err(DaemonError::Protocol(format!("{m}: {}", refused.message)).into()),
+        }
+        if from >= order.len() {
+            return Err(DaemonError::Protocol("every rbuild daemon of the fleet refused the build".into()).into());
+        }
+    }
 }
 
 #[cfg(test)]

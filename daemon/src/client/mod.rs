@@ -102,6 +102,13 @@ pub struct RemoteBuild {
     pub outputs: Vec<OutputSpec>,
 }
 
+/// A build a daemon refused before starting it (it is draining), given back to run elsewhere.
+pub struct Refused {
+    pub build: Box<RemoteBuild>,
+    /// What the daemon said.
+    pub message: String,
+}
+
 /// What a remote build produced.
 #[derive(Debug, Clone)]
 pub struct RemoteResult {
@@ -173,19 +180,57 @@ impl Connection {
     pub async fn build(
         &mut self,
         b: RemoteBuild,
-        mut on_event: impl FnMut(engine::Event),
+        on_event: impl FnMut(engine::Event),
         cancel: CancellationToken,
     ) -> Result<RemoteResult, RemoteError> {
-        let mut start = b.start;
+        match self.try_build(b, on_event, cancel).await {
+            Ok(r) => r,
+            Err(refused) => Err(DaemonError::Rpc {
+                addr: self.addr.to_string(),
+                status: Box::new(tonic::Status::unavailable(refused.message)),
+            }
+            .into()),
+        }
+    }
+
+    /// [`Connection::build`], except that a daemon refusing the build before it starts (UNAVAILABLE: it is
+    /// draining) gives the build back untouched, for another daemon of the fleet.
+    pub async fn try_build(
+        &mut self,
+        b: RemoteBuild,
+        mut on_event: impl FnMut(engine::Event),
+        cancel: CancellationToken,
+    ) -> Result<Result<RemoteResult, RemoteError>, Refused> {
+        let mut start = b.start.clone();
         start.outputs = b.outputs.iter().map(output_to_proto).collect();
         start.secret_ids = b.secrets.keys().cloned().collect();
         start.ssh_ids = b.ssh.keys().cloned().collect();
-        let mut sinks = OutputSinks::new(&b.outputs).map_err(RemoteError::Output)?;
         let (tx, rx) = mpsc::channel::<ClientMessage>(64);
         let send_start = ClientMessage { msg: Some(client_message::Msg::Start(start)) };
-        tx.send(send_start).await.map_err(|_| RemoteError::Output("the build stream closed".into()))?;
-        let rpc = |status: tonic::Status| DaemonError::Rpc { addr: self.addr.to_string(), status: Box::new(status) };
-        let mut inbound = self.client.build(ReceiverStream::new(rx)).await.map_err(rpc)?.into_inner();
+        if tx.send(send_start).await.is_err() {
+            return Ok(Err(RemoteError::Output("the build stream closed".into())));
+        }
+        let mut inbound = match self.client.build(ReceiverStream::new(rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                return Err(Refused { build: Box::new(b), message: status.message().to_string() })
+            }
+            Err(status) => {
+                return Ok(Err(DaemonError::Rpc { addr: self.addr.to_string(), status: Box::new(status) }.into()))
+            }
+        };
+        Ok(self.run_build(b, &mut inbound, tx, &mut on_event, cancel).await)
+    }
+
+    async fn run_build(
+        &mut self,
+        b: RemoteBuild,
+        inbound: &mut tonic::Streaming<proto::ServerMessage>,
+        tx: mpsc::Sender<ClientMessage>,
+        on_event: &mut impl FnMut(engine::Event),
+        cancel: CancellationToken,
+    ) -> Result<RemoteResult, RemoteError> {
+        let mut sinks = OutputSinks::new(&b.outputs).map_err(RemoteError::Output)?;
         let rpc = |status: tonic::Status| DaemonError::Rpc { addr: self.addr.to_string(), status: Box::new(status) };
         let here = Arc::new(Here {
             contexts: b.contexts,
