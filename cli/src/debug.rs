@@ -20,6 +20,9 @@ pub enum DebugCommand {
     /// Run one command in the sandbox on an overlay over a rootfs; the changes are discarded unless
     /// `--keep DIR` is given.
     Run(crate::debug_run::RunArgs),
+    /// List the platforms RUN steps can run for on this host: native, 32-bit compat, and those a
+    /// binfmt_misc emulator (QEMU user emulation) is registered for.
+    Platforms,
 }
 
 #[derive(Args, Debug)]
@@ -59,7 +62,35 @@ pub fn run(cmd: DebugCommand, g: &crate::images::Globals) -> Result<ExitCode> {
         DebugCommand::DumpAst(args) => dump_ast(&args),
         DebugCommand::Llb(args) => llb(&args),
         DebugCommand::Run(args) => crate::debug_run::run(args, g),
+        DebugCommand::Platforms => platforms(),
     }
+}
+
+fn platforms() -> Result<ExitCode> {
+    use sandbox::platforms::How;
+    let runnable = sandbox::platforms::runnable();
+    for r in &runnable {
+        let how = match &r.how {
+            How::Native => "native".to_string(),
+            How::Compat => "native (the kernel's 32-bit mode)".to_string(),
+            How::Emulated { handler, interpreter, fix_binary: true } => {
+                format!("emulated: binfmt_misc {handler} ({})", interpreter.display())
+            }
+            How::Emulated { handler, interpreter, fix_binary: false } => format!(
+                "not usable: binfmt_misc {handler} ({}) lacks the fix-binary flag F that RUN steps need",
+                interpreter.display()
+            ),
+        };
+        println!("{:<16} {how}", r.platform.to_string());
+    }
+    if !runnable.iter().any(|r| matches!(r.how, How::Emulated { .. })) {
+        println!(
+            "no emulators are registered in {}: install qemu-user-static (apt-get install qemu-user-static) to \
+             build for other platforms",
+            sandbox::platforms::BINFMT_MISC
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_dockerfile(path: &Path) -> Result<(String, Vec<u8>)> {

@@ -10,6 +10,7 @@ pub mod debug;
 pub mod executor;
 pub mod init;
 pub mod network;
+pub mod platforms;
 pub mod process;
 pub mod rootfs;
 pub mod runc;
