@@ -57,7 +57,7 @@ fn build_ok(rb: &Rbuild, ctx: &Path, extra: &[&str]) -> String {
     t
 }
 
-/// 1. A step may make device nodes (CAP_MKNOD stays, as under Docker) but can open none of the host's
+/// Failure 1: A step may make device nodes (CAP_MKNOD stays, as under Docker) but can open none of the host's
 /// devices through them: not a loop device (7:0), a disk (8:0), kvm (10:232), fuse (10:229) or /dev/mem
 /// (1:1). The default devices work.
 #[test]
@@ -124,7 +124,7 @@ impl Drop for LoopbackServer {
     }
 }
 
-/// 2. A Dockerfile cannot take the host network for itself: `RUN --network=host` fails without
+/// Failure 2: A Dockerfile cannot take the host network for itself: `RUN --network=host` fails without
 /// `--allow network.host`, naming the entitlement (also under `--network none`), and works with it.
 #[test]
 fn the_host_network_needs_the_entitlement() {
@@ -220,7 +220,7 @@ impl Drop for NetnsServer {
     }
 }
 
-/// 3. The default network is a namespace of the step's own: it reaches a server elsewhere through NAT, but
+/// Failure 3: The default network is a namespace of the step's own: it reaches a server elsewhere through NAT, but
 /// not the host's loopback services (neither as 127.0.0.1 nor through its gateway), and it sees only its
 /// own interfaces, so a packet socket (CAP_NET_RAW) captures only its own traffic.
 #[test]
@@ -255,7 +255,7 @@ fn the_default_network_is_the_steps_own_with_nat() {
     assert!(out.contains("none-done-42") && !out.contains("remote-reached-42"), "{out}");
 }
 
-/// 4. Eight builds on one state root at once all succeed, and `rbuild images` answers within a second
+/// Failure 4: Eight builds on one state root at once all succeed, and `rbuild images` answers within a second
 /// while they run.
 #[test]
 fn concurrent_builds_share_one_root() {
@@ -331,7 +331,7 @@ fn processes_with(marker: &str) -> Vec<u32> {
     out
 }
 
-/// 5. `kill -9` of rbuild mid-RUN: no process of the step is left after 2 s, and the step's
+/// Failure 5: `kill -9` of rbuild mid-RUN: no process of the step is left after 2 s, and the step's
 /// `sharing=locked` cache mount is free for the next build at once.
 #[test]
 fn a_killed_build_leaves_no_process_and_no_lock() {
