@@ -49,7 +49,8 @@ pub struct BuildArgs {
     /// Check the registry for newer versions of base images.
     #[arg(long)]
     pub(crate) pull: bool,
-    /// The network of RUN steps: default (the host's network), host or none.
+    /// The network of RUN steps: default (a network namespace of each step's own, with NAT), host (implies
+    /// `--allow network.host`) or none.
     #[arg(long, default_value = "default")]
     pub(crate) network: String,
     /// A secret for RUN --mount=type=secret: `id=ID[,src=FILE|,env=VAR]`; repeatable.
