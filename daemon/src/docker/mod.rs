@@ -102,13 +102,7 @@ pub async fn bind(opts: &DockerApiOptions) -> Result<Listeners, DaemonError> {
         let l = match a {
             Address::Unix(path) => Listener::Unix(crate::server::bind_unix(path)?),
             Address::Tcp(hp) => {
-                let sock = tokio::net::lookup_host(hp)
-                    .await
-                    .map_err(DaemonError::io(format!("resolving {hp}")))?
-                    .next()
-                    .ok_or_else(|| DaemonError::Address(a.to_string()))?;
-                let l =
-                    tokio::net::TcpListener::bind(sock).await.map_err(DaemonError::io(format!("listening on {a}")))?;
+                let l = crate::server::bind_tcp(a, hp).await?;
                 let tls = match &opts.tls {
                     Some(t) => Some(tokio_rustls::TlsAcceptor::from(t.rustls_server_config()?)),
                     None => None,

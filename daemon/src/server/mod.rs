@@ -127,13 +127,7 @@ pub async fn serve(
                 servers.push(tokio::spawn(async move { server.serve_with_incoming_shutdown(incoming, stopped).await }));
             }
             Address::Tcp(hp) => {
-                let sock = tokio::net::lookup_host(hp)
-                    .await
-                    .map_err(DaemonError::io(format!("resolving {hp}")))?
-                    .next()
-                    .ok_or_else(|| DaemonError::Address(a.to_string()))?;
-                let listener =
-                    tokio::net::TcpListener::bind(sock).await.map_err(DaemonError::io(format!("listening on {a}")))?;
+                let listener = bind_tcp(a, hp).await?;
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
                 let mut builder = tonic::transport::Server::builder();
                 if let Some(tls) = &opts.tls {
@@ -156,6 +150,16 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Resolves `hp` (`HOST:PORT` of the address `a`) and listens on its first address.
+pub(crate) async fn bind_tcp(a: &Address, hp: &str) -> Result<tokio::net::TcpListener, DaemonError> {
+    let sock = tokio::net::lookup_host(hp)
+        .await
+        .map_err(DaemonError::io(format!("resolving {hp}")))?
+        .next()
+        .ok_or_else(|| DaemonError::Address(a.to_string()))?;
+    tokio::net::TcpListener::bind(sock).await.map_err(DaemonError::io(format!("listening on {a}")))
 }
 
 /// Binds the socket (replacing a stale one) with mode 0660.
