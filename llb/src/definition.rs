@@ -54,7 +54,16 @@ impl Definition {
     /// A copy with only the vertices (and metadata) reachable from the root; unchanged without a root.
     pub fn pruned(&self) -> Definition {
         let Some(root) = self.root else { return self.clone() };
-        let keep = self.reachable_from(&root.digest);
+        self.pruned_to(&[root])
+    }
+
+    /// A copy with only the vertices (and metadata) reachable from any of `roots` (the roots of a
+    /// multi-platform build, solved together); the root stays as it was.
+    pub fn pruned_to(&self, roots: &[Output]) -> Definition {
+        let mut keep = BTreeSet::new();
+        for r in roots {
+            keep.extend(self.reachable_from(&r.digest));
+        }
         Definition {
             vertices: self.vertices.iter().filter(|(d, _)| keep.contains(d)).map(|(d, v)| (*d, v.clone())).collect(),
             metadata: self.metadata.iter().filter(|(d, _)| keep.contains(d)).map(|(d, m)| (*d, m.clone())).collect(),

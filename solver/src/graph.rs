@@ -15,12 +15,21 @@ pub(crate) struct Graph {
 
 impl Graph {
     /// Validates `def` and loads the vertices reachable from its root.
+    #[cfg(test)]
     pub(crate) fn load(def: &Definition) -> Result<Graph, SolveError> {
+        let roots: Vec<llb::Output> = def.root.into_iter().collect();
+        Graph::load_roots(def, &roots)
+    }
+
+    /// Validates `def` and loads the vertices reachable from any of `roots`.
+    pub(crate) fn load_roots(def: &Definition, roots: &[llb::Output]) -> Result<Graph, SolveError> {
         def.validate()?;
         let mut dag = DiGraph::new();
         let mut nodes: HashMap<Digest, NodeIndex> = HashMap::new();
-        let Some(root) = def.root else { return Ok(Graph { order: Vec::new() }) };
-        let needed = def.reachable_from(&root.digest);
+        let mut needed = std::collections::BTreeSet::new();
+        for r in roots {
+            needed.extend(def.reachable_from(&r.digest));
+        }
         for d in &needed {
             nodes.insert(*d, dag.add_node(*d));
         }

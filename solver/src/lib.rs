@@ -111,6 +111,27 @@ pub struct Solved {
     pub lazy_root: Option<LazyChain>,
 }
 
+/// One root's result in [`SolvedRoots`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SolvedRoot {
+    /// The committed snapshot; `None` is an empty filesystem (or a lazy result).
+    pub root: Option<String>,
+    /// A result from an imported cache, not unpacked (see [`Solved::lazy_root`]).
+    pub lazy_root: Option<LazyChain>,
+}
+
+/// What a solve of several roots produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SolvedRoots {
+    /// Each root's result, in the order asked.
+    pub roots: Vec<SolvedRoot>,
+    pub cached: usize,
+    pub executed: usize,
+    pub shared: usize,
+    /// Every step once, however many roots reach it.
+    pub steps: Vec<StepRecord>,
+}
+
 /// Runs definitions against one worker. One per process (or daemon): clones share the executions in
 /// flight, so two builds that reach the same step run it once.
 #[derive(Clone)]
@@ -139,6 +160,20 @@ impl Solver {
 
     /// Builds the root of `def` and returns its committed snapshot. Progress goes to `opts.progress`.
     pub async fn solve(&self, def: &llb::Definition, opts: SolveOptions) -> Result<Solved, SolveError> {
+        let roots: Vec<llb::Output> = def.root.into_iter().collect();
+        let s = self.solve_roots(def, &roots, opts).await?;
+        let SolvedRoot { root, lazy_root } = s.roots.into_iter().next().unwrap_or_default();
+        Ok(Solved { root, cached: s.cached, executed: s.executed, shared: s.shared, steps: s.steps, lazy_root })
+    }
+
+    /// Builds several roots of `def` in one solve (a multi-platform build: one root per platform), so a
+    /// step they share (a `FROM --platform=$BUILDPLATFORM` stage that does not read the target) runs once.
+    pub async fn solve_roots(
+        &self,
+        def: &llb::Definition,
+        roots: &[llb::Output],
+        opts: SolveOptions,
+    ) -> Result<SolvedRoots, SolveError> {
         let state = self.state.clone();
         self.started.get_or_try_init(|| blocking(move || state.start())).await?;
         let session = Session {
@@ -158,30 +193,29 @@ impl Solver {
             progress: opts.progress,
             cancel: opts.cancel,
         };
-        let solution = self.scheduler.solve(req).await;
+        let solution = self.scheduler.solve_roots(req, roots.to_vec()).await;
         let state = self.state.clone();
         // The stat cache is an optimisation: failing to save it costs a re-read next time, not the build.
         let _ = blocking(move || state.checksums.flush().map_err(|e| SolveError::Cache(e.to_string()))).await;
         let solution = solution?;
-        let mut lazy_root = None;
-        let root = match solution.root {
-            None | Some(WorkerRef::Snapshot(None)) => None,
-            Some(WorkerRef::Snapshot(s)) => s,
-            Some(WorkerRef::Lazy(chain)) => {
-                lazy_root = Some(chain);
-                None
-            }
-            Some(r @ WorkerRef::Local(_)) => {
-                // The build's result is a context itself: commit it so it can be exported.
-                let state = self.state.clone();
-                blocking(move || {
-                    let step = worker::Step { state: &state, label: "the build result", key: llb::Digest::of(b"") };
-                    worker::snapshot_of(&step, &r)
-                })
-                .await?
-            }
-        };
+        let mut out = Vec::with_capacity(solution.roots.len());
+        for r in solution.roots {
+            out.push(match r {
+                WorkerRef::Snapshot(s) => SolvedRoot { root: s, lazy_root: None },
+                WorkerRef::Lazy(chain) => SolvedRoot { root: None, lazy_root: Some(chain) },
+                r @ WorkerRef::Local(_) => {
+                    // The build's result is a context itself: commit it so it can be exported.
+                    let state = self.state.clone();
+                    let root = blocking(move || {
+                        let step = worker::Step { state: &state, label: "the build result", key: llb::Digest::of(b"") };
+                        worker::snapshot_of(&step, &r)
+                    })
+                    .await?;
+                    SolvedRoot { root, lazy_root: None }
+                }
+            });
+        }
         let c = solution.counts;
-        Ok(Solved { root, cached: c.cached, executed: c.executed, shared: c.shared, steps: solution.steps, lazy_root })
+        Ok(SolvedRoots { roots: out, cached: c.cached, executed: c.executed, shared: c.shared, steps: solution.steps })
     }
 }

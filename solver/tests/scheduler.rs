@@ -497,3 +497,36 @@ async fn a_scheduler_wide_limit_bounds_every_solve_together() {
     assert_eq!((a.unwrap().root, b.unwrap().root), (Some(3 + 3), Some(2 * 3 + 3)));
     assert_eq!(env.log.max_running.load(Ordering::SeqCst), 2, "{:?}", env.log.order());
 }
+
+/// Two roots over one definition (a multi-platform build's platforms): the step both reach runs once,
+/// is reported once, and each root gets its own value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_roots_of_one_solve_run_a_shared_step_once() {
+    let env = Env::new();
+    let build = |target: &str| {
+        let mut d = Def::new();
+        let base = d.source("const:1", "base");
+        let shared = d.exec(&["sleep", "100"], Some(base), "[build 1/1] shared");
+        let own = d.source(&format!("const:{target}"), &format!("target {target}"));
+        let root = d.sum(&[shared, own], &format!("[{target} 1/1] sum"));
+        d.finish(root)
+    };
+    let (amd64, arm64) = (build("10"), build("20"));
+    let mut def = amd64.clone();
+    def.vertices.extend(arm64.vertices.clone());
+    def.metadata.extend(arm64.metadata.clone());
+    let roots = vec![amd64.root.unwrap(), arm64.root.unwrap()];
+    let (req, mut rx, _) = env.request(&def, 4);
+    let solved = env.scheduler.solve_roots(req, roots).await.unwrap();
+    assert_eq!(solved.roots, vec![12, 22]);
+    assert_eq!(env.log.runs("[build 1/1] shared"), 1, "{:?}", env.log.order());
+    let shared: Vec<_> = solved.steps.iter().filter(|s| s.name == "[build 1/1] shared").collect();
+    assert_eq!(shared.len(), 1, "one record of the shared step");
+    assert_eq!(shared[0].status, StepStatus::Executed);
+    let events = drain(&mut rx);
+    let n = names(&events);
+    let started = with_kind(&events, &n, |k| matches!(k, EventKind::Started { .. }));
+    assert_eq!(started.iter().filter(|s| *s == "[build 1/1] shared").count(), 1, "{started:?}");
+    // Base, shared, the two targets and the two sums: each executed once.
+    assert_eq!(solved.counts.executed, 6, "{:?}", solved.counts);
+}

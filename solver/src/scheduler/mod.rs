@@ -76,6 +76,16 @@ pub struct Counts {
     pub shared: usize,
 }
 
+/// What a solve of several roots produced (a multi-platform build: one root per platform).
+#[derive(Debug, Clone)]
+pub struct Solutions<R> {
+    /// Each root's selected output, in the order asked.
+    pub roots: Vec<R>,
+    /// Every step reported once, inputs before consumers, however many roots reach it.
+    pub steps: Vec<StepRecord>,
+    pub counts: Counts,
+}
+
 /// What a solve produced.
 #[derive(Debug, Clone)]
 pub struct Solution<R> {
@@ -98,23 +108,27 @@ impl<R: Clone + Send + Sync + 'static> Scheduler<R> {
 
     /// Keys and evaluates `req.definition`'s root.
     pub async fn solve(&self, req: SolveRequest<R>) -> Result<Solution<R>, SolveError> {
+        let roots: Vec<llb::Output> = req.definition.root.into_iter().collect();
+        let s = self.solve_roots(req, roots).await?;
+        Ok(Solution { root: s.roots.into_iter().next(), steps: s.steps, counts: s.counts })
+    }
+
+    /// Keys and evaluates several roots of `req.definition` in one solve: a vertex two roots reach (the
+    /// same digest) is keyed, reported and evaluated once.
+    pub async fn solve_roots(&self, req: SolveRequest<R>, roots: Vec<llb::Output>) -> Result<Solutions<R>, SolveError> {
         let id = self.next_solve.fetch_add(1, Ordering::Relaxed);
         let cancel = req.cancel.clone();
-        let root = req.definition.root;
         let (flights, limit) = (self.flights.clone(), self.limit.clone());
         let work = async move {
-            let run = Run::prepare(flights, id, req, limit).await?;
-            let root = match root {
-                Some(root) => {
-                    let outputs = run.build(root.digest).await?;
-                    let out = outputs.get(root.index).cloned().ok_or_else(|| {
-                        SolveError::Internal(format!("the root {} has no output {}", root.digest, root.index))
-                    })?;
-                    Some(out)
-                }
-                None => None,
-            };
-            Ok(Solution { root, steps: run.records(), counts: run.counts() })
+            let run = Run::prepare(flights, id, req, &roots, limit).await?;
+            let built = futures_util::future::try_join_all(roots.iter().map(|r| run.build(r.digest))).await?;
+            let mut outs = Vec::with_capacity(roots.len());
+            for (root, outputs) in roots.iter().zip(built) {
+                outs.push(outputs.get(root.index).cloned().ok_or_else(|| {
+                    SolveError::Internal(format!("the root {} has no output {}", root.digest, root.index))
+                })?);
+            }
+            Ok(Solutions { roots: outs, steps: run.records(), counts: run.counts() })
         };
         // Cancelling drops the evaluation: its interests in flights go, and what no other solve needs stops.
         let result = tokio::select! {

@@ -91,10 +91,11 @@ impl<R: Clone + Send + Sync + 'static> Run<R> {
         flights: Arc<Flights<R>>,
         id: u64,
         req: SolveRequest<R>,
+        roots: &[llb::Output],
         limit: Option<Arc<Semaphore>>,
     ) -> Result<Arc<Run<R>>, SolveError> {
-        let def = req.definition.pruned();
-        let order = Graph::load(&def)?.order().to_vec();
+        let def = req.definition.pruned_to(roots);
+        let order = Graph::load_roots(&def, roots)?.order().to_vec();
         let mut ops = HashMap::new();
         for d in &order {
             ops.insert(*d, req.resolver.resolve(*d, &def.vertices[d], def.metadata_of(d))?);
