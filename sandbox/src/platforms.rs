@@ -67,31 +67,59 @@ pub fn runnable_with(host: &Platform, binfmt: &Path) -> Vec<Runnable> {
     out
 }
 
-/// Whether RUN steps for `target` can run here, and if not, what to do.
-pub fn check(target: &Platform) -> Result<How, String> {
-    check_with(target, &runnable())
+/// Why RUN steps for a platform cannot run here, and what to install or change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unrunnable {
+    /// No handler for the platform's executables (or binfmt_misc is not mounted at all).
+    #[error(
+        "{target}: no emulator registered{}; install Debian's qemu-user-static (it registers binfmt_misc \
+         handlers with the fix-binary flag), or build on a {target} machine (this host runs {})",
+        if *.binfmt_mounted { String::new() } else { format!(" (binfmt_misc is not mounted at {BINFMT_MISC}: `mount -t binfmt_misc binfmt_misc {BINFMT_MISC}`)") },
+        .runs.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    NoEmulator { target: Platform, runs: Vec<Platform>, binfmt_mounted: bool },
+    /// A handler exists but without the `F` flag, so the interpreter is looked up inside the step's root.
+    #[error(
+        "{target}: the emulator ({handler}: {}) is registered without the fix-binary flag (F), so a RUN step's \
+         root cannot reach it; register it with F (Debian's qemu-user-static does), e.g. \
+         `apt-get install --reinstall qemu-user-static binfmt-support`",
+        .interpreter.display()
+    )]
+    NoFixBinary { target: Platform, handler: String, interpreter: PathBuf },
 }
 
-/// [`check`] against a list from [`runnable_with`].
-pub fn check_with(target: &Platform, runnable: &[Runnable]) -> Result<How, String> {
+/// Whether RUN steps for `target` can run here, and if not, what to do.
+pub fn check(target: &Platform) -> Result<How, Unrunnable> {
+    check_in(target, &Platform::host(), Path::new(BINFMT_MISC))
+}
+
+/// [`check`] for a host platform and a binfmt_misc directory (for tests).
+pub fn check_in(target: &Platform, host: &Platform, binfmt: &Path) -> Result<How, Unrunnable> {
+    check_with(target, &runnable_with(host, binfmt)).map_err(|e| match e {
+        Unrunnable::NoEmulator { target, runs, .. } => {
+            Unrunnable::NoEmulator { target, runs, binfmt_mounted: binfmt.join("register").exists() }
+        }
+        e => e,
+    })
+}
+
+/// [`check`] against a list from [`runnable_with`] (binfmt_misc taken as mounted).
+pub fn check_with(target: &Platform, runnable: &[Runnable]) -> Result<How, Unrunnable> {
     let found = runnable.iter().find(|r| r.platform.runs(target));
     match found {
-        Some(Runnable { how: How::Emulated { handler, interpreter, fix_binary: false }, .. }) => Err(format!(
-            "the emulator for {target} ({handler}: {}) is registered without the fix-binary flag (F), so a RUN \
-             step's root cannot reach it: register it with F (Debian's qemu-user-static does), e.g. \
-             `apt-get install --reinstall qemu-user-static binfmt-support`",
-            interpreter.display()
-        )),
-        Some(r) => Ok(r.how.clone()),
-        None => {
-            let can: Vec<String> = runnable.iter().map(|r| r.platform.to_string()).collect();
-            Err(format!(
-                "this host cannot run {target} steps: no emulator is registered for it (this host runs {}); install \
-                 QEMU user emulation (`apt-get install qemu-user-static`, which registers binfmt_misc handlers) or \
-                 build on a {target} machine",
-                can.join(", ")
-            ))
+        Some(Runnable { how: How::Emulated { handler, interpreter, fix_binary: false }, .. }) => {
+            Err(Unrunnable::NoFixBinary {
+                target: target.clone(),
+                handler: handler.clone(),
+                interpreter: interpreter.clone(),
+            })
         }
+        Some(r) => Ok(r.how.clone()),
+        None => Err(Unrunnable::NoEmulator {
+            target: target.clone(),
+            runs: runnable.iter().map(|r| r.platform.clone()).collect(),
+            binfmt_mounted: true,
+        }),
     }
 }
 
@@ -193,6 +221,7 @@ mod tests {
 
     fn dir(entries: &[(&str, &str)]) -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("register"), "").unwrap();
         for (name, text) in entries {
             std::fs::write(d.path().join(name), text).unwrap();
         }
@@ -214,11 +243,12 @@ mod tests {
 
         assert_eq!(check_with(&"linux/arm64".parse().unwrap(), &r), Ok(r[2].how.clone()));
         // An emulator without F cannot serve a chroot.
-        let e = check_with(&"linux/riscv64".parse().unwrap(), &r).unwrap_err();
+        let e = check_with(&"linux/riscv64".parse().unwrap(), &r).unwrap_err().to_string();
+        assert!(e.starts_with("linux/riscv64: the emulator (qemu-riscv64: "), "{e}");
         assert!(e.contains("without the fix-binary flag (F)"), "{e}");
-        let e = check_with(&"linux/s390x".parse().unwrap(), &r).unwrap_err();
-        assert!(e.contains("apt-get install qemu-user-static") && e.contains("linux/s390x"), "{e}");
-        assert!(e.contains("this host runs linux/amd64, linux/386, linux/arm64, linux/riscv64"), "{e}");
+        let e = check_with(&"linux/s390x".parse().unwrap(), &r).unwrap_err().to_string();
+        assert!(e.starts_with("linux/s390x: no emulator registered; install Debian's qemu-user-static"), "{e}");
+        assert!(e.contains("(this host runs linux/amd64, linux/386, linux/arm64, linux/riscv64)"), "{e}");
     }
 
     #[test]
@@ -229,5 +259,25 @@ mod tests {
         assert_eq!(names, ["linux/arm64", "linux/arm/v7"]);
         // arm/v7 runs arm/v6 binaries too.
         assert_eq!(check_with(&"linux/arm/v6".parse().unwrap(), &r), Ok(How::Compat));
+    }
+
+    #[test]
+    fn check_in_reads_the_binfmt_directory() {
+        let amd64: Platform = "linux/amd64".parse().unwrap();
+        let riscv: Platform = "linux/riscv64".parse().unwrap();
+        let arm64: Platform = "linux/arm64".parse().unwrap();
+        // Only aarch64 registered: riscv64 names itself and the package; the host's own needs nothing.
+        let d = dir(&[("qemu-aarch64", AARCH64)]);
+        assert!(matches!(check_in(&arm64, &amd64, d.path()), Ok(How::Emulated { fix_binary: true, .. })));
+        assert_eq!(check_in(&amd64, &amd64, d.path()), Ok(How::Native));
+        assert_eq!(check_in(&"linux/386".parse().unwrap(), &amd64, d.path()), Ok(How::Compat));
+        let e = check_in(&riscv, &amd64, d.path()).unwrap_err();
+        assert!(matches!(&e, Unrunnable::NoEmulator { target, binfmt_mounted: true, .. } if *target == riscv));
+        let e = e.to_string();
+        assert!(e.starts_with("linux/riscv64: no emulator registered; install Debian's qemu-user-static"), "{e}");
+        // binfmt_misc not mounted: the message says so and how to mount it.
+        let e = check_in(&riscv, &amd64, Path::new("/nonexistent/binfmt_misc")).unwrap_err().to_string();
+        assert!(e.contains("binfmt_misc is not mounted at /proc/sys/fs/binfmt_misc"), "{e}");
+        assert!(e.contains("qemu-user-static"), "{e}");
     }
 }

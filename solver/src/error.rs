@@ -37,6 +37,10 @@ pub enum SolveError {
     /// An op kind or option the solver does not implement.
     #[error("{step}: {what} is not supported")]
     Unsupported { step: String, what: String },
+    /// A RUN step for a platform this host cannot run (no emulator registered, or one without the
+    /// fix-binary flag); the error says what to install.
+    #[error("{step}: cannot run a step for {error}")]
+    Platform { step: String, error: Box<sandbox::platforms::Unrunnable> },
     /// A RUN step ran and failed.
     #[error("{0}")]
     Run(Box<RunFailure>),

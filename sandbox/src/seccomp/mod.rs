@@ -12,8 +12,14 @@
 //! and each errno value of the other rules one more filter (mismatch = allow) installed after it: the
 //! kernel runs every filter and takes the most restrictive result, and between two errno results the one
 //! of the filter installed last (seccomp(2)), so `clone3` gets ENOSYS where the default would say EPERM.
-//! Syscalls of another ABI (i386, x32 on x86_64; arm on aarch64) get the default action instead of being
-//! killed: this compiler has no tables for them, so 32-bit programs cannot run under the profile.
+//! The kernel's 32-bit compat ABI gets the same rules with its own numbers: on x86_64 every program is
+//! compiled twice, once with the x86_64 numbers for AUDIT_ARCH_X86_64 and once with the i386 numbers for
+//! AUDIT_ARCH_I386 (seccompiler targets 64-bit ABIs only, so the second is compiled for x86_64 and its
+//! architecture check pointed at i386), and each lets the other ABI's calls through to the other program;
+//! any other ABI gets the default action. So linux/386 steps run under the profile as under runc's
+//! libseccomp. x32 calls (x86_64's audit arch with bit 30 in the number) match no rule: the default. On
+//! aarch64 there is no arm table yet: arm calls get the default action. Emulated architectures (QEMU user
+//! mode) need nothing of their own: the emulator makes the host's calls.
 
 pub mod numbers;
 pub mod profile;
@@ -25,7 +31,8 @@ use oci_spec::runtime::{
     LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder,
 };
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
+    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -143,10 +150,27 @@ pub fn default_profile(caps: &[Capability]) -> Result<LinuxSeccomp, SeccompError
 /// Syscall names and numbers of one architecture.
 type SyscallTable = &'static [(&'static str, i64)];
 
-fn native() -> Result<(TargetArch, SyscallTable), SeccompError> {
+/// `AUDIT_ARCH_*` of `<linux/audit.h>`: the ELF machine, `__AUDIT_ARCH_64BIT` (0x8000_0000) and
+/// `__AUDIT_ARCH_LE` (0x4000_0000).
+#[cfg(test)]
+const AUDIT_ARCH_X86_64: u32 = 0x3e | 0x8000_0000 | 0x4000_0000;
+const AUDIT_ARCH_I386: u32 = 0x03 | 0x4000_0000;
+
+/// One ABI the filters cover: its audit architecture and syscall numbers.
+#[derive(Clone, Copy)]
+struct Abi {
+    audit: u32,
+    table: SyscallTable,
+}
+
+/// The ABI seccompiler compiles for here, its table, and the kernel's 32-bit compat ABI where this module
+/// has its numbers.
+fn native() -> Result<(TargetArch, SyscallTable, Option<Abi>), SeccompError> {
     match std::env::consts::ARCH {
-        "x86_64" => Ok((TargetArch::x86_64, numbers::X86_64)),
-        "aarch64" => Ok((TargetArch::aarch64, numbers::AARCH64)),
+        "x86_64" => {
+            Ok((TargetArch::x86_64, numbers::X86_64, Some(Abi { audit: AUDIT_ARCH_I386, table: numbers::I386 })))
+        }
+        "aarch64" => Ok((TargetArch::aarch64, numbers::AARCH64, None)),
         other => Err(SeccompError::Arch(other.to_string())),
     }
 }
@@ -189,10 +213,48 @@ enum Match {
     AnyOf(Vec<SeccompRule>),
 }
 
-/// Compiles an OCI seccomp profile into the BPF programs to install, in order, for this architecture.
-/// Names this architecture does not have are skipped, as runc does.
+/// Compiles an OCI seccomp profile into the BPF programs to install, in order, for this architecture
+/// (and its 32-bit compat ABI where there is a table for it). Names an ABI does not have are skipped, as
+/// runc does.
 pub fn compile(seccomp: &LinuxSeccomp) -> Result<Vec<BpfProgram>, SeccompError> {
-    let (arch, table) = native()?;
+    let (arch, table, compat) = native()?;
+    compile_for(seccomp, arch, table, compat)
+}
+
+/// [`compile`] for an architecture, its table and a compat ABI (for tests).
+fn compile_for(
+    seccomp: &LinuxSeccomp,
+    arch: TargetArch,
+    table: SyscallTable,
+    compat: Option<Abi>,
+) -> Result<Vec<BpfProgram>, SeccompError> {
+    let native = programs(seccomp, arch, table)?;
+    let Some(compat) = compat else {
+        return Ok(native
+            .into_iter()
+            .map(|(mut program, mismatch)| {
+                foreign_abi_gets(&mut program, &mismatch);
+                program
+            })
+            .collect());
+    };
+    let mut out = Vec::new();
+    for (program, mismatch) in native {
+        out.push(passing_compat(program, compat.audit, &mismatch));
+    }
+    for (program, _) in programs(seccomp, arch, compat.table)? {
+        out.push(for_compat(program, compat.audit));
+    }
+    Ok(out)
+}
+
+/// The programs of a profile for one syscall table (seccompiler's architecture check still in front),
+/// each with its mismatch action.
+fn programs(
+    seccomp: &LinuxSeccomp,
+    arch: TargetArch,
+    table: SyscallTable,
+) -> Result<Vec<(BpfProgram, SeccompAction)>, SeccompError> {
     let number = |name: &str| table.iter().find(|(n, _)| *n == name).map(|(_, nr)| *nr);
     let default = action(seccomp.default_action(), seccomp.default_errno_ret());
     // Filter 0 allows; the others each apply one non-allow action.
@@ -235,22 +297,60 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<Vec<BpfProgram>, SeccompError> 
         }
         let (mismatch, matched) = if i == 0 { (default.clone(), act) } else { (SeccompAction::Allow, act) };
         let filter = SeccompFilter::new(rules, mismatch.clone(), matched, arch)?;
-        let mut program: BpfProgram = filter.try_into()?;
-        foreign_abi_gets(&mut program, &mismatch);
-        programs.push(program);
+        let program: BpfProgram = filter.try_into()?;
+        programs.push((program, mismatch));
     }
     Ok(programs)
 }
 
-/// seccompiler kills a process whose syscall comes from another ABI (its first three instructions check
-/// the audit architecture); give such calls the filter's mismatch action instead.
+// seccompiler's programs start with its architecture check:
+//   0: ld [arch]   1: jeq AUDIT_ARCH, +1, +0   2: ret KILL_PROCESS   3: the rules...
+/// BPF_LD | BPF_W | BPF_ABS.
+const BPF_LD_W_ABS: u16 = 0x20;
+/// BPF_JMP | BPF_JEQ | BPF_K.
+const BPF_JMP_JEQ_K: u16 = 0x15;
+/// BPF_RET | BPF_K.
+const BPF_RET_K: u16 = 0x06;
+
+fn stmt(code: u16, k: u32) -> sock_filter {
+    sock_filter { code, jt: 0, jf: 0, k }
+}
+
+/// seccompiler kills a process whose syscall comes from another ABI; give such calls the filter's
+/// mismatch action instead.
 fn foreign_abi_gets(program: &mut BpfProgram, mismatch: &SeccompAction) {
-    const BPF_RET_K: u16 = 0x06;
     if let Some(ins) = program.get_mut(2) {
         if ins.code == BPF_RET_K && ins.k == libc::SECCOMP_RET_KILL_PROCESS {
             ins.k = u32::from(mismatch.clone());
         }
     }
+}
+
+/// A native program that lets the compat ABI's calls through (its own program decides them) and gives
+/// any other ABI's calls its mismatch action.
+fn passing_compat(program: BpfProgram, compat: u32, mismatch: &SeccompAction) -> BpfProgram {
+    let native = program.get(1).map(|i| i.k).unwrap_or_default();
+    let mut out = vec![
+        program.first().cloned().unwrap_or_else(|| stmt(BPF_LD_W_ABS, 4)),
+        sock_filter { code: BPF_JMP_JEQ_K, jt: 3, jf: 0, k: native },
+        sock_filter { code: BPF_JMP_JEQ_K, jt: 0, jf: 1, k: compat },
+        stmt(BPF_RET_K, libc::SECCOMP_RET_ALLOW),
+        stmt(BPF_RET_K, u32::from(mismatch.clone())),
+    ];
+    out.extend(program.into_iter().skip(3));
+    out
+}
+
+/// A program compiled with the compat ABI's numbers, its check pointed at the compat audit architecture;
+/// other ABIs' calls pass (their own program decides them).
+fn for_compat(mut program: BpfProgram, compat: u32) -> BpfProgram {
+    if let Some(check) = program.get_mut(1) {
+        check.k = compat;
+    }
+    if let Some(other) = program.get_mut(2) {
+        other.k = libc::SECCOMP_RET_ALLOW;
+    }
+    program
 }
 
 #[cfg(test)]
@@ -304,7 +404,7 @@ mod tests {
     #[test]
     fn compiles_into_an_allow_filter_and_an_enosys_filter() {
         let p = default_profile(&DEFAULT_CAPABILITIES).unwrap();
-        let programs = compile(&p).unwrap();
+        let programs = compile_for(&p, TargetArch::x86_64, numbers::X86_64, None).unwrap();
         assert_eq!(programs.len(), 2);
         // Well under the kernel's 4096-instruction limit per program.
         assert!(programs[0].len() < 4096 && programs[0].len() > 400, "{}", programs[0].len());
@@ -323,5 +423,97 @@ mod tests {
         assert!(json.contains("SCMP_CMP_MASKED_EQ"));
         let back: LinuxSeccomp = serde_json::from_str(&json).unwrap();
         assert_eq!(back, p);
+    }
+
+    /// Runs classic BPF as the kernel runs a seccomp filter, for the instructions seccompiler emits, over
+    /// `struct seccomp_data` (nr, arch, instruction pointer, six 64-bit arguments).
+    fn run_bpf(program: &[sock_filter], nr: i32, arch: u32, args: [u64; 6]) -> u32 {
+        let mut data = Vec::new();
+        data.extend_from_slice(&nr.to_ne_bytes());
+        data.extend_from_slice(&arch.to_ne_bytes());
+        data.extend_from_slice(&0u64.to_ne_bytes());
+        for a in args {
+            data.extend_from_slice(&a.to_ne_bytes());
+        }
+        let (mut acc, mut pc) = (0u32, 0usize);
+        loop {
+            let i = &program[pc];
+            pc += 1;
+            match i.code {
+                0x20 => {
+                    let o = i.k as usize;
+                    acc = u32::from_ne_bytes(data[o..o + 4].try_into().unwrap());
+                }
+                0x54 => acc &= i.k,
+                0x05 => pc += i.k as usize,
+                0x06 => return i.k,
+                code => {
+                    let taken = match code {
+                        0x15 => acc == i.k,
+                        0x25 => acc > i.k,
+                        0x35 => acc >= i.k,
+                        0x45 => acc & i.k != 0,
+                        other => panic!("unexpected BPF instruction {other:#x}"),
+                    };
+                    pc += usize::from(if taken { i.jt } else { i.jf });
+                }
+            }
+        }
+    }
+
+    /// What the kernel makes of several filters: the most restrictive result (the action with the lowest
+    /// value, SECCOMP_RET_ACTION_FULL), the last installed filter's among equal actions.
+    fn verdict(programs: &[BpfProgram], nr: i64, arch: u32, args: [u64; 6]) -> u32 {
+        let mut out = libc::SECCOMP_RET_ALLOW;
+        for p in programs {
+            let r = run_bpf(p, nr as i32, arch, args);
+            if (r & 0xffff_0000) as i32 <= (out & 0xffff_0000) as i32 {
+                out = r;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn i386_calls_follow_the_profile_with_their_own_numbers() {
+        let p = default_profile(&DEFAULT_CAPABILITIES).unwrap();
+        let compat = Some(Abi { audit: AUDIT_ARCH_I386, table: numbers::I386 });
+        let programs = compile_for(&p, TargetArch::x86_64, numbers::X86_64, compat).unwrap();
+        assert_eq!(programs.len(), 4);
+        let nr = |t: SyscallTable, n: &str| t.iter().find(|(name, _)| *name == n).unwrap().1;
+        let allow = libc::SECCOMP_RET_ALLOW;
+        let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+        let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+        for (arch, table) in [(AUDIT_ARCH_X86_64, numbers::X86_64), (AUDIT_ARCH_I386, numbers::I386)] {
+            for name in ["write", "execve", "openat", "exit_group", "futex"] {
+                assert_eq!(verdict(&programs, nr(table, name), arch, [0; 6]), allow, "{name} on {arch:#x}");
+            }
+            for name in ["mount", "unshare", "setns", "reboot", "init_module"] {
+                assert_eq!(verdict(&programs, nr(table, name), arch, [0; 6]), eperm, "{name} on {arch:#x}");
+            }
+            assert_eq!(verdict(&programs, nr(table, "clone3"), arch, [0; 6]), enosys, "clone3 on {arch:#x}");
+            let newns = [0x0002_0000, 0, 0, 0, 0, 0];
+            assert_eq!(verdict(&programs, nr(table, "clone"), arch, newns), eperm, "clone(CLONE_NEWNS) on {arch:#x}");
+            assert_eq!(verdict(&programs, nr(table, "clone"), arch, [0x11, 0, 0, 0, 0, 0]), allow);
+        }
+        // The i386 calls that exist only there.
+        for name in ["socketcall", "mmap2", "fstatat64", "_llseek", "set_thread_area"] {
+            assert_eq!(verdict(&programs, nr(numbers::I386, name), AUDIT_ARCH_I386, [0; 6]), allow, "{name}");
+        }
+        // Numbers are per ABI: i386's 21 is mount (denied), x86_64's 21 is access (allowed).
+        assert_eq!(verdict(&programs, 21, AUDIT_ARCH_I386, [0; 6]), eperm);
+        assert_eq!(verdict(&programs, 21, AUDIT_ARCH_X86_64, [0; 6]), allow);
+        // x32 calls (bit 30 in the number) and unknown ABIs get the default.
+        assert_eq!(verdict(&programs, 0x4000_0000 | 1, AUDIT_ARCH_X86_64, [0; 6]), eperm);
+        assert_eq!(verdict(&programs, 1, 0xc000_00b7, [0; 6]), eperm);
+    }
+
+    #[test]
+    fn without_a_compat_table_other_abis_get_the_default() {
+        let p = default_profile(&DEFAULT_CAPABILITIES).unwrap();
+        let programs = compile_for(&p, TargetArch::x86_64, numbers::X86_64, None).unwrap();
+        assert_eq!(programs.len(), 2);
+        assert_eq!(verdict(&programs, 4, AUDIT_ARCH_I386, [0; 6]), libc::SECCOMP_RET_ERRNO | libc::EPERM as u32);
+        assert_eq!(verdict(&programs, 1, AUDIT_ARCH_X86_64, [0; 6]), libc::SECCOMP_RET_ALLOW);
     }
 }

@@ -91,6 +91,12 @@ impl ExecOp {
                 entitlement: "network.host".into(),
             });
         }
+        // A foreign platform's RUN needs an emulator (binfmt_misc) before anything is prepared; the host's
+        // own platform (or none given) needs no look at binfmt_misc.
+        if let Some(platform) = &self.0.vertex.platform {
+            sandbox::platforms::check(platform)
+                .map_err(|error| SolveError::Platform { step: step(), error: Box::new(error) })?;
+        }
         if !e.cdi_devices.is_empty() {
             return Err(SolveError::Unsupported { step: step(), what: "RUN --device (CDI devices)".into() });
         }
