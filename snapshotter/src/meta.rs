@@ -23,7 +23,11 @@
 //!   database that was not closed cleanly the next time it is opened.
 //!
 //! A transaction is short (no file data is copied inside one), so a reader such as `rbuild images` waits
-//! at most for the transactions in flight, never for a build.
+//! at most for the transactions in flight, never for a build. A hand-over itself costs one fsync (the
+//! closing holder's allocator state) rather than four: the file's syncs after header-only writes are
+//! skipped, which is crash-safe for the reasons given in [`file`].
+
+mod file;
 
 use std::cell::Cell;
 use std::fs::File;
@@ -393,7 +397,8 @@ fn create_or_open(path: &Path) -> Result<Database, MetaError> {
             crate::root::sync_dir(dir).map_err(io_err)?;
         }
     }
-    Database::create(path).map_err(open_err)
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(|e| open_err(e.into()))?;
+    redb::Builder::new().create_with_backend(file::DbFile::new(file).map_err(open_err)?).map_err(open_err)
 }
 
 /// Creates the tables that are missing (a write, and so a sync, only when one is).
@@ -671,7 +676,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "issue 18: the hand-over takes seconds when the machine is loaded (passes on an idle one)"]
     fn an_idle_holder_hands_the_database_over_at_once() {
         let (_dir, a, b) = pair();
         a.touch_blob("sha256:aa", 1, None).unwrap();
@@ -683,7 +687,6 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "issue 18: the hand-over takes seconds when the machine is loaded (passes on an idle one)"]
     fn a_reader_is_not_starved_by_a_busy_writer() {
         let (_dir, a, b) = pair();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
