@@ -201,6 +201,9 @@ pub(crate) fn convert_setup(engine: &Arc<Engine>, req: &BuildRequest) -> (Conver
         source_date_epoch: req.source_date_epoch,
         no_cache,
         extra_hosts: req.add_hosts.clone(),
+        ulimits: req.run.llb_ulimits(),
+        shm_size: req.run.shm_size,
+        cgroup_parent: req.run.cgroup_parent.clone(),
     };
     let resolver = RegistryResolver {
         handle: tokio::runtime::Handle::current(),

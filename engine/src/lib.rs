@@ -21,6 +21,7 @@ pub mod images;
 mod progress;
 mod request;
 mod result;
+pub mod run_settings;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub use error::{BuildError, EngineError, ExportError};
 pub use progress::{CacheEvent, Event, EventSink, ExportEvent, StepMiss};
 pub use request::{BuildRequest, CacheOptions, Entitlement, NamedContext, UnknownEntitlement};
 pub use result::{BuildResult, ExportedImage};
+pub use run_settings::{RunSettingError, RunSettings};
 pub use solver::{LocalDir, LocalSource, SecretSource, SessionError, SshSockets, SshSource, StaticSecrets};
 
 /// How to open an engine.

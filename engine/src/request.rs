@@ -115,6 +115,8 @@ pub struct BuildRequest {
     pub call: crate::check::Call,
     /// `--provenance`, `--sbom`, `--attest`, `--annotation`: what pushed images carry.
     pub attest: crate::attest::AttestOptions,
+    /// `--ulimit`, `--shm-size`, `--cgroup-parent`: settings of every RUN step.
+    pub run: crate::run_settings::RunSettings,
     /// What makes two builds "the same Dockerfile" for explaining cache misses (with the target): the CLI
     /// gives the Dockerfile's absolute path; `None` uses `dockerfile_name`.
     pub explain_key: Option<String>,
@@ -147,6 +149,7 @@ impl BuildRequest {
             max_parallelism: None,
             call: crate::check::Call::Build,
             attest: crate::attest::AttestOptions::default(),
+            run: crate::run_settings::RunSettings::default(),
             explain_key: None,
         }
     }

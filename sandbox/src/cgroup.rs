@@ -71,8 +71,16 @@ impl CgroupV2 {
         &self.root
     }
 
-    /// Creates the cgroup `name` for a run with `limits`, enabling the controllers it needs on the way.
-    pub fn create(&self, name: &str, limits: &Limits) -> Result<RunCgroup, String> {
+    /// Creates the cgroup `name` for a run with `limits`, below `parent` (`--cgroup-parent`) when given,
+    /// enabling the controllers it needs on the way.
+    pub fn create(&self, parent: Option<&str>, name: &str, limits: &Limits) -> Result<RunCgroup, String> {
+        let mut chain = vec![self.root.clone()];
+        if let Some(p) = parent {
+            for c in parent_components(p)? {
+                chain.push(chain[chain.len() - 1].join(c));
+            }
+        }
+        chain.push(chain[chain.len() - 1].join(PARENT));
         let wanted = controllers_for(limits);
         let available = read_words(&self.root.join("cgroup.controllers"))
             .map_err(|e| format!("cannot read the controllers of {}: {e}", self.root.display()))?;
@@ -80,10 +88,9 @@ impl CgroupV2 {
         if !missing.is_empty() {
             return Err(format!("{} does not offer the {} controller(s)", self.root.display(), missing.join(", ")));
         }
-        let parent = self.root.join(PARENT);
         let werr = |p: &Path, e: io::Error| format!("cannot write {}: {e}", p.display());
         let enable: String = wanted.iter().map(|c| format!("+{c} ")).collect();
-        for dir in [&self.root, &parent] {
+        for dir in &chain {
             if dir != &self.root {
                 match std::fs::create_dir(dir) {
                     Ok(()) => {}
@@ -92,12 +99,15 @@ impl CgroupV2 {
                 }
             }
             let control = dir.join("cgroup.subtree_control");
+            if wanted.is_empty() {
+                continue;
+            }
             let enabled = read_words(&control).unwrap_or_default();
             if wanted.iter().any(|c| !enabled.iter().any(|e| e == c)) {
                 std::fs::write(&control, enable.trim_end()).map_err(|e| werr(&control, e))?;
             }
         }
-        let path = parent.join(name);
+        let path = chain[chain.len() - 1].join(name);
         std::fs::create_dir(&path).map_err(|e| format!("cannot create cgroup {}: {e}", path.display()))?;
         let cg = RunCgroup { path: path.clone(), removed: false };
         let write = |file: &str, value: String| {
@@ -120,6 +130,22 @@ impl CgroupV2 {
         }
         Ok(cg)
     }
+}
+
+/// The directories of a `--cgroup-parent` path below the hierarchy's root: `builds/ci` or `/builds/ci`.
+/// systemd's `NAME.slice:PREFIX:NAME` form needs runc's systemd cgroup driver, which rbuild does not use.
+pub fn parent_components(parent: &str) -> Result<Vec<&str>, String> {
+    if parent.contains(':') {
+        return Err(format!(
+            "{parent:?} is systemd's slice form, which needs a systemd cgroup driver; give a path below the \
+             cgroup root instead (e.g. system.slice/builds)"
+        ));
+    }
+    let parts: Vec<&str> = parent.split('/').filter(|c| !c.is_empty()).collect();
+    if parts.is_empty() || parts.iter().any(|c| *c == "." || *c == "..") {
+        return Err(format!("{parent:?} is not a cgroup path (directories below the cgroup root, no . or ..)"));
+    }
+    Ok(parts)
 }
 
 /// One run's cgroup; [`RunCgroup::remove`] kills what is left in it and removes it (drop does the same,
@@ -181,10 +207,14 @@ fn owner_gone(name: &str) -> bool {
 /// Kills and removes the run cgroups whose process is gone (a SIGKILLed build; its helper and their
 /// processes normally die with it, through the parent-death signal and the pid namespace, and this is
 /// what makes sure). Best effort: what cannot be removed is tried again next time.
-pub fn sweep_orphans() {
+pub fn sweep_orphans(cgroup_parent: Option<&str>) {
     let Ok(v2) = CgroupV2::host() else { return };
-    let parent = v2.root.join(PARENT);
-    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    let mut parent = v2.root.clone();
+    if let Some(p) = cgroup_parent {
+        let Ok(parts) = parent_components(p) else { return };
+        parent.extend(parts);
+    }
+    let Ok(entries) = std::fs::read_dir(parent.join(PARENT)) else { return };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if e.path().is_dir() && owner_gone(&name) {
@@ -232,7 +262,7 @@ mod tests {
         let root = fake_root("cpuset cpu io memory hugetlb pids rdma misc\n");
         let cg = CgroupV2::at(root.path());
         let limits = Limits { memory: Some(64 << 20), pids: Some(32), cpu_quota: Some(50_000), cpu_period: None };
-        let run = cg.create("run-1", &limits).unwrap();
+        let run = cg.create(None, "run-1", &limits).unwrap();
         let read = |p: &str| std::fs::read_to_string(run.path().join(p)).unwrap();
         assert_eq!(read("memory.max"), "67108864");
         assert_eq!(read("pids.max"), "32");
@@ -245,6 +275,32 @@ mod tests {
         assert!(run.path().starts_with(root.path().join("rbuild")));
         // A plain directory is no cgroupfs: removing it fails, and the test's tempdir cleans up.
         std::mem::forget(run);
+    }
+
+    #[test]
+    fn a_parent_holds_the_run_cgroups() {
+        let root = fake_root("cpu memory pids\n");
+        let cg = CgroupV2::at(root.path());
+        // No limits: the cgroup only places the run (and kills what is left of it); no controller is enabled.
+        let run = cg.create(Some("/builds/ci"), "run-1", &Limits::default()).unwrap();
+        assert_eq!(run.path(), root.path().join("builds/ci/rbuild/run-1"));
+        assert_eq!(std::fs::read_to_string(root.path().join("cgroup.subtree_control")).unwrap(), "");
+        std::mem::forget(run);
+        // With limits, every level down to the run enables their controllers (cgroup v2's rule).
+        std::fs::write(root.path().join("builds/cgroup.subtree_control"), "").unwrap();
+        std::fs::write(root.path().join("builds/ci/cgroup.subtree_control"), "").unwrap();
+        let limits = Limits { pids: Some(10), ..Limits::default() };
+        let run = cg.create(Some("builds/ci"), "run-2", &limits).unwrap();
+        for dir in ["", "builds", "builds/ci"] {
+            let control = root.path().join(dir).join("cgroup.subtree_control");
+            assert_eq!(std::fs::read_to_string(control).unwrap(), "+pids", "{dir}");
+        }
+        assert_eq!(std::fs::read_to_string(run.path().join("pids.max")).unwrap(), "10");
+        std::mem::forget(run);
+        for bad in ["..", "a/../b", "", "/", "machine.slice:rbuild:x"] {
+            let err = cg.create(Some(bad), "r", &Limits::default()).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -266,7 +322,7 @@ mod tests {
     fn missing_controllers_are_named() {
         let root = fake_root("hugetlb\n");
         let limits = Limits { memory: Some(1 << 20), ..Limits::default() };
-        let err = CgroupV2::at(root.path()).create("r", &limits).unwrap_err();
+        let err = CgroupV2::at(root.path()).create(None, "r", &limits).unwrap_err();
         assert!(err.contains("does not offer the memory controller"), "{err}");
         assert_eq!(controllers_for(&Limits::default()), Vec::<&str>::new());
     }

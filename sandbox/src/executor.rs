@@ -260,17 +260,33 @@ pub(crate) fn forward_agents(process: &ProcessSpec, etc: &EtcFiles) -> Result<Ve
     Ok(out)
 }
 
-/// The run's cgroup when the process asks for limits and the host can apply them; a warning otherwise.
+/// The run's cgroup when the process asks for limits or a `--cgroup-parent` and the host can make it; a
+/// warning otherwise (the run goes on without it, as BuildKit's rootless mode does).
 pub(crate) fn run_cgroup(run: &str, process: &ProcessSpec, warnings: &mut Vec<String>) -> Option<RunCgroup> {
-    if controllers_for(&process.limits).is_empty() {
+    let parent = process.cgroup_parent.as_deref();
+    if controllers_for(&process.limits).is_empty() && parent.is_none() {
         return None;
     }
-    static SWEPT: std::sync::Once = std::sync::Once::new();
-    SWEPT.call_once(crate::cgroup::sweep_orphans);
-    match CgroupV2::host().and_then(|c| c.create(&crate::cgroup::run_name(run), &process.limits)) {
+    static SWEPT: Mutex<Vec<Option<String>>> = Mutex::new(Vec::new());
+    {
+        let mut swept = SWEPT.lock().unwrap_or_else(|e| e.into_inner());
+        let key = parent.map(str::to_string);
+        if !swept.contains(&key) {
+            crate::cgroup::sweep_orphans(parent);
+            swept.push(key);
+        }
+    }
+    match CgroupV2::host().and_then(|c| c.create(parent, &crate::cgroup::run_name(run), &process.limits)) {
         Ok(cg) => Some(cg),
         Err(why) => {
-            warnings.push(format!("resource limits (memory, pids, cpu) not applied: {why}"));
+            let mut what = Vec::new();
+            if !controllers_for(&process.limits).is_empty() {
+                what.push("resource limits (memory, pids, cpu)".to_string());
+            }
+            if let Some(p) = parent {
+                what.push(format!("--cgroup-parent {p}"));
+            }
+            warnings.push(format!("{} not applied: {why}", what.join(" and ")));
             None
         }
     }

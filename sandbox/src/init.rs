@@ -322,12 +322,9 @@ fn prepare_exec(spec: &Spec, keep_fd: i32) -> Result<(CString, Vec<CString>, Vec
     sys::block_all_signals(false).map_err(io_err("unblock signals"))?;
     sys::setsid().map_err(io_err("start a session"))?;
     for r in process.rlimits().as_deref().unwrap_or(&[]) {
-        let resource = match r.typ() {
-            oci_spec::runtime::PosixRlimitType::RlimitNofile => libc::RLIMIT_NOFILE,
-            oci_spec::runtime::PosixRlimitType::RlimitNproc => libc::RLIMIT_NPROC,
-            oci_spec::runtime::PosixRlimitType::RlimitCore => libc::RLIMIT_CORE,
-            other => return Err(format!("rlimit {other} is not supported")),
-        };
+        let typ = crate::rlimit::RlimitType::from_oci(r.typ())
+            .ok_or_else(|| format!("rlimit {} is not supported", r.typ()))?;
+        let resource = typ.resource();
         let (mut soft, mut hard) = (r.soft(), r.hard());
         if resource == libc::RLIMIT_NOFILE {
             // The kernel refuses more than fs.nr_open; hosts that lower it still get the most they allow.
@@ -339,7 +336,7 @@ fn prepare_exec(spec: &Spec, keep_fd: i32) -> Result<(CString, Vec<CString>, Vec
             // keep the hard limit we have and raise the soft one as far as it goes.
             let current_hard = sys::rlimit_hard(resource).map_err(io_err("read rlimits"))?;
             if e.raw_os_error() != Some(libc::EPERM) || hard <= current_hard {
-                return Err(io_err("set rlimits")(e));
+                return Err(format!("cannot set the {typ} limit to {}:{}: {e}", r.soft(), r.hard()));
             }
             sys::set_rlimit(resource, soft.min(current_hard), current_hard).map_err(io_err("set rlimits"))?;
         }

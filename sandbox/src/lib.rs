@@ -12,6 +12,7 @@ pub mod init;
 pub mod network;
 pub mod platforms;
 pub mod process;
+pub mod rlimit;
 pub mod rootfs;
 pub mod runc;
 pub mod seccomp;
@@ -23,4 +24,5 @@ pub mod user;
 
 pub use executor::{Cancel, ExecError, Executor, ExitStatus, NamespaceExecutor, OutputLine, OutputSink, RunOutcome};
 pub use process::{Limits, NetworkMode, ProcessSpec, RunMount, RunMountKind};
+pub use rlimit::{Rlimit, RlimitError, RlimitType};
 pub use runc::RuncExecutor;

@@ -124,6 +124,14 @@ pub struct ProcessSpec {
     /// Extra /etc/hosts entries (`--add-host host:ip`), as (host, ip).
     #[serde(default)]
     pub extra_hosts: Vec<(String, String)>,
+    /// `--ulimit` values: they replace the default of their type (RLIMIT_NOFILE 1048576); other types are
+    /// inherited.
+    #[serde(default)]
+    pub rlimits: Vec<crate::rlimit::Rlimit>,
+    /// `--cgroup-parent`: the run's cgroup is made below this path of the cgroup hierarchy
+    /// (`<parent>/rbuild/<run>`, as BuildKit's `<parent>/buildkit/<id>`).
+    #[serde(default)]
+    pub cgroup_parent: Option<String>,
 }
 
 /// BuildKit's default hostname for build containers.
@@ -146,6 +154,8 @@ impl ProcessSpec {
             limits: Limits::default(),
             seccomp: true,
             extra_hosts: Vec::new(),
+            rlimits: Vec::new(),
+            cgroup_parent: None,
         }
     }
 }

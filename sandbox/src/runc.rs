@@ -157,6 +157,20 @@ impl Executor for RuncExecutor {
         let mut spec =
             crate::spec::build_spec(process, &user, &rootfs_dir, &etc).map_err(|e| ExecError::Setup(e.to_string()))?;
         clamp_nofile(&mut spec);
+        let mut warnings = Vec::new();
+        let id = format!("rbuild-{}", bundle.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+        // `--cgroup-parent`: runc makes the cgroup (v1 or v2) at the spec's path, `/<parent>/rbuild/<id>`
+        // (BuildKit's `/<parent>/buildkit/<id>`).
+        if let Some(parent) = &process.cgroup_parent {
+            match crate::cgroup::parent_components(parent) {
+                Ok(parts) => {
+                    if let Some(linux) = spec.linux_mut().as_mut() {
+                        linux.set_cgroups_path(Some(PathBuf::from(format!("/{}/rbuild/{id}", parts.join("/")))));
+                    }
+                }
+                Err(why) => warnings.push(format!("--cgroup-parent {parent} not applied: {why}")),
+            }
+        }
         // The default network: a namespace we make and address (runc only makes empty ones), joined by path.
         let mut network = None;
         if process.network == crate::NetworkMode::Default {
@@ -174,7 +188,6 @@ impl Executor for RuncExecutor {
         spec.save(bundle.join("config.json"))
             .map_err(|e| ExecError::Setup(format!("cannot write {}: {e}", bundle.join("config.json").display())))?;
 
-        let id = format!("rbuild-{}", bundle.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
         let mut child = Command::new(&self.runtime)
             .arg("--root")
             .arg(self.runtime_root())
@@ -226,7 +239,7 @@ impl Executor for RuncExecutor {
                 return Err(ExecError::Protocol(format!("{} ended without a status", self.runtime.display())))
             }
         };
-        Ok(RunOutcome { status, warnings: Vec::new() })
+        Ok(RunOutcome { status, warnings })
     }
 }
 

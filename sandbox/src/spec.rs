@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNamespace,
     LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount as OciMount,
-    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    MountBuilder, PosixRlimit, PosixRlimitBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use crate::process::{ProcessSpec, RunMountKind, DEFAULT_PATH};
+use crate::rlimit::{Rlimit, RlimitType};
 use crate::user::ResolvedUser;
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +174,30 @@ fn default_mounts() -> Result<Vec<OciMount>, SpecError> {
     ])
 }
 
+/// The process's rlimits: RLIMIT_NOFILE 1048576 (containerd's default, what BuildKit's runc worker gives
+/// RUN steps), then each `--ulimit` in place of the default of its type.
+fn rlimits(asked: &[Rlimit]) -> Result<Vec<PosixRlimit>, SpecError> {
+    let mut out = vec![Rlimit { typ: RlimitType::Nofile, soft: 1024 * 1024, hard: 1024 * 1024 }];
+    for r in asked {
+        out.retain(|o| o.typ != r.typ);
+        out.push(*r);
+    }
+    out.iter().map(|r| Ok(PosixRlimitBuilder::default().typ(r.typ.oci()).soft(r.soft).hard(r.hard).build()?)).collect()
+}
+
+/// One mount per destination: a later one takes the place of an earlier one (BuildKit's `dedupMounts`), so
+/// `--shm-size`, which arrives as a tmpfs mount at /dev/shm, replaces the default /dev/shm.
+fn dedup_mounts(mounts: Vec<OciMount>) -> Vec<OciMount> {
+    let mut out: Vec<OciMount> = Vec::with_capacity(mounts.len());
+    for m in mounts {
+        match out.iter_mut().find(|o| o.destination() == m.destination()) {
+            Some(o) => *o = m,
+            None => out.push(m),
+        }
+    }
+    out
+}
+
 fn has_env(env: &[String], key: &str) -> bool {
     env.iter().any(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key)
 }
@@ -252,11 +277,7 @@ pub fn build_spec(
         .env(process_env(&process.env, user))
         .cwd(&process.cwd)
         .capabilities(caps)
-        .rlimits(vec![PosixRlimitBuilder::default()
-            .typ(PosixRlimitType::RlimitNofile)
-            .hard(1024u64 * 1024)
-            .soft(1024u64 * 1024)
-            .build()?])
+        .rlimits(rlimits(&process.rlimits)?)
         .no_new_privileges(true)
         .build()?;
 
@@ -301,6 +322,7 @@ pub fn build_spec(
             )?,
         });
     }
+    let mounts = dedup_mounts(mounts);
 
     let ns = |t| -> Result<LinuxNamespace, SpecError> { Ok(LinuxNamespaceBuilder::default().typ(t).build()?) };
     let mut namespaces = vec![
@@ -348,6 +370,7 @@ pub fn build_spec(
 mod tests {
     use super::*;
     use crate::process::{Limits, NetworkMode, RunMount};
+    use oci_spec::runtime::PosixRlimitType;
 
     fn etc() -> EtcFiles {
         EtcFiles::in_dir(Path::new("/s"))
@@ -383,6 +406,53 @@ mod tests {
         let sys = spec.mounts().as_ref().unwrap().iter().find(|m| m.destination() == Path::new("/sys")).unwrap();
         assert_eq!(sys.typ().as_deref(), Some("bind"));
         assert!(sys.options().as_ref().unwrap().contains(&"ro".to_string()));
+    }
+
+    #[test]
+    fn ulimits_replace_the_default_of_their_type() {
+        let mut p = ProcessSpec::new(vec!["true".into()]);
+        let limits = |p: &ProcessSpec| -> Vec<(PosixRlimitType, u64, u64)> {
+            let spec = build_spec(p, &root(), Path::new("/r"), &etc()).unwrap();
+            let proc = spec.process().clone().unwrap();
+            proc.rlimits().clone().unwrap().iter().map(|r| (r.typ(), r.soft(), r.hard())).collect()
+        };
+        assert_eq!(limits(&p), vec![(PosixRlimitType::RlimitNofile, 1 << 20, 1 << 20)]);
+        p.rlimits = vec!["nofile=512:512".parse().unwrap(), "nproc=100:200".parse().unwrap()];
+        assert_eq!(
+            limits(&p),
+            vec![(PosixRlimitType::RlimitNofile, 512, 512), (PosixRlimitType::RlimitNproc, 100, 200)]
+        );
+        p.rlimits = vec!["core=-1".parse().unwrap()];
+        assert_eq!(
+            limits(&p),
+            vec![(PosixRlimitType::RlimitNofile, 1 << 20, 1 << 20), (PosixRlimitType::RlimitCore, u64::MAX, u64::MAX)]
+        );
+    }
+
+    #[test]
+    fn a_tmpfs_at_dev_shm_replaces_the_default() {
+        let shm = |p: &ProcessSpec| -> Vec<Vec<String>> {
+            let spec = build_spec(p, &root(), Path::new("/r"), &etc()).unwrap();
+            let mounts = spec.mounts().clone().unwrap();
+            mounts
+                .iter()
+                .filter(|m| m.destination() == Path::new("/dev/shm"))
+                .map(|m| m.options().clone().unwrap())
+                .collect()
+        };
+        let mut p = ProcessSpec::new(vec!["true".into()]);
+        let default = shm(&p);
+        assert_eq!(default.len(), 1);
+        assert!(default[0].contains(&"size=65536k".to_string()), "docker's 64 MiB: {default:?}");
+        p.mounts.push(RunMount { destination: "/dev/shm".into(), kind: RunMountKind::Tmpfs { size: Some(128 << 20) } });
+        let sized = shm(&p);
+        assert_eq!(sized.len(), 1, "one /dev/shm: {sized:?}");
+        assert!(sized[0].contains(&"size=134217728".to_string()), "{sized:?}");
+        // In the default's place, after /dev (a mount over /dev later would hide it).
+        let spec = build_spec(&p, &root(), Path::new("/r"), &etc()).unwrap();
+        let order: Vec<_> = spec.mounts().clone().unwrap().iter().map(|m| m.destination().clone()).collect();
+        let at = |d: &str| order.iter().position(|o| o == Path::new(d)).unwrap();
+        assert!(at("/dev") < at("/dev/shm") && at("/dev/shm") < at("/sys"), "{order:?}");
     }
 
     #[test]

@@ -311,30 +311,42 @@ async fn the_file_gets_its_name_mode_and_owner() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn add_host_reaches_etc_hosts_and_ulimit_fails_loudly() {
+async fn add_host_reaches_etc_hosts_and_ulimits_apply() {
     require_root!();
     let env = Env::new();
-    let build = |hosts: Vec<llb::HostIp>, ulimits: Vec<llb::Ulimit>| {
+    let build = |hosts: Vec<llb::HostIp>, ulimits: Vec<llb::Ulimit>, cmd: &str| {
         let mut b = DefinitionBuilder::new();
         let base =
             b.source(SourceOp::image("docker.io/library/busybox:latest", None), None, Metadata::default()).unwrap();
-        let mut e =
-            llb::ExecOp::new(vec!["/bin/sh".into(), "-c".into(), "grep -w db /etc/hosts > /seen".into()], Some(0));
+        let mut e = llb::ExecOp::new(vec!["/bin/sh".into(), "-c".into(), cmd.into()], Some(0));
         e.meta.extra_hosts = hosts;
         e.meta.ulimits = ulimits;
-        let run = b.add_op(llb::Op::Exec(e), &[base], None, Metadata::described("RUN grep")).unwrap();
+        let run = b.add_op(llb::Op::Exec(e), &[base], None, Metadata::described("RUN sh")).unwrap();
         b.finish(Some(run)).unwrap()
     };
-    let def = build(vec![llb::HostIp { host: "db".into(), ip: "10.0.0.2".into() }], vec![]);
+    let def =
+        build(vec![llb::HostIp { host: "db".into(), ip: "10.0.0.2".into() }], vec![], "grep -w db /etc/hosts > /seen");
     let (opts, _) = env.options();
     let solved = env.solver.solve(&def, opts).await.unwrap();
     let out = env.export(&solved.root);
     assert_eq!(std::fs::read_to_string(out.path().join("seen")).unwrap(), "10.0.0.2\tdb\n");
 
-    let def = build(vec![], vec![llb::Ulimit { name: "nofile".into(), soft: 1024, hard: 2048 }]);
+    let limits = |soft, hard| vec![llb::Ulimit { name: "nofile".into(), soft, hard }];
+    let cmd = "{ ulimit -Sn; ulimit -Hn; } > /seen";
+    let def = build(vec![], limits(1024, 2048), cmd);
+    let (opts, _) = env.options();
+    let solved = env.solver.solve(&def, opts).await.unwrap();
+    assert_eq!(std::fs::read_to_string(env.export(&solved.root).path().join("seen")).unwrap(), "1024\n2048\n");
+    // Another limit is another step (the ulimit is part of the definition, so of the cache key).
+    let def = build(vec![], limits(512, 512), cmd);
+    let (opts, _) = env.options();
+    let solved = env.solver.solve(&def, opts).await.unwrap();
+    assert_eq!(std::fs::read_to_string(env.export(&solved.root).path().join("seen")).unwrap(), "512\n512\n");
+
+    let def = build(vec![], vec![llb::Ulimit { name: "bogus".into(), soft: 1, hard: 1 }], "true");
     let (opts, _) = env.options();
     let err = env.solver.solve(&def, opts).await.unwrap_err().to_string();
-    assert!(err.contains("--ulimit (nofile=1024:2048)"), "{err}");
+    assert!(err.contains("invalid ulimit \"bogus=1:1\": unknown type \"bogus\""), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -111,6 +111,13 @@ pub struct ConvertOptions {
     pub no_cache: BTreeSet<String>,
     /// `--add-host` entries every RUN sees in /etc/hosts.
     pub extra_hosts: Vec<llb::HostIp>,
+    /// `--ulimit` values of every RUN (BuildKit's `ulimit` frontend option, in each ExecOp's meta).
+    pub ulimits: Vec<llb::Ulimit>,
+    /// `--shm-size` in bytes: every RUN gets a tmpfs of this size at /dev/shm (as BuildKit's dockerfile
+    /// frontend adds it).
+    pub shm_size: Option<u64>,
+    /// `--cgroup-parent` of every RUN.
+    pub cgroup_parent: Option<String>,
 }
 
 impl Default for ConvertOptions {
@@ -127,6 +134,9 @@ impl Default for ConvertOptions {
             source_date_epoch: None,
             no_cache: BTreeSet::new(),
             extra_hosts: Vec::new(),
+            ulimits: Vec::new(),
+            shm_size: None,
+            cgroup_parent: None,
         }
     }
 }

@@ -281,6 +281,14 @@ impl Converter<'_> {
         }
         exec.meta.env = env;
         exec.meta.extra_hosts = self.opts.extra_hosts.clone();
+        // Build-wide run settings, part of each ExecOp as BuildKit writes them, so of its cache key.
+        exec.meta.ulimits = self.opts.ulimits.clone();
+        exec.meta.cgroup_parent = self.opts.cgroup_parent.clone().filter(|p| !p.is_empty());
+        if let Some(size) = self.opts.shm_size.filter(|s| *s > 0) {
+            let mut shm = Mount::bind(None, "/dev/shm".to_string(), None);
+            shm.kind = MountKind::Tmpfs { size: Some(size) };
+            exec.mounts.push(shm);
+        }
 
         let meta = self.metadata(st, &cmd.original, span);
         st.output = Some(self.add(Op::Exec(exec), &inputs, &st.platform.clone(), meta, span)?);

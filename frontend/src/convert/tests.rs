@@ -121,3 +121,24 @@ fn add_checksum_accepts_a_url_in_a_variable() {
     );
     assert!(history(&c).last().unwrap().starts_with("ADD https://example.com/f.txt /f"));
 }
+
+#[test]
+fn run_settings_reach_every_exec_op() {
+    let opts = ConvertOptions {
+        ulimits: vec![llb::Ulimit { name: "nofile".into(), soft: 512, hard: 512 }],
+        shm_size: Some(128 << 20),
+        cgroup_parent: Some("builds".into()),
+        ..ConvertOptions::default()
+    };
+    let c = convert(b"FROM busybox\nRUN true marker\n", &opts, &OfflineResolver).unwrap();
+    let e = exec_with(&c, "marker");
+    assert_eq!(e.meta.ulimits, opts.ulimits);
+    assert_eq!(e.meta.cgroup_parent.as_deref(), Some("builds"));
+    let shm = e.mounts.iter().find(|m| m.dest == "/dev/shm").expect("a tmpfs at /dev/shm");
+    assert_eq!(shm.kind, MountKind::Tmpfs { size: Some(128 << 20) });
+    // None of them by default: the op (and its cache key) is what it was.
+    let plain = conv("FROM busybox\nRUN true marker\n");
+    let e = exec_with(&plain, "marker");
+    assert!(e.meta.ulimits.is_empty() && e.meta.cgroup_parent.is_none());
+    assert!(!e.mounts.iter().any(|m| m.dest == "/dev/shm"));
+}

@@ -100,15 +100,10 @@ impl ExecOp {
         if !e.cdi_devices.is_empty() {
             return Err(SolveError::Unsupported { step: step(), what: "RUN --device (CDI devices)".into() });
         }
-        // The sandbox's ProcessSpec has no rlimits yet: fail loudly rather than run without what the build
-        // asked for.
-        if !e.meta.ulimits.is_empty() {
-            let limits: Vec<String> =
-                e.meta.ulimits.iter().map(|u| format!("{}={}:{}", u.name, u.soft, u.hard)).collect();
-            return Err(SolveError::Unsupported {
-                step: step(),
-                what: format!("--ulimit ({}); build without it", limits.join(", ")),
-            });
+        // `--ulimit` values come from the definition: a name the sandbox does not know fails here, before
+        // anything is prepared.
+        for u in &e.meta.ulimits {
+            sandbox::Rlimit::from_llb(u).map_err(|err| ctx.err(err))?;
         }
         Ok(())
     }
@@ -216,6 +211,9 @@ fn run(
     }
     spec.user = meta.user.clone();
     spec.extra_hosts = meta.extra_hosts.iter().map(|h| (h.host.clone(), h.ip.clone())).collect();
+    // Checked in `ExecOp::check`.
+    spec.rlimits = meta.ulimits.iter().filter_map(|u| sandbox::Rlimit::from_llb(u).ok()).collect();
+    spec.cgroup_parent = meta.cgroup_parent.clone().filter(|p| !p.is_empty());
     if let Some(h) = &meta.hostname {
         spec.hostname = h.clone();
     }
@@ -332,6 +330,11 @@ fn run(
         }
     };
     drop(leases);
+    // What the sandbox could not apply (limits or a cgroup parent without cgroup v2) is told in the step's
+    // own output, where its effect shows.
+    for w in &outcome.warnings {
+        ctx.log(LogStream::Stderr, format!("WARNING: {w}").into_bytes());
+    }
     let code = outcome.status.code();
     let ok = match (&outcome.status, meta.valid_exit_codes.is_empty()) {
         (_, true) => outcome.status.success(),
