@@ -172,3 +172,29 @@ fn remembered_stats_survive_a_restart() {
     assert_ne!(sum(&cache, &env, &c), first);
     assert_eq!(cache.content_reads(), 1, "only the changed file is read again");
 }
+
+#[test]
+fn remembered_xattrs_spare_the_listing_until_ctime_moves() {
+    let env = Env::new();
+    let c = copy("/app");
+    // A ctime under a second old is not trusted to cover a later same-tick xattr change.
+    let fresh = ChecksumCache::new(env.meta.clone());
+    sum(&fresh, &env, &c);
+    sum(&fresh, &env, &c);
+    assert_eq!(fresh.xattr_lists(), 6, "main.go, lib/util.go and README.md listed on both walks while fresh");
+
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let cache = ChecksumCache::new(env.meta.clone());
+    let base = sum(&cache, &env, &c);
+    let listed = cache.xattr_lists();
+    assert_eq!(listed, 3, "settled files are listed once");
+    cache.flush().unwrap();
+    let restarted = ChecksumCache::new(env.meta.clone());
+    assert_eq!(sum(&restarted, &env, &c), base);
+    assert_eq!(restarted.xattr_lists(), 0, "remembered xattrs were listed again after a restart");
+
+    if snapshotter::sys::set_xattr(&env.p("app/lib/util.go"), "user.probe", b"1").is_ok() {
+        assert_ne!(sum(&restarted, &env, &c), base, "an xattr set after the record did not change the checksum");
+        assert_eq!(restarted.xattr_lists(), 1, "only the file whose ctime moved is listed again");
+    }
+}

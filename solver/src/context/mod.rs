@@ -46,6 +46,11 @@ struct FileRecord {
     gid: u32,
     /// Hex sha256 of the content.
     digest: String,
+    /// The file's extended attributes (overlay's private ones left out), sorted; `None` in records
+    /// written before they were remembered. Setting an xattr changes ctime, so a record that still
+    /// matches the stat spares the listxattr of every file of an unchanged context.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    xattrs: Option<Vec<(String, Vec<u8>)>>,
 }
 
 impl FileRecord {
@@ -78,17 +83,28 @@ pub struct ChecksumCache {
     meta: Arc<MetaDb>,
     roots: Mutex<HashMap<String, Arc<Mutex<RootState>>>>,
     reads: AtomicU64,
+    xattr_lists: AtomicU64,
 }
 
 impl ChecksumCache {
     /// A cache over `meta`; records are loaded per root on first use.
     pub fn new(meta: Arc<MetaDb>) -> ChecksumCache {
-        ChecksumCache { meta, roots: Mutex::new(HashMap::new()), reads: AtomicU64::new(0) }
+        ChecksumCache {
+            meta,
+            roots: Mutex::new(HashMap::new()),
+            reads: AtomicU64::new(0),
+            xattr_lists: AtomicU64::new(0),
+        }
     }
 
     /// How many file contents were read to compute digests (remembered ones are not read again).
     pub fn content_reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)
+    }
+
+    /// How many regular files' xattrs were listed (remembered ones are not listed again).
+    pub fn xattr_lists(&self) -> u64 {
+        self.xattr_lists.load(Ordering::Relaxed)
     }
 
     /// The checksum of exactly what `copy` reads from `src` (wildcards, follow_symlink, include/exclude
@@ -206,43 +222,76 @@ impl ChecksumCache {
         } else if !m.is_dir() && !m.is_file() {
             field(h, b"rdev", &m.rdev.to_le_bytes());
         }
-        for (k, v) in fsys::xattrs(&e.dir, &e.name).unwrap_or_default() {
+        if !m.is_file() {
+            for (k, v) in fsys::xattrs(&e.dir, &e.name).unwrap_or_default() {
+                field(h, b"xattr", k.as_bytes());
+                field(h, b"value", &v);
+            }
+            return Ok(());
+        }
+        let remembered = {
+            let st = root.lock().map_err(|_| poisoned())?;
+            st.record.files.get(&e.real).filter(|r| r.matches(m)).map(|r| (r.digest.clone(), r.xattrs.clone()))
+        };
+        let (known_digest, known_xattrs) = match remembered {
+            Some((d, x)) => (Some(d), x),
+            None => (None, None),
+        };
+        let fresh_xattrs = known_xattrs.is_none();
+        // A listing that fails counts as none (as before) but is not remembered; nor is one of a file whose
+        // ctime is under a second old, which a coarse clock could give a second change too.
+        let (xattrs, listed) = match known_xattrs {
+            Some(x) => (x, true),
+            None => match {
+                self.xattr_lists.fetch_add(1, Ordering::Relaxed);
+                fsys::xattrs(&e.dir, &e.name)
+            } {
+                Ok(x) => (x, settled(m.ctime)),
+                Err(_) => (Vec::new(), false),
+            },
+        };
+        for (k, v) in &xattrs {
             field(h, b"xattr", k.as_bytes());
-            field(h, b"value", &v);
+            field(h, b"value", v);
         }
-        if m.is_file() {
-            field(h, b"size", &m.size.to_le_bytes());
-            let remembered = {
-                let st = root.lock().map_err(|_| poisoned())?;
-                st.record.files.get(&e.real).filter(|r| r.matches(m)).map(|r| r.digest.clone())
-            };
-            let digest = match remembered {
-                Some(d) => d,
-                None => {
-                    let mut f = fsys::open_file(&*e.dir, &e.name).map_err(fail("open"))?;
-                    let mut fh = Sha256::new();
-                    io::copy(&mut f, &mut fh).map_err(fail("read"))?;
-                    self.reads.fetch_add(1, Ordering::Relaxed);
-                    let d = hex::encode(fh.finalize());
-                    let rec = FileRecord {
-                        dev: m.dev,
-                        ino: m.ino,
-                        size: m.size,
-                        mtime: m.mtime,
-                        ctime: m.ctime,
-                        mode: m.mode,
-                        uid: m.uid,
-                        gid: m.gid,
-                        digest: d.clone(),
-                    };
+        field(h, b"size", &m.size.to_le_bytes());
+        let digest = match known_digest {
+            Some(d) => {
+                if fresh_xattrs && listed {
+                    // A record from before xattrs were remembered: complete it once.
                     let mut st = root.lock().map_err(|_| poisoned())?;
-                    st.record.files.insert(e.real.clone(), rec);
-                    st.dirty = true;
-                    d
+                    if let Some(r) = st.record.files.get_mut(&e.real) {
+                        r.xattrs = Some(xattrs);
+                        st.dirty = true;
+                    }
                 }
-            };
-            field(h, b"content", digest.as_bytes());
-        }
+                d
+            }
+            None => {
+                let mut f = fsys::open_file(&*e.dir, &e.name).map_err(fail("open"))?;
+                let mut fh = Sha256::new();
+                io::copy(&mut f, &mut fh).map_err(fail("read"))?;
+                self.reads.fetch_add(1, Ordering::Relaxed);
+                let d = hex::encode(fh.finalize());
+                let rec = FileRecord {
+                    dev: m.dev,
+                    ino: m.ino,
+                    size: m.size,
+                    mtime: m.mtime,
+                    ctime: m.ctime,
+                    mode: m.mode,
+                    uid: m.uid,
+                    gid: m.gid,
+                    digest: d.clone(),
+                    xattrs: listed.then_some(xattrs),
+                };
+                let mut st = root.lock().map_err(|_| poisoned())?;
+                st.record.files.insert(e.real.clone(), rec);
+                st.dirty = true;
+                d
+            }
+        };
+        field(h, b"content", digest.as_bytes());
         Ok(())
     }
 }
@@ -280,6 +329,13 @@ fn field(h: &mut dyn Update, tag: &[u8], value: &[u8]) {
     h.update(tag);
     h.update(&(value.len() as u64).to_le_bytes());
     h.update(value);
+}
+
+/// Whether a ctime is at least a second in the past (so a change within the same clock tick after it would
+/// still be seen).
+fn settled(ctime: (i64, i64)) -> bool {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64);
+    now.is_ok_and(|now| ctime.0 < now - 1)
 }
 
 fn poisoned() -> FileOpError {
