@@ -242,10 +242,7 @@ impl ChecksumCache {
         // ctime is under a second old, which a coarse clock could give a second change too.
         let (xattrs, listed) = match known_xattrs {
             Some(x) => (x, true),
-            None => match {
-                self.xattr_lists.fetch_add(1, Ordering::Relaxed);
-                fsys::xattrs(&e.dir, &e.name)
-            } {
+            None => match self.list_xattrs(e) {
                 Ok(x) => (x, settled(m.ctime)),
                 Err(_) => (Vec::new(), false),
             },
@@ -329,6 +326,13 @@ fn field(h: &mut dyn Update, tag: &[u8], value: &[u8]) {
     h.update(tag);
     h.update(&(value.len() as u64).to_le_bytes());
     h.update(value);
+}
+
+impl ChecksumCache {
+    fn list_xattrs(&self, e: &Selected) -> io::Result<Vec<(String, Vec<u8>)>> {
+        self.xattr_lists.fetch_add(1, Ordering::Relaxed);
+        fsys::xattrs(&e.dir, &e.name)
+    }
 }
 
 /// Whether a ctime is at least a second in the past (so a change within the same clock tick after it would
