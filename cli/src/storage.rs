@@ -71,16 +71,18 @@ pub fn du(_args: &DuArgs, g: &Globals) -> Result<ExitCode> {
                 snapshots: item(r.snapshots),
                 cache_mounts: item(r.cache_mounts),
                 blobs: item(r.blobs),
+                ingests: item(r.ingests),
             }
         }
         None => open(g.root.as_deref())?.collector().usage().context("measuring usage")?,
     };
     println!("{:<14}{:>8}{:>14}{:>14}", "TYPE", "COUNT", "SIZE", "RECLAIMABLE");
-    let rows: [(&str, Item); 4] = [
+    let rows: [(&str, Item); 5] = [
         ("Layers", report.layers),
         ("Snapshots", report.snapshots),
         ("Cache mounts", report.cache_mounts),
         ("Blobs", report.blobs),
+        ("Partial pulls", report.ingests),
     ];
     for (name, item) in rows {
         println!("{name:<14}{:>8}{:>14}{:>14}", item.count, human(item.size), human(item.reclaimable));
@@ -113,7 +115,7 @@ pub fn prune(args: &PruneArgs, g: &Globals) -> Result<ExitCode> {
         .map(|s| frontend::instructions::parse_size(s).map_err(|e| anyhow::anyhow!("--keep-storage: {e}")))
         .transpose()?;
     let opts = PruneOptions { all: args.all, keep_storage, until: parse_filters(&args.filter)? };
-    let (snapshots, blobs, freed, remaining) = match daemon(g)? {
+    let (snapshots, blobs, ingests, freed, remaining) = match daemon(g)? {
         Some((mut c, rt)) => {
             let req = daemon::proto::PruneRequest {
                 all: opts.all,
@@ -121,15 +123,15 @@ pub fn prune(args: &PruneArgs, g: &Globals) -> Result<ExitCode> {
                 until_ns: opts.until.map(|d| d.as_nanos() as u64),
             };
             let r = rt.block_on(c.prune(req))?;
-            (r.snapshots as usize, r.blobs as usize, r.freed, r.remaining)
+            (r.snapshots as usize, r.blobs as usize, r.ingests as usize, r.freed, r.remaining)
         }
         None => {
             let report = open(g.root.as_deref())?.collector().prune(opts).context("pruning")?;
-            (report.snapshots.len(), report.blobs.len(), report.freed, report.remaining)
+            (report.snapshots.len(), report.blobs.len(), report.ingests.len(), report.freed, report.remaining)
         }
     };
     println!(
-        "Deleted {snapshots} snapshots and {blobs} blobs\nTotal reclaimed space: {}\nRemaining: {}",
+        "Deleted {snapshots} snapshots, {blobs} blobs and {ingests} partial pulls\nTotal reclaimed space: {}\nRemaining: {}",
         human(freed),
         human(remaining)
     );

@@ -5,6 +5,8 @@
 //! Network traffic goes only to loopback and to a network namespace the test makes itself
 //! ([`NetnsServer`]).
 
+#[path = "hostile_support/registry.rs"]
+mod registry;
 mod support;
 
 use std::io::Write;
@@ -413,4 +415,208 @@ fn context_paths_cannot_leave_the_context() {
     let ctx = context("FROM busybox\nCOPY ../../../../etc/hostname /h\n");
     let out = build(&rb, ctx.path(), &[]);
     assert!(!out.status.success(), "COPY of a path above the context succeeded:\n{}", text(&out));
+}
+
+/// The row of `rbuild du` named `kind`: (count, bytes as printed, reclaimable as printed).
+fn du_row(rb: &Rbuild, kind: &str) -> (u64, String, String) {
+    let du = rb.ok(&["du"]);
+    let line = du.lines().find(|l| l.starts_with(kind)).unwrap_or_else(|| panic!("no {kind} row in:\n{du}"));
+    let cols: Vec<&str> = line[kind.len()..].split_whitespace().collect();
+    (cols[0].parse().unwrap(), cols[1].to_string(), cols[2].to_string())
+}
+
+fn ingests(rb: &Rbuild) -> Vec<std::path::PathBuf> {
+    let dir = rb.root().join("content").join("ingest");
+    std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default()
+}
+
+/// Failure 6: a pull killed mid-download leaves its partial blob (an ingest); `du` counts it and `prune`
+/// removes it, but never one that a live pull is still writing.
+#[test]
+fn prune_frees_the_leftovers_of_a_killed_pull() {
+    use registry::{layer, sha256, Blob, Entry, HostileRegistry, Image};
+    if !is_root() {
+        support::skip("pulls into a state root need root");
+        return;
+    }
+    let big: Vec<u8> = (0..8u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let tar = layer(&[Entry::File("big", &big)]);
+    let mut image = Image::of_layers(std::slice::from_ref(&tar));
+    image.blobs.insert(sha256(&tar), Blob::Stall { bytes: tar.clone(), sent: 3 << 20 });
+    let reg = HostileRegistry::start(image);
+    let rb = Rbuild::with_config(&reg.config_path());
+    let mut pull =
+        rb.command().args(["pull", &reg.reference()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let partial = |rb: &Rbuild| {
+        ingests(rb).iter().map(|d| std::fs::metadata(d.join("data")).map(|m| m.len()).unwrap_or(0)).sum::<u64>()
+    };
+    let t = Instant::now();
+    while partial(&rb) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(60), "the pull never wrote its blob");
+        assert!(pull.try_wait().unwrap().is_none(), "the pull ended although its blob never completes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A live pull's ingest stays, and du does not offer it as reclaimable.
+    let (count, _, reclaimable) = du_row(&rb, "Partial pulls");
+    assert_eq!((count, reclaimable.as_str()), (1, "0B"), "{}", rb.ok(&["du"]));
+    let out = rb.ok(&["prune", "-a"]);
+    assert!(out.contains("0 partial pulls"), "{out}");
+    assert_eq!(ingests(&rb).len(), 1, "prune removed the ingest of a live pull");
+
+    pull.kill().unwrap();
+    pull.wait().unwrap();
+    let (count, size, reclaimable) = du_row(&rb, "Partial pulls");
+    assert_eq!(count, 1);
+    assert!(size != "0B" && reclaimable == size, "du after the kill: {}", rb.ok(&["du"]));
+    let out = rb.ok(&["prune", "-a"]);
+    assert!(out.contains("1 partial pulls"), "{out}");
+    assert!(ingests(&rb).is_empty(), "the killed pull's ingest is still there: {:?}", ingests(&rb));
+    assert_eq!(du_row(&rb, "Partial pulls").0, 0);
+}
+
+/// A blob whose bytes do not match its digest: the pull fails saying so, and nothing of it is stored (a
+/// probe that passed before issue 18).
+#[test]
+fn a_tampered_blob_is_refused_and_nothing_is_stored() {
+    use registry::{layer, sha256, Blob, Entry, HostileRegistry, Image};
+    if !is_root() {
+        support::skip("pulls into a state root need root");
+        return;
+    }
+    let honest = layer(&[Entry::File("f", b"honest")]);
+    let evil = layer(&[Entry::File("f", b"tampered")]);
+    let mut image = Image::of_layers(std::slice::from_ref(&honest));
+    image.blobs.insert(sha256(&honest), Blob::Bytes(evil.clone()));
+    let reg = HostileRegistry::start(image);
+    let rb = Rbuild::with_config(&reg.config_path());
+    let out = rb.run(&["pull", &reg.reference()]);
+    let t = text(&out);
+    assert!(!out.status.success(), "a tampered blob was accepted:\n{t}");
+    assert!(t.contains(&sha256(&honest)) && t.contains("digest"), "the error does not name the digest:\n{t}");
+    let blobs = rb.root().join("content/blobs/sha256");
+    let stored: Vec<_> =
+        std::fs::read_dir(&blobs).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    for d in [sha256(&honest), sha256(&evil)] {
+        let hex = d.trim_start_matches("sha256:");
+        assert!(!stored.iter().any(|n| n == hex), "{d} was stored");
+    }
+    assert!(ingests(&rb).is_empty(), "the tampered download was kept: {:?}", ingests(&rb));
+    assert!(!rb.ok(&["images"]).contains("hostile"), "the image was named");
+}
+
+/// Builds `FROM <the registry's image>` exported to a directory; the output and the directory.
+fn export_image(reg: &registry::HostileRegistry) -> (Output, tempfile::TempDir) {
+    let rb = Rbuild::with_config(&reg.config_path());
+    let ctx = context(&format!("FROM {}\n", reg.reference()));
+    let dest = tempfile::tempdir().unwrap();
+    let out = build(&rb, ctx.path(), &["-o", &format!("type=local,dest={}", dest.path().display())]);
+    (out, dest)
+}
+
+/// Layer entries that lead out of the root (`..`, absolute names, a symlink to a host directory and a
+/// file written through it) land inside it; a hardlink to a host file fails the build (probes that passed
+/// before issue 18).
+#[test]
+fn hostile_layer_tars_stay_inside_the_root() {
+    use registry::{layer, Entry, HostileRegistry, Image};
+    if !is_root() {
+        support::skip("unpacking layers needs root");
+        return;
+    }
+    let host = tempfile::tempdir().unwrap();
+    let host_dir = host.path().join("dir");
+    std::fs::create_dir(&host_dir).unwrap();
+    let secret = host.path().join("secret");
+    std::fs::write(&secret, "host secret").unwrap();
+    let up = format!("../../../../../../../..{}", host.path().display());
+    let (dir_abs, dotdot) = (host_dir.display().to_string(), format!("{up}/dotdot"));
+    let abs = format!("{}/abs", host.path().display());
+    let (via_up, up_dir) = ("up/pwned-up".to_string(), format!("{up}/dir"));
+    // The host directory's path exists inside the image too: a write through a symlink to it lands there.
+    let inside: Vec<String> = host_dir
+        .ancestors()
+        .filter_map(|a| a.strip_prefix("/").ok().filter(|a| !a.as_os_str().is_empty()))
+        .map(|a| a.display().to_string())
+        .collect();
+    let mut entries: Vec<Entry<'_>> = inside.iter().rev().map(|d| Entry::Dir(d)).collect();
+    entries.extend([
+        Entry::Dir("d"),
+        Entry::File(&dotdot, b"x"),
+        Entry::File(&abs, b"y"),
+        Entry::Symlink("esc", &dir_abs),
+        Entry::File("esc/pwned", b"p"),
+        Entry::Symlink("up", &up_dir),
+        Entry::File(&via_up, b"q"),
+    ]);
+    let image = Image::of_layers(&[layer(&entries)]);
+    let reg = HostileRegistry::start(image);
+    let (out, dest) = export_image(&reg);
+    assert!(out.status.success(), "{}", text(&out));
+    let host_names: Vec<_> = std::fs::read_dir(host.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(host_names.len(), 2, "a layer wrote beside the host's files: {host_names:?}");
+    assert_eq!(std::fs::read_dir(&host_dir).unwrap().count(), 0, "a layer wrote into a host directory");
+    assert!(dest.path().join("d").is_dir(), "the image's own files are missing");
+    let landed = dest.path().join(&inside[0]);
+    assert!(
+        landed.join("pwned").is_file() && landed.join("pwned-up").is_file(),
+        "writes through the links went elsewhere"
+    );
+    drop(reg);
+
+    for target in [secret.display().to_string(), format!("{up}/secret")] {
+        let image = Image::of_layers(&[layer(&[Entry::Hardlink("h", &target)])]);
+        let reg = HostileRegistry::start(image);
+        let (out, dest) = export_image(&reg);
+        let t = text(&out);
+        assert!(!out.status.success(), "a hardlink to {target} was unpacked:\n{t}");
+        assert!(t.contains("link"), "the error does not say what was refused:\n{t}");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&secret).unwrap().nlink(), 1, "the host file gained a link");
+        assert!(!dest.path().join("h").exists());
+    }
+}
+
+/// Whiteouts across layers: an opaque directory hides everything below it, a file whiteout removes one
+/// file, and no whiteout marker reaches the image (a probe that passed before issue 18).
+#[test]
+fn whiteouts_across_layers() {
+    use registry::{layer, Entry, HostileRegistry, Image};
+    if !is_root() {
+        support::skip("unpacking layers needs root");
+        return;
+    }
+    let image = Image::of_layers(&[
+        layer(&[
+            Entry::Dir("d"),
+            Entry::File("d/a", b"a"),
+            Entry::Dir("d/sub"),
+            Entry::File("d/sub/b", b"b"),
+            Entry::File("f", b"f"),
+            Entry::Dir("keep"),
+            Entry::File("keep/x", b"x"),
+            Entry::File("keep/y", b"y"),
+        ]),
+        layer(&[
+            Entry::Dir("d"),
+            Entry::File("d/.wh..wh..opq", b""),
+            Entry::File("d/c", b"c"),
+            Entry::File(".wh.f", b""),
+            Entry::File("keep/.wh.x", b""),
+        ]),
+    ]);
+    let reg = HostileRegistry::start(image);
+    let (out, dest) = export_image(&reg);
+    assert!(out.status.success(), "{}", text(&out));
+    let names = |p: &str| {
+        let mut n: Vec<String> = std::fs::read_dir(dest.path().join(p))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names("d"), ["c"], "the opaque directory kept lower files");
+    assert_eq!(names("keep"), ["y"], "the file whiteout did not remove keep/x");
+    assert!(!names(".").iter().any(|n| n == "f" || n.starts_with(".wh.")), "{:?}", names("."));
 }

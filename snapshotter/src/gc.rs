@@ -57,11 +57,13 @@ pub struct UsageReport {
     pub snapshots: Item,
     pub cache_mounts: Item,
     pub blobs: Item,
+    /// Partial downloads (ingest directories); reclaimable unless a live process is writing them.
+    pub ingests: Item,
 }
 
 impl UsageReport {
     pub fn total(&self) -> u64 {
-        self.layers.size + self.snapshots.size + self.cache_mounts.size + self.blobs.size
+        self.layers.size + self.snapshots.size + self.cache_mounts.size + self.blobs.size + self.ingests.size
     }
 }
 
@@ -80,6 +82,8 @@ pub struct PruneOptions {
 pub struct PruneReport {
     pub snapshots: Vec<String>,
     pub blobs: Vec<Digest>,
+    /// Partial downloads no live process was writing.
+    pub ingests: Vec<PathBuf>,
     pub freed: u64,
     /// Bytes still used by the measured items afterwards.
     pub remaining: u64,
@@ -98,6 +102,8 @@ pub struct Collector<'a, S: Snapshotter + ?Sized> {
 enum Target {
     Snapshot(String),
     Blob(Digest),
+    /// An ingest directory of the content store.
+    Ingest(PathBuf),
 }
 
 struct Candidate {
@@ -172,6 +178,11 @@ impl<S: Snapshotter + ?Sized> Collector<'_, S> {
             r.blobs.size += b.size;
             r.blobs.reclaimable += reclaim.get(&Target::Blob(b.digest)).copied().unwrap_or(0);
         }
+        for (dir, size) in self.ingests()? {
+            r.ingests.count += 1;
+            r.ingests.size += size;
+            r.ingests.reclaimable += reclaim.get(&Target::Ingest(dir)).copied().unwrap_or(0);
+        }
         if let Some(dir) = &self.cache_mounts {
             if dir.is_dir() {
                 for e in std::fs::read_dir(dir).map_err(|source| GcError::Measure { path: dir.clone(), source })? {
@@ -210,7 +221,36 @@ impl<S: Snapshotter + ?Sized> Collector<'_, S> {
             let last_used = records.get(b.digest.as_ref()).map(|r| r.last_used).unwrap_or(b.created_at);
             out.push(Candidate { target: Target::Blob(b.digest), size: b.size, last_used });
         }
+        // Nothing refers to a partial download: one no live process writes is garbage (resuming it is
+        // worth less than the space, which is what a prune asks for).
+        for (dir, size) in self.ingests()? {
+            total += size;
+            if self.content.ingest_held(&dir) {
+                continue;
+            }
+            let last_used = std::fs::metadata(dir.join("data"))
+                .or_else(|_| std::fs::metadata(&dir))
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            out.push(Candidate { target: Target::Ingest(dir), size, last_used });
+        }
         Ok((out, total))
+    }
+
+    /// The ingest directories with their sizes on disk.
+    fn ingests(&self) -> Result<Vec<(PathBuf, u64)>, GcError> {
+        let mut out = Vec::new();
+        for dir in self.content.ingests()? {
+            match fsutil::disk_usage(&dir) {
+                Ok((size, _)) => out.push((dir, size)),
+                // Committed (and so removed) while we looked.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(GcError::Measure { path: dir, source }),
+            }
+        }
+        Ok(out)
     }
 
     /// `rbuild prune`: removes unreferenced items, least recently used first.
@@ -233,7 +273,7 @@ impl<S: Snapshotter + ?Sized> Collector<'_, S> {
                 !removed.contains(&c.target)
                     && match &c.target {
                         Target::Snapshot(k) => !parents.contains(k),
-                        Target::Blob(_) => true,
+                        Target::Blob(_) | Target::Ingest(_) => true,
                     }
             });
             let Some(idx) = next else { break };
@@ -250,6 +290,14 @@ impl<S: Snapshotter + ?Sized> Collector<'_, S> {
                     }
                     self.meta.delete(BLOBS, d.as_ref())?;
                     report.blobs.push(d.clone());
+                }
+                Target::Ingest(dir) => {
+                    if !self.content.remove_abandoned_ingest(dir)? {
+                        // A process resumed it since the candidates were listed: it stays.
+                        removed.insert(c.target.clone());
+                        continue;
+                    }
+                    report.ingests.push(dir.clone());
                 }
             }
             total = total.saturating_sub(c.size);

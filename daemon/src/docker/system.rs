@@ -174,6 +174,7 @@ pub(crate) async fn df(state: &State) -> Result<Response<Body>, ApiError> {
                 cache("rbuild-layers", "committed snapshots", usage.layers),
                 cache("rbuild-snapshots", "active snapshots", usage.snapshots),
                 cache("rbuild-cache-mounts", "RUN --mount=type=cache directories", usage.cache_mounts),
+                cache("rbuild-ingests", "partial downloads", usage.ingests),
             ],
         }),
     ))

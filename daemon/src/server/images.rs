@@ -240,6 +240,7 @@ impl Daemon {
             snapshots: item(report.snapshots),
             cache_mounts: item(report.cache_mounts),
             blobs: item(report.blobs),
+            ingests: item(report.ingests),
             total: report.total(),
         })
     }
@@ -262,6 +263,7 @@ impl Daemon {
         Ok(proto::PruneResponse {
             snapshots: report.snapshots.len() as u64,
             blobs: report.blobs.len() as u64,
+            ingests: report.ingests.len() as u64,
             freed: report.freed,
             remaining: report.remaining,
         })

@@ -42,29 +42,38 @@ impl LocalStore {
     }
 
     fn clean_ingests(&self, expiry: Duration) -> Result<(), ContentError> {
-        let entries =
-            fs::read_dir(&self.ingest).map_err(|source| ContentError::List { path: self.ingest.clone(), source })?;
         let now = SystemTime::now();
-        for e in entries.flatten() {
-            let p = e.path();
-            let Ok(lock) = File::open(p.join("lock")) else {
-                // A directory without its lock file is the leftover of a crash in commit's cleanup.
-                fs::remove_dir_all(&p).map_err(|source| ContentError::Clean { path: p.clone(), source })?;
-                continue;
-            };
-            if !sys::flock_exclusive(&lock, true).unwrap_or(false) {
-                continue;
-            }
+        for p in self.ingests()? {
+            let Some(lock) = claim_abandoned(&p) else { continue };
             let age = fs::metadata(p.join("data"))
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| now.duration_since(t).ok())
                 .unwrap_or(Duration::MAX);
-            if age >= expiry {
+            if lock.is_none() || age >= expiry {
                 fs::remove_dir_all(&p).map_err(|source| ContentError::Clean { path: p.clone(), source })?;
             }
         }
         Ok(())
+    }
+
+    /// Whether a live writer holds the ingest directory `dir` (one of [`LocalStore::ingests`]). A
+    /// writer's lock dies with its process, so the leftover of a killed pull is not held.
+    pub fn ingest_held(&self, dir: &Path) -> bool {
+        claim_abandoned(dir).is_none()
+    }
+
+    /// Removes the ingest directory `dir` unless a live writer holds it; true when it was removed (or
+    /// was already gone).
+    pub fn remove_abandoned_ingest(&self, dir: &Path) -> Result<bool, ContentError> {
+        // The lock is held while the directory goes: a writer that opened the lock file before waits,
+        // then sees that the file it locked is no longer the one at the path, and starts over.
+        let Some(_lock) = claim_abandoned(dir) else { return Ok(false) };
+        match fs::remove_dir_all(dir) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+            Err(source) => Err(ContentError::Clean { path: dir.to_path_buf(), source }),
+        }
     }
 
     /// Where a committed blob lives.
@@ -82,6 +91,14 @@ impl LocalStore {
             fs::read_dir(&self.ingest).map_err(|source| ContentError::List { path: self.ingest.clone(), source })?;
         Ok(entries.flatten().map(|e| e.path()).collect())
     }
+}
+
+/// Locks an ingest directory that no live writer holds: `Some` with its lock (`None` inside for a directory
+/// without a lock file, the leftover of a crash in commit's cleanup, or of a writer that has not made its
+/// lock yet and will start over when it finds the directory gone), `None` while a writer holds it.
+fn claim_abandoned(dir: &Path) -> Option<Option<File>> {
+    let Ok(lock) = File::open(dir.join("lock")) else { return Some(None) };
+    sys::flock_exclusive(&lock, true).unwrap_or(false).then_some(Some(lock))
 }
 
 impl Provider for LocalStore {

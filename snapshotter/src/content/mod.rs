@@ -84,7 +84,7 @@ pub enum ContentError {
     Delete { path: PathBuf, source: io::Error },
     #[error("cannot list {path}: {source}")]
     List { path: PathBuf, source: io::Error },
-    #[error("cannot clean expired ingest {path}: {source}")]
+    #[error("cannot remove abandoned ingest {path}: {source}")]
     Clean { path: PathBuf, source: io::Error },
 }
 
