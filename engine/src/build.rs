@@ -32,19 +32,22 @@ pub(crate) async fn run(
     if req.call == crate::check::Call::Check {
         return crate::check::run(&engine, &req, &events).await;
     }
-    let converted = tokio::select! {
-        c = convert(&engine, &req, &events) => c?,
-        _ = cancel.cancelled() => return Err(BuildError::Cancelled),
-    };
-    for w in &converted.warnings {
-        let _ = events.send(Event::Warning(w.clone()));
+    // One conversion per target platform (one for a single-platform build), solved together.
+    let targets = crate::platforms::targets(&req);
+    let mut all = Vec::with_capacity(targets.len());
+    for target in &targets {
+        all.push(tokio::select! {
+            c = convert(&engine, &req, target.clone(), &events) => c?,
+            _ = cancel.cancelled() => return Err(BuildError::Cancelled),
+        });
     }
-    for w in &converted.checks.warnings {
-        let _ = events.send(Event::Warning(w.diagnostic()));
+    for w in crate::platforms::warnings(&all) {
+        let _ = events.send(Event::Warning(w));
     }
-    if let Some(diagnostic) = converted.checks.error() {
+    if let Some(diagnostic) = all.iter().find_map(|c| c.checks.error()) {
         return Err(BuildError::Dockerfile { filename: req.dockerfile_name.clone(), diagnostic });
     }
+    let (definition, roots) = crate::platforms::merge(&all);
     let imports = import_caches(&engine, &req, &events).await;
     let explain_id = crate::explain::history_id(&req);
     // A state root without a record of this target (a fresh CI runner) compares with the imported one.
@@ -54,26 +57,32 @@ pub(crate) async fn run(
     }
     let stores = imports.iter().map(|c| c.clone() as Arc<dyn solver::op::CacheStore<solver::WorkerRef>>).collect();
     let dirs = crate::explain::Directories::default();
-    let solved = solve(&engine, &req, &converted, stores, &events, &cancel, &dirs).await?;
-    for miss in crate::explain::explain(&engine, &req, &converted.definition, &solved.steps, &dirs).await {
+    let solved = solve(&engine, &req, &definition, &roots, stores, &events, &cancel, &dirs).await?;
+    for miss in crate::explain::explain(&engine, &req, &definition, &solved.steps, &dirs).await {
         let _ = events.send(Event::Miss(miss));
     }
 
-    let mut cx = ExportContext::new(
-        engine.clone(),
-        solved.root.clone(),
-        solved.lazy_root.clone(),
-        converted.image.clone(),
-        converted.base_history.clone(),
-        req.source_date_epoch,
-        req.tags.clone(),
-        events.clone(),
-        req.cache_to
-            .iter()
-            .any(|c| matches!(c, cache::CacheTo::Inline { .. }))
-            .then(|| crate::export::Inline { steps: solved.steps.clone(), imports: imports.clone() }),
-    );
-    cx.attest = crate::attest::Plan::new(&req, &converted, &solved.steps, started);
+    let mut contexts = Vec::with_capacity(all.len());
+    for ((converted, result), target) in all.iter().zip(&solved.roots).zip(&targets) {
+        let mut cx = ExportContext::new(
+            engine.clone(),
+            result.root.clone(),
+            result.lazy_root.clone(),
+            converted.image.clone(),
+            converted.base_history.clone(),
+            req.source_date_epoch,
+            req.tags.clone(),
+            events.clone(),
+            req.cache_to
+                .iter()
+                .any(|c| matches!(c, cache::CacheTo::Inline { .. }))
+                .then(|| crate::export::Inline { steps: solved.steps.clone(), imports: imports.clone() }),
+        );
+        cx.platform = target.clone().unwrap_or_else(Platform::host);
+        cx.attest = crate::attest::Plan::new(&req, converted, &solved.steps, started, &cx.platform);
+        contexts.push(cx);
+    }
+    let cx = crate::export::Exports::new(contexts);
     for spec in &req.outputs {
         if cancel.is_cancelled() {
             return Err(BuildError::Cancelled);
@@ -81,6 +90,7 @@ pub(crate) async fn run(
         let e = exporter(spec);
         e.export(&cx).await.map_err(|source| BuildError::Export { output: e.describe(), source })?;
     }
+    let first_root = solved.roots.first().and_then(|r| r.root.clone());
 
     for to in &req.cache_to {
         if cancel.is_cancelled() {
@@ -102,7 +112,7 @@ pub(crate) async fn run(
         let epoch = req.source_date_epoch;
         let (e, id) = (engine.clone(), explain_id.clone());
         let explain = tokio::task::spawn_blocking(move || crate::explain::carried(&e, &id)).await.ok().flatten();
-        match cache::export(&engine, &solved.steps, solved.root.as_deref(), to, &imports, epoch, explain).await {
+        match cache::export(&engine, &solved.steps, first_root.as_deref(), to, &imports, epoch, explain).await {
             Ok(r) => {
                 let e = CacheEvent::Exported {
                     to: to.describe(),
@@ -128,7 +138,19 @@ pub(crate) async fn run(
         metadata.insert("image.name".into(), serde_json::json!(names.join(",")));
     }
     let image = cx.first_image().map(|a| ExportedImage { manifest: a.manifest, config: a.config });
-    if let Some(img) = &image {
+    let index = cx.index();
+    if let Some(index) = &index {
+        // buildx's keys for an index: its digest and descriptor, no config digest (there is one per platform).
+        metadata.insert("containerimage.digest".into(), serde_json::json!(index.digest().to_string()));
+        metadata.insert(
+            "containerimage.descriptor".into(),
+            serde_json::json!({
+                "mediaType": index.media_type().to_string(),
+                "digest": index.digest().to_string(),
+                "size": index.size(),
+            }),
+        );
+    } else if let Some(img) = &image {
         metadata.insert("containerimage.config.digest".into(), serde_json::json!(img.config.digest().to_string()));
         metadata.insert("containerimage.digest".into(), serde_json::json!(img.manifest.digest().to_string()));
         metadata.insert(
@@ -140,7 +162,7 @@ pub(crate) async fn run(
             }),
         );
     }
-    Ok(BuildResult { image, metadata, steps: solved.steps, root: solved.root })
+    Ok(BuildResult { image, index, metadata, steps: solved.steps, root: first_root })
 }
 
 /// What the request asks that cannot work, before anything runs.
@@ -161,8 +183,14 @@ fn check(req: &BuildRequest) -> Result<(), BuildError> {
 
 /// Parses and converts the Dockerfile. Base images are resolved while converting (the frontend asks for
 /// their configs), so conversion runs on a blocking thread.
-async fn convert(engine: &Arc<Engine>, req: &BuildRequest, events: &EventSink) -> Result<Converted, BuildError> {
-    let (opts, mut resolver) = convert_setup(engine, req);
+async fn convert(
+    engine: &Arc<Engine>,
+    req: &BuildRequest,
+    target: Option<Platform>,
+    events: &EventSink,
+) -> Result<Converted, BuildError> {
+    let (mut opts, mut resolver) = convert_setup(engine, req);
+    opts.target_platform = target;
     resolver.events = Some(events.clone());
     let (dockerfile, filename) = (req.dockerfile.clone(), req.dockerfile_name.clone());
     tokio::task::spawn_blocking(move || frontend::convert::convert(&dockerfile, &opts, &resolver))
@@ -193,7 +221,7 @@ pub(crate) fn convert_setup(engine: &Arc<Engine>, req: &BuildRequest) -> (Conver
         filename: req.dockerfile_name.clone(),
         target: req.target.clone(),
         build_args: req.build_args.clone(),
-        target_platform: req.platform.clone(),
+        target_platform: req.platforms.first().cloned(),
         build_platform: Platform::host(),
         labels: req.labels.clone(),
         excludes,
@@ -234,16 +262,19 @@ async fn import_caches(engine: &Arc<Engine>, req: &BuildRequest, events: &EventS
     out
 }
 
-/// Solves the definition, forwarding the solver's progress as [`Event::Step`]s.
+/// Solves every root of the definition (`None`: an empty result), forwarding the solver's progress as
+/// [`Event::Step`]s.
+#[allow(clippy::too_many_arguments)]
 async fn solve(
     engine: &Arc<Engine>,
     req: &BuildRequest,
-    converted: &Converted,
+    definition: &llb::Definition,
+    roots: &[Option<llb::Output>],
     imports: Vec<Arc<dyn solver::op::CacheStore<solver::WorkerRef>>>,
     events: &EventSink,
     cancel: &CancellationToken,
     dirs: &crate::explain::Directories,
-) -> Result<solver::Solved, BuildError> {
+) -> Result<solver::SolvedRoots, BuildError> {
     let mut locals: BTreeMap<String, Arc<dyn LocalSource>> = BTreeMap::new();
     locals.insert(CONTEXT.into(), dirs.remember(CONTEXT, req.context.clone()));
     for (name, c) in &req.named_contexts {
@@ -268,7 +299,8 @@ async fn solve(
         progress: tx,
         cancel: cancel.clone(),
     };
-    let solve = engine.solver.solve(&converted.definition, opts);
+    let present: Vec<llb::Output> = roots.iter().flatten().copied().collect();
+    let solve = engine.solver.solve_roots(definition, &present, opts);
     tokio::pin!(solve);
     let result = loop {
         tokio::select! {
@@ -281,5 +313,9 @@ async fn solve(
     while let Ok(e) = rx.try_recv() {
         let _ = events.send(Event::Step(e));
     }
-    Ok(result?)
+    let mut solved = result?;
+    // Each root's result where the request had it; a root-less conversion is an empty result.
+    let mut results = std::mem::take(&mut solved.roots).into_iter();
+    solved.roots = roots.iter().map(|r| r.and_then(|_| results.next()).unwrap_or_default()).collect();
+    Ok(solved)
 }

@@ -41,7 +41,7 @@ pub(crate) async fn run(
     metadata.insert("result.txt".into(), json!(result_txt(&result, &filename, &source)));
     metadata.insert("result.json".into(), result_json(&result, &filename, &source));
     metadata.insert("result.statuscode".into(), json!(i32::from(!result.warnings.is_empty())));
-    Ok(BuildResult { image: None, metadata, steps: Vec::new(), root: None })
+    Ok(BuildResult { image: None, index: None, metadata, steps: Vec::new(), root: None })
 }
 
 /// BuildKit's `PrintLintViolations` output.

@@ -18,6 +18,7 @@ mod error;
 mod explain;
 pub mod export;
 pub mod images;
+mod platforms;
 mod progress;
 mod request;
 mod result;

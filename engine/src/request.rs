@@ -88,8 +88,9 @@ pub struct BuildRequest {
     pub named_contexts: BTreeMap<String, NamedContext>,
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
-    /// `None` builds for this machine's platform.
-    pub platform: Option<Platform>,
+    /// `--platform`: the target platforms. Empty builds for this machine's; one builds a single image as
+    /// ever; several are converted and solved together and exported as one image index.
+    pub platforms: Vec<Platform>,
     pub labels: BTreeMap<String, String>,
     /// `-t` names: outputs without names of their own use them.
     pub tags: Vec<String>,
@@ -133,7 +134,7 @@ impl BuildRequest {
             named_contexts: BTreeMap::new(),
             build_args: BTreeMap::new(),
             target: None,
-            platform: None,
+            platforms: Vec::new(),
             labels: BTreeMap::new(),
             tags: Vec::new(),
             outputs: Vec::new(),

@@ -86,6 +86,31 @@ pub fn attach(
     statements: &[Statement],
     annotations: &Annotations,
 ) -> Result<Attached, RegistryError> {
+    let e = entries(store, image, platform, statements, annotations)?;
+    let index = write_index(store, std::slice::from_ref(&e), &annotations.index, true)?;
+    Ok(Attached { index, manifest: e.manifest, attestation: e.attestation })
+}
+
+/// One platform's image in an index, and its attestation manifest when it has statements.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entries {
+    image: Value,
+    attestation_entry: Option<Value>,
+    /// The image manifest (rewritten when it got annotations).
+    pub manifest: Descriptor,
+    /// The attestation manifest, when there were statements.
+    pub attestation: Option<Descriptor>,
+}
+
+/// Writes what `image` needs to be an entry of an index for `platform`: its manifest with the
+/// `manifest:` annotations, and an attestation manifest for `statements` (none without statements).
+pub fn entries(
+    store: &ImageStore,
+    image: &Assembled,
+    platform: (&str, &str, Option<&str>),
+    statements: &[Statement],
+    annotations: &Annotations,
+) -> Result<Entries, RegistryError> {
     let manifest = annotate_manifest(store, &image.manifest, &annotations.manifest)?;
     let mut platform_json = json!({"architecture": platform.1, "os": platform.0});
     if let Some(v) = platform.2 {
@@ -96,9 +121,9 @@ pub fn attach(
     if !annotations.manifest_descriptor.is_empty() {
         image_entry["annotations"] = json!(annotations.manifest_descriptor);
     }
-    let mut entries = vec![image_entry];
 
     let mut attestation = None;
+    let mut attestation_entry = None;
     if !statements.is_empty() {
         let mut layers = Vec::new();
         let mut diff_ids = Vec::new();
@@ -133,19 +158,33 @@ pub fn attach(
             "vnd.docker.reference.type": "attestation-manifest",
         });
         entry["platform"] = json!({"architecture": "unknown", "os": "unknown"});
-        entries.push(entry);
+        attestation_entry = Some(entry);
         attestation = Some(desc);
     }
+    Ok(Entries { image: image_entry, attestation_entry, manifest, attestation })
+}
 
+/// Writes the index of `images` (one per platform), as BuildKit orders it: every platform's image first,
+/// then their attestation manifests. An OCI index, or a Docker manifest list when `oci` is false (which
+/// cannot hold attestation manifests: those need OCI media types).
+pub fn write_index(
+    store: &ImageStore,
+    images: &[Entries],
+    annotations: &BTreeMap<String, String>,
+    oci: bool,
+) -> Result<Descriptor, RegistryError> {
+    let mut manifests: Vec<Value> = images.iter().map(|e| e.image.clone()).collect();
+    manifests.extend(images.iter().filter_map(|e| e.attestation_entry.clone()));
+    let media_type = if oci { media::OCI_INDEX } else { media::DOCKER_MANIFEST_LIST };
     let mut index = json!({
         "schemaVersion": 2,
-        "mediaType": media::OCI_INDEX,
-        "manifests": entries,
+        "mediaType": media_type,
+        "manifests": manifests,
     });
-    if !annotations.index.is_empty() {
-        index["annotations"] = json!(annotations.index);
+    if !annotations.is_empty() {
+        index["annotations"] = json!(annotations);
     }
     let bytes = indented(&index);
-    let digest = store.write_bytes(&bytes, media::OCI_INDEX)?;
-    Ok(Attached { index: descriptor(media::OCI_INDEX, &bytes, digest), manifest, attestation })
+    let digest = store.write_bytes(&bytes, media_type)?;
+    Ok(descriptor(media_type, &bytes, digest))
 }

@@ -62,9 +62,10 @@ pub struct BuildArgs {
     /// Metadata for the image: `KEY=VALUE`; repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub(crate) labels: Vec<String>,
-    /// The target platform (`os/arch[/variant]`).
-    #[arg(long)]
-    pub(crate) platform: Option<String>,
+    /// The target platforms (`os/arch[/variant]`), comma-separated or repeated: several build one image
+    /// index with a manifest per platform (`linux/amd64,linux/arm64`).
+    #[arg(long = "platform", value_name = "PLATFORM[,PLATFORM...]", value_delimiter = ',')]
+    pub(crate) platforms: Vec<String>,
     /// Where the result goes: `type=local,dest=DIR`, `type=oci|docker|tar,dest=FILE`, `type=image,name=...`.
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub(crate) outputs: Vec<String>,

@@ -37,7 +37,7 @@ pub struct Parsed {
     named: BTreeMap<String, Named>,
     build_args: BTreeMap<String, String>,
     target: Option<String>,
-    platform: Option<Platform>,
+    platforms: Vec<Platform>,
     labels: BTreeMap<String, String>,
     tags: Vec<String>,
     outputs: Vec<OutputSpec>,
@@ -75,7 +75,7 @@ pub fn parse(a: &BuildArgs, context: &Path, dockerfile: &DockerfileSource) -> Re
         named: parse_build_contexts(&a.build_contexts, &std::env::current_dir()?)?,
         build_args,
         target: a.target.clone(),
-        platform: a.platform.as_deref().map(str::parse::<Platform>).transpose().context("--platform")?,
+        platforms: parse_platforms(&a.platforms)?,
         labels: parse_labels(&a.labels),
         tags: a.tags.clone(),
         outputs: outputs(a)?,
@@ -154,7 +154,7 @@ impl Parsed {
             .collect();
         req.build_args = self.build_args;
         req.target = self.target;
-        req.platform = self.platform;
+        req.platforms = self.platforms;
         req.labels = self.labels;
         req.tags = self.tags;
         req.outputs = self.outputs;
@@ -204,7 +204,9 @@ impl Parsed {
             named_contexts,
             build_args: self.build_args.into_iter().collect(),
             target: self.target,
-            platform: self.platform.map(|p| p.to_string()),
+            // A daemon of before multi-platform builds reads `platform`; one that has them reads `platforms`.
+            platform: self.platforms.first().map(|p| p.to_string()),
+            platforms: self.platforms.iter().map(|p| p.to_string()).collect(),
             labels: self.labels.into_iter().collect(),
             tags: self.tags,
             no_cache: self.cache.no_cache,
@@ -287,6 +289,15 @@ fn parse_build_args(raw: &[String]) -> BTreeMap<String, String> {
         }
     }
     out
+}
+
+/// `--platform a,b` and repeated `--platform` values: each parsed, blanks skipped.
+fn parse_platforms(raw: &[String]) -> Result<Vec<Platform>> {
+    raw.iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<Platform>().with_context(|| format!("invalid --platform {p:?}")))
+        .collect()
 }
 
 /// `--add-host host:ip` (docker's form; `host=ip` too, as buildx accepts).

@@ -276,7 +276,8 @@ pub(crate) async fn build(state: &State, req: Request<Incoming>, q: Query) -> Re
     };
     r.build_args = p.build_args;
     r.target = p.target;
-    r.platform = p.platform;
+    // The Engine API's `platform` is one `os[/arch[/variant]]` (docker's own daemon rejects a list).
+    r.platforms = p.platform.into_iter().collect();
     r.labels = p.labels;
     // A build without a name is kept as an untagged image: named for now by this build, then by its ID.
     let pending = (p.tags.is_empty()).then(|| {
@@ -308,7 +309,7 @@ pub(crate) async fn build(state: &State, req: Request<Incoming>, q: Query) -> Re
                 filename: name.clone(),
                 target: r.target.clone(),
                 build_args: r.build_args.clone(),
-                target_platform: r.platform.clone(),
+                target_platform: r.platforms.first().cloned(),
                 ..Default::default()
             };
             let df = dockerfile.clone();

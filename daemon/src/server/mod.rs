@@ -367,7 +367,15 @@ impl Daemon {
         }
         req.build_args = start.build_args.clone().into_iter().collect::<BTreeMap<_, _>>();
         req.target = start.target.clone();
-        req.platform = start.platform.as_deref().map(str::parse).transpose().map_err(|e| format!("--platform: {e}"))?;
+        // `platforms` from a client that has multi-platform builds; `platform` alone from one before them.
+        let platforms: Vec<&str> = match start.platforms.is_empty() {
+            true => start.platform.as_deref().into_iter().collect(),
+            false => start.platforms.iter().map(String::as_str).collect(),
+        };
+        req.platforms = platforms
+            .into_iter()
+            .map(|p| p.parse().map_err(|e| format!("--platform {p}: {e}")))
+            .collect::<Result<_, _>>()?;
         req.labels = start.labels.clone().into_iter().collect();
         req.tags = start.tags.clone();
         let mut streamed = Vec::new();

@@ -250,6 +250,7 @@ impl Plan {
         converted: &frontend::convert::Converted,
         steps: &[solver::StepRecord],
         started: std::time::SystemTime,
+        platform: &llb::Platform,
     ) -> Option<Plan> {
         let options = req.attest.clone();
         if !options.wants_index() && options.annotations.manifest.is_empty() {
@@ -261,7 +262,7 @@ impl Plan {
             Some(e) => (e, e),
             None => (unix(started), unix(std::time::SystemTime::now())),
         };
-        let platform = req.platform.clone().unwrap_or_else(llb::Platform::host);
+        let platform = platform.clone();
         let provenance = options.provenance.map(|mode| {
             let def = &converted.definition;
             let mut bases: Vec<String> = def
@@ -305,6 +306,25 @@ pub(crate) async fn attach(
     image: &registry::assemble::Assembled,
     names: &[String],
 ) -> Result<registry::attest::Attached, crate::ExportError> {
+    let e = entries(cx, plan, image, names).await?;
+    let (images, annotations) = (cx.engine.images.clone(), plan.options.annotations.index.clone());
+    tokio::task::spawn_blocking(move || {
+        let index = registry::attest::write_index(&images, std::slice::from_ref(&e), &annotations, true)
+            .map_err(crate::ExportError::registry("attaching attestations"))?;
+        Ok(registry::attest::Attached { index, manifest: e.manifest, attestation: e.attestation })
+    })
+    .await
+    .map_err(|e| crate::ExportError::Other(format!("the attestation task failed: {e}")))?
+}
+
+/// The statements about `image` (named `names`, built for `plan.platform`) and its entries in an index:
+/// the image, then its attestation manifest.
+pub(crate) async fn entries(
+    cx: &crate::export::ExportContext,
+    plan: &Plan,
+    image: &registry::assemble::Assembled,
+    names: &[String],
+) -> Result<registry::attest::Entries, crate::ExportError> {
     use crate::ExportError;
     let digest = image.manifest.digest().to_string();
     let hex = digest.strip_prefix("sha256:").unwrap_or(&digest).to_string();
@@ -349,7 +369,7 @@ pub(crate) async fn attach(
     let (images, img, options) = (cx.engine.images.clone(), image.clone(), plan.options.annotations.clone());
     let p = plan.platform.clone();
     tokio::task::spawn_blocking(move || {
-        registry::attest::attach(&images, &img, (&p.os, &p.architecture, p.variant.as_deref()), &statements, &options)
+        registry::attest::entries(&images, &img, (&p.os, &p.architecture, p.variant.as_deref()), &statements, &options)
             .map_err(ExportError::registry("attaching attestations"))
     })
     .await

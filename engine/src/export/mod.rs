@@ -6,6 +6,7 @@
 //! media type. File outputs are written to a temporary name and renamed, so a failed or cancelled export
 //! leaves nothing half-written.
 
+mod platforms;
 mod spec;
 
 use std::io::Write;
@@ -20,6 +21,7 @@ use registry::Reference;
 use snapshotter::diff::Compression;
 use solver::op::BoxFuture;
 
+pub use platforms::{platform_dir, Exports};
 pub use spec::{parse_output, Dest, OutputError, OutputKind, OutputSpec, SharedWriter};
 
 use crate::error::ExportError;
@@ -31,8 +33,8 @@ pub trait Exporter: Send + Sync {
     /// What progress and errors call it, e.g. `exporting to oci image format`.
     fn describe(&self) -> String;
 
-    /// Exports; an exporter that made an image records it with [`ExportContext::record_image`].
-    fn export<'a>(&'a self, cx: &'a ExportContext) -> BoxFuture<'a, Result<(), ExportError>>;
+    /// Exports the build's result: one platform's, or every platform's of a multi-platform build.
+    fn export<'a>(&'a self, set: &'a Exports) -> BoxFuture<'a, Result<(), ExportError>>;
 }
 
 /// The compression a layer media type names.
@@ -113,6 +115,8 @@ pub struct ExportContext {
     names: Mutex<Vec<String>>,
     /// Attestations and annotations for pushed images (`--provenance`, `--sbom`, `--annotation`).
     pub(crate) attest: Option<crate::attest::Plan>,
+    /// The platform the result was built for (its entry's platform in an index).
+    pub(crate) platform: llb::Platform,
 }
 
 impl ExportContext {
@@ -144,6 +148,7 @@ impl ExportContext {
             inlined: Mutex::new(None),
             names: Mutex::new(Vec::new()),
             attest: None,
+            platform: llb::Platform::host(),
         }
     }
 
@@ -313,13 +318,13 @@ impl ExportContext {
     fn references(
         &self,
         names: &[String],
-        img: &Assembled,
+        target: &Descriptor,
     ) -> Result<Vec<(Option<Reference>, Descriptor)>, ExportError> {
         let names = if names.is_empty() { &self.tags } else { names };
         if names.is_empty() {
-            return Ok(vec![(None, img.manifest.clone())]);
+            return Ok(vec![(None, target.clone())]);
         }
-        names.iter().map(|n| Ok((Some(parse_name(n)?), img.manifest.clone()))).collect()
+        names.iter().map(|n| Ok((Some(parse_name(n)?), target.clone()))).collect()
     }
 }
 
@@ -365,8 +370,9 @@ impl Exporter for ImageExporter {
         "exporting to image".into()
     }
 
-    fn export<'a>(&'a self, cx: &'a ExportContext) -> BoxFuture<'a, Result<(), ExportError>> {
+    fn export<'a>(&'a self, set: &'a Exports) -> BoxFuture<'a, Result<(), ExportError>> {
         Box::pin(async move {
+            let Some(cx) = set.single() else { return self.export_index(set).await };
             // An index of attestations names the image with OCI media types, as buildx makes it.
             let attest = cx.attest.as_ref().filter(|_| self.push);
             let oci = self.oci || attest.is_some_and(|p| p.options.wants_index());
@@ -430,28 +436,39 @@ impl Exporter for ArchiveExporter {
         if self.docker { "exporting to docker image format" } else { "exporting to oci image format" }.into()
     }
 
-    fn export<'a>(&'a self, cx: &'a ExportContext) -> BoxFuture<'a, Result<(), ExportError>> {
+    fn export<'a>(&'a self, set: &'a Exports) -> BoxFuture<'a, Result<(), ExportError>> {
         Box::pin(async move {
+            let cx = match set.single() {
+                Some(cx) => cx,
+                None if self.docker => set.for_docker(),
+                None => return self.export_index(set).await,
+            };
             let img = cx.image(self.compression, self.oci).await?;
             cx.blobs_for(None).await?;
-            let refs = cx.references(&self.names, &img)?;
-            let images = cx.engine.images.clone();
-            let format = if self.docker { ArchiveFormat::Docker } else { ArchiveFormat::Oci };
-            let (dest, dir) = (self.dest.clone(), self.dir);
-            blocking(move || {
-                let save = |w: &mut dyn Write| {
-                    registry::export::save(&images, &refs, format, w)
-                        .map_err(ExportError::registry("writing the archive"))
-                };
-                match (dest, dir) {
-                    (Some(Dest::Path(p)), true) => registry::export::write_oci_dir(&images, &refs, &p)
-                        .map_err(ExportError::registry(format!("writing OCI layout {}", p.display()))),
-                    (Some(d), _) => write_dest(&d, save),
-                    (None, _) => docker_load(save),
-                }
-            })
-            .await
+            let refs = cx.references(&self.names, &img.manifest)?;
+            self.write(cx, refs).await
         })
+    }
+}
+
+impl ArchiveExporter {
+    /// Writes the archive of `refs` (names and the manifest or index each names).
+    async fn write(&self, cx: &ExportContext, refs: Vec<(Option<Reference>, Descriptor)>) -> Result<(), ExportError> {
+        let images = cx.engine.images.clone();
+        let format = if self.docker { ArchiveFormat::Docker } else { ArchiveFormat::Oci };
+        let (dest, dir) = (self.dest.clone(), self.dir);
+        blocking(move || {
+            let save = |w: &mut dyn Write| {
+                registry::export::save(&images, &refs, format, w).map_err(ExportError::registry("writing the archive"))
+            };
+            match (dest, dir) {
+                (Some(Dest::Path(p)), true) => registry::export::write_oci_dir(&images, &refs, &p)
+                    .map_err(ExportError::registry(format!("writing OCI layout {}", p.display()))),
+                (Some(d), _) => write_dest(&d, save),
+                (None, _) => docker_load(save),
+            }
+        })
+        .await
     }
 }
 
@@ -465,8 +482,9 @@ impl Exporter for LocalExporter {
         "exporting to client directory".into()
     }
 
-    fn export<'a>(&'a self, cx: &'a ExportContext) -> BoxFuture<'a, Result<(), ExportError>> {
+    fn export<'a>(&'a self, set: &'a Exports) -> BoxFuture<'a, Result<(), ExportError>> {
         Box::pin(async move {
+            let Some(cx) = set.single() else { return platforms::export_local_split(set, &self.dest).await };
             let (e, root, dest) = (cx.engine.clone(), cx.snapshot().await?, self.dest.clone());
             blocking(move || match &root {
                 Some(key) => snapshotter::export::export_dir(&*e.store.snapshotter, key, &dest)
@@ -488,9 +506,10 @@ impl Exporter for TarExporter {
         "exporting to client tarball".into()
     }
 
-    fn export<'a>(&'a self, cx: &'a ExportContext) -> BoxFuture<'a, Result<(), ExportError>> {
-        let epoch = cx.source_date_epoch.map(|e| e.max(0) as u64);
+    fn export<'a>(&'a self, set: &'a Exports) -> BoxFuture<'a, Result<(), ExportError>> {
         Box::pin(async move {
+            let Some(cx) = set.single() else { return platforms::export_tar_split(set, &self.dest).await };
+            let epoch = cx.source_date_epoch.map(|e| e.max(0) as u64);
             let (e, root, dest) = (cx.engine.clone(), cx.snapshot().await?, self.dest.clone());
             blocking(move || {
                 let scratch = e.store.root.tmp_dir();
