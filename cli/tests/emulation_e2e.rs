@@ -129,13 +129,27 @@ fn arm64_run_under_qemu_gives_an_arm64_image() {
     if !emulated(&rb, "linux/arm64") || !tool("skopeo") || !tool("umoci") {
         return;
     }
-    let (ctx, tar) = build_oci(&rb, "FROM busybox\nRUN uname -m > /arch\n", "linux/arm64", &[]);
-    let (config, rootfs) = unpack(&tar, "arm64", Some("v8"), ctx.path());
-    assert_eq!(config["architecture"], "arm64", "{config}");
-    assert_eq!(config["os"], "linux", "{config}");
-    assert_eq!(std::fs::read_to_string(rootfs.join("arch")).unwrap(), "aarch64\n");
-    // The base is the index's arm64 image (EM_AARCH64), not the host's.
-    assert_eq!(elf(&rootfs.join("bin/busybox")), (2, 0xb7));
+    for runtime in ["namespace", "runc"] {
+        if runtime == "runc" && !has_runc() {
+            continue;
+        }
+        let dockerfile = "FROM busybox\nRUN uname -m > /arch\n";
+        let (ctx, tar) = build_oci(&rb, dockerfile, "linux/arm64", &["--no-cache", "--oci-runtime", runtime]);
+        let (config, rootfs) = unpack(&tar, "arm64", Some("v8"), ctx.path());
+        assert_eq!(config["architecture"], "arm64", "{runtime}: {config}");
+        assert_eq!(config["os"], "linux", "{runtime}: {config}");
+        assert_eq!(std::fs::read_to_string(rootfs.join("arch")).unwrap(), "aarch64\n", "{runtime}");
+        // The base is the index's arm64 image (EM_AARCH64), not the host's.
+        assert_eq!(elf(&rootfs.join("bin/busybox")), (2, 0xb7), "{runtime}");
+    }
+}
+
+fn has_runc() -> bool {
+    if support::which("runc").is_some() || Path::new("/usr/sbin/runc").exists() {
+        return true;
+    }
+    support::skip("runc is not installed: run scripts/install-test-deps");
+    false
 }
 
 #[test]
@@ -174,11 +188,10 @@ fn linux_386_runs_under_the_seccomp_profile() {
              && grep Seccomp: /proc/self/status > /seccomp \
              && if mount -t tmpfs none /mnt 2>/dev/null; then echo mounted > /mount; else echo denied > /mount; fi\n";
     for runtime in ["namespace", "runc"] {
-        if runtime == "runc" && support::which("runc").is_none() && !Path::new("/usr/sbin/runc").exists() {
-            support::skip("runc is not installed: run scripts/install-test-deps");
+        if runtime == "runc" && !has_runc() {
             continue;
         }
-        let (ctx, tar) = build_oci(&rb, dockerfile, "linux/386", &["--oci-runtime", runtime]);
+        let (ctx, tar) = build_oci(&rb, dockerfile, "linux/386", &["--no-cache", "--oci-runtime", runtime]);
         let (config, rootfs) = unpack(&tar, "386", None, ctx.path());
         assert_eq!(config["architecture"], "386", "{runtime}: {config}");
         assert_eq!(elf(&rootfs.join("bin/busybox")), (1, 0x03), "{runtime}: the base is the index's i386 image");
