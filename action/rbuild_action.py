@@ -146,12 +146,9 @@ def build_command(env, temp, warn):
     if target:
         args += ["--target", target]
     platforms = get_list(env, "platforms")
-    if len(platforms) > 1:
-        raise ActionError(
-            "platforms: rbuild builds one platform at a time; got %s (run one step per platform)" % ", ".join(platforms)
-        )
     if platforms:
-        args += ["--platform", platforms[0]]
+        # Several platforms build one image index, as build-push-action does.
+        args += ["--platform", ",".join(platforms)]
     outputs = get_list(env, "outputs")
     for o in outputs:
         args += ["--output", o]
