@@ -336,6 +336,20 @@ fn processes_with(marker: &str) -> Vec<u32> {
 /// `sharing=locked` cache mount is free for the next build at once.
 #[test]
 fn a_killed_build_leaves_no_process_and_no_lock() {
+    killed_build(&[]);
+}
+
+/// The same with the OCI runtime executor (`--oci-runtime runc`): runc's container dies with the build.
+#[test]
+fn a_killed_runc_build_leaves_no_process_and_no_lock() {
+    if support::which("runc").is_none() {
+        support::skip("runc is not installed: run scripts/install-test-deps");
+        return;
+    }
+    killed_build(&["--oci-runtime", "runc"]);
+}
+
+fn killed_build(extra: &[&str]) {
     let Some((_reg, rb)) = env() else { return };
     // A number no other test sleeps for, as the step's marker.
     let marker = format!("{}", 7_000_000 + std::process::id() % 1_000_000);
@@ -346,6 +360,7 @@ fn a_killed_build_leaves_no_process_and_no_lock() {
     let mut child = rb
         .command()
         .args(["build", "--progress", "plain"])
+        .args(extra)
         .arg(ctx.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -368,7 +383,7 @@ fn a_killed_build_leaves_no_process_and_no_lock() {
         "FROM busybox\nRUN --mount=type=cache,id=hostile-locked,target=/c,sharing=locked cat /c/state; echo next-$((6*7))\n",
     );
     let t = Instant::now();
-    let out = build_ok(&rb, ctx.path(), &[]);
+    let out = build_ok(&rb, ctx.path(), extra);
     assert!(out.contains("next-42"), "{out}");
     assert!(t.elapsed() < Duration::from_secs(30), "the next build waited {:?}", t.elapsed());
 }

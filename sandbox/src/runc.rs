@@ -6,6 +6,9 @@
 //! tmpfs, the ssh-agent forwarding, and afterwards the removal of the mount points the runtime created.
 //! Seccomp, capabilities, namespaces, masked paths and cgroups are the runtime's work, from the spec.
 //!
+//! `runc run` runs as the init of a pid namespace of our own (see [`RuncExecutor::run`]), so a killed
+//! rbuild takes the container with it.
+//!
 //! Exit status: `runc run` exits with the process's code, or 128 + the signal that killed it, so a code
 //! above 128 that names a signal is reported as that signal (as shells do).
 
@@ -188,7 +191,14 @@ impl Executor for RuncExecutor {
         spec.save(bundle.join("config.json"))
             .map_err(|e| ExecError::Setup(format!("cannot write {}: {e}", bundle.join("config.json").display())))?;
 
-        let mut child = Command::new(&self.runtime)
+        // The container outlives a killed `runc run`, so runc runs as the init of a pid namespace of its own
+        // (`unshare --pid --fork --kill-child`, with /proc remounted for it): when rbuild dies, unshare
+        // gets its parent-death signal, its child runc is killed with it, and the kernel kills everything
+        // in the namespace, the container's nested one included.
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child=SIGKILL", "--"]).arg(&self.runtime);
+        crate::sys::kill_with_parent(&mut cmd);
+        let mut child = cmd
             .arg("--root")
             .arg(self.runtime_root())
             .arg("run")
@@ -201,7 +211,7 @@ impl Executor for RuncExecutor {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| ExecError::Spawn { helper: self.runtime.clone(), source })?;
+            .map_err(|source| ExecError::Spawn { helper: "unshare".into(), source })?;
         let reg = crate::sys::pidfd_open(child.id()).ok().map(|fd| cancel.register(fd));
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
         let waited = std::thread::scope(|s| {

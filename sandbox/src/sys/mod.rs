@@ -593,3 +593,22 @@ pub fn has_effective_capability(cap: u32) -> bool {
         .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
         .is_some_and(|mask| mask & (1 << cap) != 0)
 }
+
+/// Makes the process `cmd` starts get SIGKILL when the thread that spawns it ends (PR_SET_PDEATHSIG), so
+/// a helper we run in the foreground (the OCI runtime) does not outlive a killed rbuild. A child whose
+/// parent died before the signal was set (it would never come) kills itself instead.
+pub fn kill_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the child between fork and exec, where only async-signal-safe calls are
+    // allowed: it makes three syscalls (prctl, getppid, kill), allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0))?;
+            if libc::getppid() != parent {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            Ok(())
+        });
+    }
+}
