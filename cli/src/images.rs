@@ -133,7 +133,8 @@ fn open_store(g: &Globals) -> Result<Env> {
     let root = StateRoot::open(&path, &mut |w| eprintln!("{w}"))
         .with_context(|| format!("opening state root {}", path.display()))?;
     let content = LocalStore::open(root.content_dir())?;
-    let meta = Arc::new(MetaDb::open(root.meta_path())?);
+    // Image commands make a few transactions and exit: they go before the builds' next turns.
+    let meta = Arc::new(MetaDb::open_short(root.meta_path())?);
     Ok(Env { store: ImageStore::new(content, meta), _root: root })
 }
 
@@ -381,6 +382,13 @@ fn push(g: &Globals, reference: &str) -> Result<()> {
         p.mounted,
         p.existed
     );
+    if !p.left_out.is_empty() {
+        eprintln!(
+            "only the platforms held here were pushed: {} are not in the local store (a pull keeps the platforms \
+             builds used) nor in the destination; pull them with --platform to push the whole index",
+            p.left_out.join(", ")
+        );
+    }
     Ok(())
 }
 

@@ -208,6 +208,9 @@ pub struct PushSummary {
     pub uploaded: usize,
     pub mounted: usize,
     pub existed: usize,
+    /// Platforms of a partly held index that are not pushed (see `registry::PushReport::left_out`).
+    #[serde(default)]
+    pub left_out: Vec<String>,
 }
 
 /// Pushes `reference`; per-blob progress goes to the client's callback. Layers the store keeps
@@ -231,6 +234,7 @@ pub async fn push(client: &Client, store: &ImageStore, reference: &str) -> Resul
         uploaded: report.uploaded.len(),
         mounted: report.mounted.len(),
         existed: report.existed.len(),
+        left_out: report.left_out,
     })
 }
 

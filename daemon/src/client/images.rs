@@ -115,6 +115,7 @@ impl Connection {
                 uploaded: p.uploaded as usize,
                 mounted: p.mounted as usize,
                 existed: p.existed as usize,
+                left_out: p.left_out,
             }),
             _ => Err(DaemonError::Protocol("a push answered with a pull result".into())),
         }

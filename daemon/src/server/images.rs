@@ -190,6 +190,7 @@ impl Daemon {
                         uploaded: s.uploaded as u64,
                         mounted: s.mounted as u64,
                         existed: s.existed as u64,
+                        left_out: s.left_out,
                     })),
                 }),
                 Err(e) => Err(status(e)),

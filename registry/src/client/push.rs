@@ -29,6 +29,9 @@ pub struct PushReport {
     pub uploaded: Vec<Digest>,
     pub mounted: Vec<Digest>,
     pub existed: Vec<Digest>,
+    /// Platforms of an index the store holds only in part (a pull keeps the platforms builds used) that
+    /// the destination did not have either: the index pushed names the platforms held, without these.
+    pub left_out: Vec<String>,
 }
 
 enum BlobOutcome {
@@ -48,17 +51,29 @@ impl Client {
     ) -> Result<PushReport, RegistryError> {
         let ep = self.config().origin(dst.registry());
         let mut report = PushReport::default();
-        let top = store.read_manifest(target)?;
+        let mut top = store.read_manifest(target)?;
         let children = match top.parse()? {
             Parsed::Manifest(_) => Vec::new(),
             Parsed::Index(ix) => {
                 let mut v = Vec::new();
+                let mut missing = Vec::new();
                 for d in ix.manifests() {
-                    // Entries we never pulled (other platforms) cannot be pushed; the registry will have
-                    // them only when it already does, which the spec allows for an index.
                     if store.has_blob(d.digest())? && media::is_manifest(d.media_type().as_ref()) {
                         v.push(store.read_manifest(d)?);
+                    } else if !self.manifest_exists(&ep, dst, d.digest()).await? {
+                        missing.push(d.clone());
                     }
+                }
+                // Entries never pulled (other platforms) cannot be pushed: the index goes as it is when the
+                // destination has them already (the spec allows it), else it names what is held.
+                if !missing.is_empty() {
+                    top = held_index(store, &top, &missing)?;
+                    report.left_out = missing
+                        .iter()
+                        .filter_map(crate::manifest::descriptor_platform)
+                        .filter(|p| p.os != "unknown")
+                        .map(|p| p.to_string())
+                        .collect();
                 }
                 v
             }
@@ -112,6 +127,22 @@ impl Client {
             store.add_source(d.digest(), d.size(), dst.registry(), dst.repository())?;
         }
         Ok(())
+    }
+
+    /// Whether `dst`'s repository holds the manifest `digest` (a HEAD).
+    async fn manifest_exists(&self, ep: &Endpoint, dst: &Reference, digest: &Digest) -> Result<bool, RegistryError> {
+        let scopes = [repository_scope(dst.repository(), true)];
+        let url = format!("{}{}/manifests/{digest}", ep.base_url(), dst.repository());
+        let req = Req::new(Method::HEAD, url).header(reqwest::header::ACCEPT, media::ACCEPT_MANIFESTS.join(", "));
+        let resp = self.send(ep, &scopes, &req).await?;
+        if resp.status().is_success() {
+            return Ok(true);
+        }
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        self.check(ep, &scopes, &format!("repository {}", dst.name()), &req, resp).await?;
+        Ok(false)
     }
 
     /// PUTs manifest bytes exactly as stored.
@@ -329,4 +360,22 @@ fn is_transient(e: &RegistryError) -> bool {
         RegistryError::NotFound { message, .. } => message.contains("BLOB_UPLOAD_"),
         _ => false,
     }
+}
+
+/// `index` without the entries `missing` (and without attestation manifests about them), written to the
+/// store: what an index the store holds in part can be pushed as.
+fn held_index(store: &ImageStore, index: &RawManifest, missing: &[Descriptor]) -> Result<RawManifest, RegistryError> {
+    let mut doc: serde_json::Value = serde_json::from_slice(&index.bytes)
+        .map_err(|e| RegistryError::Protocol(format!("index {}: {e}", index.digest)))?;
+    let gone: Vec<String> = missing.iter().map(|d| d.digest().to_string()).collect();
+    if let Some(entries) = doc.get_mut("manifests").and_then(|m| m.as_array_mut()) {
+        entries.retain(|e| {
+            let digest = e["digest"].as_str().unwrap_or_default();
+            let about = e["annotations"]["vnd.docker.reference.digest"].as_str().unwrap_or_default();
+            !gone.iter().any(|g| g == digest || g == about)
+        });
+    }
+    let bytes = crate::assemble::indented(&doc);
+    store.write_bytes(&bytes, &index.media_type)?;
+    Ok(RawManifest::new(Some(&index.media_type), bytes))
 }
