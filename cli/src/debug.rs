@@ -83,11 +83,18 @@ fn platforms() -> Result<ExitCode> {
         };
         println!("{:<16} {how}", r.platform.to_string());
     }
-    if !runnable.iter().any(|r| matches!(r.how, How::Emulated { .. })) {
+    let binfmt = std::path::Path::new(sandbox::platforms::BINFMT_MISC);
+    if !binfmt.join("register").exists() {
+        println!(
+            "binfmt_misc is not mounted at {0}: mount it (mount -t binfmt_misc binfmt_misc {0}) and install \
+             qemu-user-static to build for other platforms",
+            binfmt.display()
+        );
+    } else if !runnable.iter().any(|r| matches!(r.how, How::Emulated { .. })) {
         println!(
             "no emulators are registered in {}: install qemu-user-static (apt-get install qemu-user-static) to \
              build for other platforms",
-            sandbox::platforms::BINFMT_MISC
+            binfmt.display()
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -287,3 +287,48 @@ fn a_base_without_the_platform_names_the_platforms_it_has() {
     assert!(err.contains("no manifest for platform linux/s390x in index sha256:"), "{err}");
     assert!(err.contains("(it has: linux/amd64, linux/arm64, linux/386)"), "{err}");
 }
+
+#[test]
+fn debug_platforms_lists_emulators_and_says_when_binfmt_misc_is_missing() {
+    if !is_root() {
+        support::skip("a mount namespace of its own needs root");
+        return;
+    }
+    if !tool("unshare") {
+        return;
+    }
+    let rb = Rbuild::with_config(Path::new("/nonexistent/rbuild.toml"));
+    // A binfmt_misc with one handler as Debian's qemu-user-static registers it, and one without F.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("register"), "").unwrap();
+    std::fs::write(dir.path().join("status"), "enabled\n").unwrap();
+    std::fs::write(
+        dir.path().join("qemu-aarch64"),
+        "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POF\noffset 0\n\
+         magic 7f454c460201010000000000000000000200b700\nmask ffffffffffffff00fffffffffffffffffeffffff\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("qemu-s390x"),
+        "enabled\ninterpreter /usr/bin/qemu-s390x\nflags: \noffset 0\n\
+         magic 7f454c4602020100000000000000000000020016\nmask ffffffffffffff00fffffffffffffffffffeffff\n",
+    )
+    .unwrap();
+    let out = rbuild_seeing(&rb, dir.path(), &["debug", "platforms"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", show("debug platforms", &out));
+    let line = |p: &str| text.lines().find(|l| l.split_whitespace().next() == Some(p)).unwrap_or("").to_string();
+    assert!(line("linux/arm64").contains("emulated: binfmt_misc qemu-aarch64"), "{text}");
+    assert!(line("linux/s390x").contains("not usable") && line("linux/s390x").contains("fix-binary flag F"), "{text}");
+    if cfg!(target_arch = "x86_64") {
+        assert!(line("linux/amd64").contains("native"), "{text}");
+        assert!(line("linux/386").contains("32-bit"), "{text}");
+    }
+    assert!(!text.contains("not mounted"), "{text}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = rbuild_seeing(&rb, empty.path(), &["debug", "platforms"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("binfmt_misc is not mounted at /proc/sys/fs/binfmt_misc"), "{text}");
+    assert!(!text.contains("emulated"), "{text}");
+}
