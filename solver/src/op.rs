@@ -106,6 +106,14 @@ pub trait CacheStore<R>: Send + Sync {
 
     /// Links `key` to `results`. Results that cannot be stored (a local directory) make this a no-op.
     fn save<'a>(&'a self, key: &'a Digest, results: &'a [R]) -> BoxFuture<'a, Result<(), SolveError>>;
+
+    /// `result` is an input of a step that will run, ready while the step waits for its other inputs:
+    /// the store may start making it usable in the background (fetch and unpack an imported result's
+    /// layers), stopping when `cancel` fires, so the step does not wait for that later. Must not block;
+    /// a failure is the step's to report when it needs the result.
+    fn warm(&self, result: &R, cancel: &CancellationToken) {
+        let _ = (result, cancel);
+    }
 }
 
 /// Where an op's progress goes: every solve waiting for the execution, each under its own vertex digest

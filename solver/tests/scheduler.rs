@@ -137,7 +137,7 @@ impl OpResolver<i64> for Resolver {
 }
 
 #[derive(Default)]
-struct MemCache(Mutex<HashMap<Digest, Vec<i64>>>);
+struct MemCache(Mutex<HashMap<Digest, Vec<i64>>>, Mutex<Vec<i64>>);
 
 impl CacheStore<i64> for MemCache {
     fn load<'a>(&'a self, key: &'a Digest) -> BoxFuture<'a, Result<Option<Hit<i64>>, SolveError>> {
@@ -151,6 +151,10 @@ impl CacheStore<i64> for MemCache {
             self.0.lock().unwrap().insert(*key, results.to_vec());
             Ok(())
         })
+    }
+    fn warm(&self, result: &i64, cancel: &CancellationToken) {
+        assert!(!cancel.is_cancelled());
+        self.1.lock().unwrap().push(*result);
     }
 }
 
@@ -529,4 +533,19 @@ async fn two_roots_of_one_solve_run_a_shared_step_once() {
     assert_eq!(started.iter().filter(|s| *s == "[build 1/1] shared").count(), 1, "{started:?}");
     // Base, shared, the two targets and the two sums: each executed once.
     assert_eq!(solved.counts.executed, 6, "{:?}", solved.counts);
+}
+
+#[tokio::test]
+async fn an_input_ready_before_its_siblings_is_warmed_while_they_build() {
+    let env = Env::new();
+    let mut d = Def::new();
+    let quick = d.source("const:7", "[a 1/1] FROM a");
+    let base = d.source("const:1", "[b 1/2] FROM b");
+    let slow = d.exec(&["sleep", "300"], Some(base), "[b 2/2] RUN slow");
+    let sum = d.sum(&[quick, slow], "[3/3] COPY --from=b");
+    let (r, _) = env.solve(&d.finish(sum)).await;
+    assert_eq!(r.unwrap().root, Some(9));
+    // `quick` waited for `slow`: warmed. `slow` was the last input, and `base` the only input of its step:
+    // nothing to overlap with, so neither is.
+    assert_eq!(*env.cache.1.lock().unwrap(), [7]);
 }

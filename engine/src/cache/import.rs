@@ -42,8 +42,9 @@ struct Unpacker {
     source: Source,
     engine: Arc<Engine>,
     events: EventSink,
-    /// One chain at a time: chains share their base layers.
-    lock: tokio::sync::Mutex<()>,
+    /// One chain at a time per base layer: chains on the same base share its layers (unpacked once, not
+    /// twice at once), chains on different bases unpack side by side.
+    locks: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Blobs known to be there (checked, or in the content store).
     present: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -186,7 +187,7 @@ pub async fn import(engine: &Arc<Engine>, from: &CacheFrom, events: EventSink) -
         source,
         engine: engine.clone(),
         events,
-        lock: Default::default(),
+        locks: Default::default(),
         present: Default::default(),
     });
     Ok(ImportedCache { name, record, unpacker, origin })
@@ -300,7 +301,9 @@ impl Unpacker {
 
     async fn unpack_chain(&self, layers: &[LazyLayer]) -> Result<Option<String>, String> {
         let (descs, diff_ids) = descriptors(layers)?;
-        let _one = self.lock.lock().await;
+        let base = layers.first().map(|l| l.digest.clone()).unwrap_or_default();
+        let lock = self.locks.lock().unwrap_or_else(|e| e.into_inner()).entry(base).or_default().clone();
+        let _one = lock.lock().await;
         self.fetch_blobs(&descs).await?;
         let e = self.engine.clone();
         let pulled = PulledImage::new(self.name.clone(), descs, diff_ids);

@@ -312,7 +312,11 @@ impl<R: Clone + Send + Sync + 'static> Run<R> {
                     Err(e) => return Err(own(e, false)),
                 }
             }
-            let inputs = self.build_inputs(d).await.map_err(|error| Failure { error, own: false, ran: false })?;
+            let inputs = self.build_inputs(d, &flight.cancel).await.map_err(|error| Failure {
+                error,
+                own: false,
+                ran: false,
+            })?;
             let closed = || own(SolveError::Internal("the scheduler's semaphore closed".into()), false);
             let permit = self.sem.acquire().await.map_err(|_| closed())?;
             let global = match &self.limit {
@@ -346,8 +350,9 @@ impl<R: Clone + Send + Sync + 'static> Run<R> {
 
     /// Builds every input of `d` concurrently; returns the selected output of each, in input order. The
     /// first failure returns at once, dropping (and so cancelling, unless another solve needs them) the
-    /// other inputs, as BuildKit cancels the rest of a failed build.
-    async fn build_inputs(self: &Arc<Self>, d: Digest) -> Result<Vec<R>, SolveError> {
+    /// other inputs, as BuildKit cancels the rest of a failed build. An input ready while others are still
+    /// building is handed to the cache store to warm (an imported result is unpacked meanwhile).
+    async fn build_inputs(self: &Arc<Self>, d: Digest, cancel: &CancellationToken) -> Result<Vec<R>, SolveError> {
         let inputs = self.def.vertices[&d].inputs.clone();
         let mut unique: Vec<Digest> = inputs.iter().map(|i| i.digest).collect();
         unique.sort_unstable();
@@ -361,7 +366,15 @@ impl<R: Clone + Send + Sync + 'static> Run<R> {
             .collect();
         let mut done: HashMap<Digest, Arc<Vec<R>>> = HashMap::new();
         while let Some((u, r)) = pending.next().await {
-            done.insert(u, r?);
+            let outputs = r?;
+            if !pending.is_empty() {
+                for i in inputs.iter().filter(|i| i.digest == u) {
+                    if let Some(result) = outputs.get(i.output_index) {
+                        self.cache.warm(result, cancel);
+                    }
+                }
+            }
+            done.insert(u, outputs);
         }
         inputs
             .iter()

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use snapshotter::meta::MetaDb;
 use snapshotter::redb::TableDefinition;
 use snapshotter::snapshot::{SnapshotError, Snapshotter};
+use tokio_util::sync::CancellationToken;
 
 use super::{blocking, State, WorkerRef};
 use crate::error::SolveError;
@@ -143,5 +144,18 @@ impl CacheStore<WorkerRef> for Layered {
 
     fn save<'a>(&'a self, key: &'a Digest, results: &'a [WorkerRef]) -> BoxFuture<'a, Result<(), SolveError>> {
         self.local.save(key, results)
+    }
+
+    /// Unpacks an imported result's layers in the background; the step that needs them later finds the
+    /// snapshots made (or, if this failed, unpacks them itself and reports why).
+    fn warm(&self, result: &WorkerRef, cancel: &CancellationToken) {
+        let WorkerRef::Lazy(chain) = result else { return };
+        let (chain, cancel) = (chain.clone(), cancel.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = chain.unpacker.unpack(&chain.layers) => {}
+                _ = cancel.cancelled() => {}
+            }
+        });
     }
 }
