@@ -133,6 +133,9 @@ fn cross_compilation_runs_the_build_stage_natively_once_and_pushes_an_index() {
     // The shared step started once: one line naming it, however many platforms reach it.
     let started = stderr.lines().filter(|l| l.contains("RUN head -c 16") && !l.contains("DONE")).count();
     assert_eq!(started, 1, "the step that does not read TARGETARCH runs once:\n{stderr}");
+    // Step names say their stage's platform, as BuildKit's do in a multi-platform build.
+    assert!(stderr.contains("[linux/amd64 build 2/4] RUN head -c 16"), "{stderr}");
+    assert!(stderr.contains("[linux/arm64 stage-1 2/2] COPY --from=build"), "{stderr}");
 
     let index = skopeo_raw(&name);
     assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json", "{index}");

@@ -191,6 +191,7 @@ async fn convert(
 ) -> Result<Converted, BuildError> {
     let (mut opts, mut resolver) = convert_setup(engine, req);
     opts.target_platform = target;
+    opts.platform_in_names = crate::platforms::targets(req).len() > 1;
     resolver.events = Some(events.clone());
     let (dockerfile, filename) = (req.dockerfile.clone(), req.dockerfile_name.clone());
     tokio::task::spawn_blocking(move || frontend::convert::convert(&dockerfile, &opts, &resolver))
@@ -232,6 +233,7 @@ pub(crate) fn convert_setup(engine: &Arc<Engine>, req: &BuildRequest) -> (Conver
         ulimits: req.run.llb_ulimits(),
         shm_size: req.run.shm_size,
         cgroup_parent: req.run.cgroup_parent.clone(),
+        platform_in_names: false,
     };
     let resolver = RegistryResolver {
         handle: tokio::runtime::Handle::current(),

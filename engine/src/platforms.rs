@@ -95,6 +95,20 @@ mod tests {
     }
 
     #[test]
+    fn step_names_say_their_stage_platform_in_a_multi_platform_build() {
+        let opts = ConvertOptions {
+            target_platform: Some("linux/arm64".parse().unwrap()),
+            build_platform: "linux/amd64".parse().unwrap(),
+            platform_in_names: true,
+            ..ConvertOptions::default()
+        };
+        let c = convert(CROSS.as_bytes(), &opts, &OfflineResolver).unwrap();
+        let names: Vec<&str> = c.definition.metadata.values().filter_map(|m| m.description.as_deref()).collect();
+        assert!(names.contains(&"[linux/amd64 build 2/4] COPY shared.txt /shared.txt"), "{names:?}");
+        assert!(names.iter().any(|n| n.starts_with("[linux/arm64 stage-1 2/2] COPY --from=build")), "{names:?}");
+    }
+
+    #[test]
     fn targets_are_the_platforms_asked_once_or_the_default() {
         let mut req = BuildRequest::new(Vec::new(), std::sync::Arc::new(solver::LocalDir(".".into())));
         assert_eq!(targets(&req), vec![None]);

@@ -200,11 +200,14 @@ impl<'a> Converter<'a> {
         let plan = &self.plans[index];
         let platform = plan.platform.clone();
         let steps = stage.commands.len() + 1;
-        let prefix_name = match &stage.name {
+        let mut prefix_name = match &stage.name {
             Some(n) => format!("{n} "),
             None if self.df.stages.len() > 1 => format!("stage-{index} "),
             None => String::new(),
         };
+        if self.opts.platform_in_names {
+            prefix_name = format!("{platform} {prefix_name}");
+        }
         let ignore_cache =
             self.opts.no_cache.contains("*") || stage.name.as_ref().is_some_and(|n| self.opts.no_cache.contains(n));
         let mut st = StageState {

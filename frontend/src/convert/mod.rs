@@ -118,6 +118,9 @@ pub struct ConvertOptions {
     pub shm_size: Option<u64>,
     /// `--cgroup-parent` of every RUN.
     pub cgroup_parent: Option<String>,
+    /// One of several platforms of a build: step names say their stage's platform
+    /// (`[linux/arm64 build 2/3] RUN make`), as BuildKit names them in a multi-platform build.
+    pub platform_in_names: bool,
 }
 
 impl Default for ConvertOptions {
@@ -137,6 +140,7 @@ impl Default for ConvertOptions {
             ulimits: Vec::new(),
             shm_size: None,
             cgroup_parent: None,
+            platform_in_names: false,
         }
     }
 }
