@@ -363,3 +363,64 @@ fn run_uname_for_two_platforms_pushes_an_index_of_x86_64_and_aarch64() {
         assert_eq!(read(&rootfs.join("arch")), machine, "uname -m in the {arch} image");
     }
 }
+
+/// `rbuild serve`, killed on drop.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A build on a daemon carries every platform: the daemon pushes the index, and a `type=local` output
+/// streamed back to the client has a directory per platform.
+#[test]
+fn a_daemon_builds_every_platform_it_is_sent() {
+    let Some((reg, _)) = setup() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = context(tmp.path(), STABLE);
+    let sock = format!("unix://{}", tmp.path().join("rbuild.sock").display());
+    let log = tmp.path().join("daemon.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .env_remove("RBUILD_HOST")
+        .arg("--root")
+        .arg(tmp.path().join("root"))
+        .arg("--config")
+        .arg(reg.config_path())
+        .args(["serve", "--addr", &sock])
+        .stdin(std::process::Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    let mut daemon = Daemon(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("serving") {
+        if let Ok(Some(st)) = daemon.0.try_wait() {
+            panic!("the daemon exited ({st}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        assert!(std::time::Instant::now() < deadline, "the daemon did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let client = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+            .env("DOCKER_CONFIG", tmp.path().join("docker-config"))
+            .args(["--host", &sock])
+            .args(args)
+            .arg(&ctx)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let name = format!("{}/test/remote:1", reg.host());
+    client(&["build", "--platform", "linux/amd64", "--platform", "linux/arm64", "--push", "-t", &name]);
+    let index = skopeo_raw(&name);
+    assert_eq!(images_of(&index).iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(), ["linux/amd64", "linux/arm64"]);
+    let local = tmp.path().join("local");
+    client(&["build", "--platform", PLATFORMS, "-o", &format!("type=local,dest={}", local.display())]);
+    assert_eq!(read(&local.join("linux_amd64/arch")), "amd64");
+    assert_eq!(read(&local.join("linux_arm64/arch")), "arm64");
+}
