@@ -51,6 +51,7 @@ LIST_INPUTS = {
     "secrets": True,
     "ssh": False,
     "tags": False,
+    "ulimit": True,
 }
 
 # build-push-action inputs rbuild does not support (yet): a warning, never silence.
@@ -59,12 +60,9 @@ UNSUPPORTED = {
     "attests": "attestations are not produced yet",
     "builder": "rbuild runs its own engine; there is no buildx builder to choose",
     "call": "only `build` is supported",
-    "cgroup-parent": "RUN steps get their own cgroup",
     "github-token": "Git contexts are not supported: check out the repository and build its directory",
     "provenance": "provenance attestations are not produced yet",
     "sbom": "SBOM attestations are not produced yet",
-    "shm-size": "/dev/shm has the default size",
-    "ulimit": "ulimits are not set on RUN steps",
 }
 
 
@@ -173,6 +171,13 @@ def build_command(env, temp, warn):
         args += ["--add-host", h]
     for a in get_list(env, "allow"):
         args += ["--allow", a]
+    # RUN settings (build-push-action: ulimit one per line; shm-size and cgroup-parent as given).
+    for u in get_list(env, "ulimit"):
+        args += ["--ulimit", u]
+    for name in ("shm-size", "cgroup-parent"):
+        value = get_input(env, name)
+        if value:
+            args += ["--" + name, value]
     secret_files = []
     for s in get_list(env, "secrets"):
         key, value = split_pair(s, "secrets")

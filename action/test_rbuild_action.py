@@ -116,6 +116,19 @@ class Command(unittest.TestCase):
         self.assertIn(("--secret", "id=npmrc,src=%s" % secrets[1]), pairs)
         self.assertEqual(self.warnings, [])
 
+    def test_run_settings_become_flags(self):
+        env = inputs(ulimit="nofile=1024:2048\nnproc=512", shm_size="128m", cgroup_parent="ci-builds")
+        args, _, _, _ = self.build(env)
+        pairs = list(zip(args, args[1:]))
+        for pair in [
+            ("--ulimit", "nofile=1024:2048"),
+            ("--ulimit", "nproc=512"),
+            ("--shm-size", "128m"),
+            ("--cgroup-parent", "ci-builds"),
+        ]:
+            self.assertIn(pair, pairs)
+        self.assertEqual(self.warnings, [])
+
     def test_unsupported_inputs_warn_and_bad_ones_fail(self):
         self.build(inputs(sbom="true", provenance="mode=max"))
         self.assertEqual(len(self.warnings), 2)

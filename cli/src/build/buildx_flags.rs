@@ -6,7 +6,7 @@
 use anyhow::{bail, Result};
 use clap::Args;
 use engine::attest::AttestOptions;
-use engine::{BuildRequest, Call};
+use engine::{BuildRequest, Call, RunSettings};
 
 /// Boolean flags take `--flag`, `--flag=true` or `--flag=false`, as pflag's do.
 #[derive(Args, Debug, Default)]
@@ -35,13 +35,13 @@ pub struct BuildxFlags {
     /// Builder instance (buildx): rbuild builds on this machine or on the daemon of `--host`.
     #[arg(long, value_name = "NAME")]
     pub(crate) builder: Option<String>,
-    /// Parent cgroup of RUN steps.
+    /// Parent cgroup of RUN steps (a path below the cgroup v2 root; a warning where it cannot be honoured).
     #[arg(long = "cgroup-parent", value_name = "CGROUP")]
     pub(crate) cgroup_parent: Option<String>,
-    /// Size of /dev/shm in RUN steps (`64m`, `1g`).
+    /// Size of /dev/shm in RUN steps (`64m`, `1g`, bytes; default 64m).
     #[arg(long = "shm-size", value_name = "BYTES")]
     pub(crate) shm_size: Option<String>,
-    /// A resource limit of RUN steps: `nofile=1024:2048`; repeatable.
+    /// A resource limit of RUN steps: `nofile=1024:2048` (docker's names; -1 is unlimited); repeatable.
     #[arg(long, value_name = "TYPE=SOFT[:HARD]")]
     pub(crate) ulimit: Vec<String>,
     /// Resource limits of build containers (`memory=2g`, `cpu-quota=50000`).
@@ -131,15 +131,6 @@ impl BuildxFlags {
                 "rbuild has no builder instances; this build runs on this machine, or on the daemon named by --host / RBUILD_HOST",
             );
         }
-        if let Some(c) = &self.cgroup_parent {
-            note(&format!("--cgroup-parent {c}"), "not applied; RUN steps run in a cgroup of rbuild's own");
-        }
-        if let Some(s) = &self.shm_size {
-            note(&format!("--shm-size {s}"), "not applied; RUN steps get a 64 MiB /dev/shm");
-        }
-        for u in &self.ulimit {
-            note(&format!("--ulimit {u}"), "not applied; RUN steps inherit rbuild's own limits");
-        }
         let resources: Vec<String> = self
             .resource
             .iter()
@@ -196,10 +187,25 @@ impl BuildxFlags {
         })
     }
 
+    /// `--ulimit`, `--shm-size`, `--cgroup-parent`, checked.
+    pub fn run_settings(&self) -> Result<RunSettings> {
+        Ok(RunSettings::parse(&self.ulimit, self.shm_size.as_deref(), self.cgroup_parent.as_deref())?)
+    }
+
+    /// Applies what a daemon honours to its request (the daemon checks the values again).
+    pub fn apply_remote(&self, start: &mut daemon::proto::BuildStart) -> Result<()> {
+        let run = self.run_settings()?;
+        start.ulimits = run.ulimits.iter().map(|u| u.to_string()).collect();
+        start.shm_size = run.shm_size;
+        start.cgroup_parent = run.cgroup_parent;
+        Ok(())
+    }
+
     /// Applies what the engine honours to a local build's request; returns notes on what it does not.
     pub fn apply(&self, req: &mut BuildRequest) -> Result<Vec<String>> {
         req.call = self.call()?.call;
         req.attest = self.attest()?;
+        req.run = self.run_settings()?;
         let pushes = req.outputs.iter().any(|o| matches!(o.kind, engine::export::OutputKind::Image { push: true, .. }));
         let mut notes = Vec::new();
         if !pushes && (req.attest.attests() || req.attest.annotations != Default::default()) {

@@ -177,6 +177,8 @@ pub fn run(a: BuildArgs, g: &Globals) -> Result<ExitCode> {
     let dockerfile = request::read_dockerfile(a.file.as_deref(), &context)?;
     let parsed = request::parse(&a, &context, &dockerfile)?;
     let call = a.buildx.call()?;
+    // Bad --ulimit/--shm-size/--cgroup-parent values end the build before anything starts.
+    a.buildx.run_settings()?;
     for note in a.buildx.notes() {
         eprintln!("{note}");
     }
@@ -205,7 +207,9 @@ pub fn run(a: BuildArgs, g: &Globals) -> Result<ExitCode> {
             for note in a.buildx.remote_notes()? {
                 eprintln!("{note}");
             }
-            rt.block_on(remote::run(target, parsed, renderer))?
+            let mut request = parsed.remote();
+            a.buildx.apply_remote(&mut request.start)?;
+            rt.block_on(remote::run(target, request, renderer))?
         }
         None => {
             let engine = local::open(g, &a.oci_runtime)?;

@@ -2,16 +2,14 @@
 //! progress and results; contexts, secrets, agents and output files stay on this machine.
 
 use anyhow::Result;
-use daemon::client::{RemoteError, RemoteFailure};
+use daemon::client::{RemoteBuild, RemoteError, RemoteFailure};
 use tokio_util::sync::CancellationToken;
 
 use super::progress::Renderer;
-use super::request::Parsed;
 use super::{render, until_done, Outcome, Stop};
 use crate::remote::Target;
 
-pub(crate) async fn run(target: Target, parsed: Parsed, renderer: Renderer) -> Result<(Outcome, Option<Stop>)> {
-    let request = parsed.remote();
+pub(crate) async fn run(target: Target, request: RemoteBuild, renderer: Renderer) -> Result<(Outcome, Option<Stop>)> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let rendering = render(renderer, rx);
     let cancel = CancellationToken::new();

@@ -80,12 +80,46 @@ struct Params {
     network: sandbox::NetworkMode,
     add_hosts: Vec<llb::HostIp>,
     cache_from: Vec<engine::cache::CacheFrom>,
+    run: engine::RunSettings,
 }
 
-/// Resource limits and isolation a classic build may ask for; rbuild sets none, so only the values that
-/// mean "none" are accepted.
-const LIMITS: &[&str] =
-    &["memory", "memswap", "cpushares", "cpuperiod", "cpuquota", "shmsize", "cpusetcpus", "cpusetmems", "cgroupparent"];
+/// Resource limits a classic build may ask for; rbuild sets none, so only the values that mean "none" are
+/// accepted. (`shmsize`, `ulimits` and `cgroupparent` are applied: see [`run_settings`].)
+const LIMITS: &[&str] = &["memory", "memswap", "cpushares", "cpuperiod", "cpuquota", "cpusetcpus", "cpusetmems"];
+
+/// `ulimits` (a JSON list of `{"Name", "Soft", "Hard"}`, go-units' Ulimit), `shmsize` (bytes) and
+/// `cgroupparent`, as dockerd's build route reads them.
+fn run_settings(q: &Query) -> Result<engine::RunSettings, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Ulimit {
+        name: String,
+        #[serde(default)]
+        soft: i64,
+        #[serde(default)]
+        hard: i64,
+    }
+    let bad = |key: &str, why: String| ApiError::bad_request(format!("{key}: {why}"));
+    let mut ulimits = Vec::new();
+    if let Some(v) = q.json("ulimits")?.filter(|v| !v.is_null()) {
+        let list: Vec<Ulimit> = serde_json::from_value(v)
+            .map_err(|e| bad("ulimits", format!("expected [{{\"Name\",\"Soft\",\"Hard\"}}]: {e}")))?;
+        for u in list {
+            let u = llb::Ulimit { name: u.name, soft: u.soft, hard: u.hard };
+            ulimits.push(sandbox::Rlimit::from_llb(&u).map_err(|e| bad("ulimits", e.to_string()))?);
+        }
+    }
+    let shm_size = match q.non_empty("shmsize") {
+        None => None,
+        Some(v) => match v.parse::<i64>() {
+            Ok(n) if n >= 0 => Some(n as u64).filter(|n| *n > 0),
+            _ => return Err(bad("shmsize", format!("{v:?} is not a number of bytes"))),
+        },
+    };
+    let run = engine::RunSettings { ulimits, shm_size, cgroup_parent: q.non_empty("cgroupparent").map(str::to_string) };
+    run.check().map_err(|e| bad("cgroupparent", e.to_string()))?;
+    Ok(run)
+}
 
 fn parse(q: &Query, daemon: &Daemon) -> Result<Params, ApiError> {
     if let Some(r) = q.non_empty("remote") {
@@ -118,9 +152,6 @@ fn parse(q: &Query, daemon: &Daemon) -> Result<Params, ApiError> {
                 )));
             }
         }
-    }
-    if let Some(u) = q.non_empty("ulimits").filter(|u| *u != "null" && *u != "[]") {
-        return Err(ApiError::bad_request(format!("ulimits={u}: rbuild does not set ulimits for builds")));
     }
     if let Some(i) = q.non_empty("isolation").filter(|i| *i != "default") {
         return Err(ApiError::bad_request(format!("isolation={i}: builds run in rbuild's sandbox (use default)")));
@@ -202,6 +233,7 @@ fn parse(q: &Query, daemon: &Daemon) -> Result<Params, ApiError> {
         network,
         add_hosts,
         cache_from,
+        run: run_settings(q)?,
     })
 }
 
@@ -300,6 +332,7 @@ pub(crate) async fn build(state: &State, req: Request<Incoming>, q: Query) -> Re
     }
     r.add_hosts = p.add_hosts;
     r.cache_from = p.cache_from;
+    r.run = p.run;
 
     // The bases to pull with the client's logins first (see `bases`): only when it sent some.
     let bases = match logins.is_empty() {
@@ -513,6 +546,39 @@ mod tests {
         for bad in ["../Dockerfile", "sub/../../x", "/etc/passwd", "http://example.com/Dockerfile", ""] {
             let e = dockerfile_path(bad).unwrap_err();
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+
+    fn query(pairs: &[(&str, &str)]) -> Query {
+        let q = form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish();
+        Query::parse(Some(&q))
+    }
+
+    #[test]
+    fn run_settings_as_dockerd_reads_them() {
+        let q = query(&[
+            ("ulimits", r#"[{"Name":"nofile","Soft":512,"Hard":1024},{"Name":"core","Soft":-1,"Hard":-1}]"#),
+            ("shmsize", "134217728"),
+            ("cgroupparent", "builds"),
+        ]);
+        let run = run_settings(&q).unwrap();
+        let shown: Vec<String> = run.ulimits.iter().map(|u| u.to_string()).collect();
+        assert_eq!(shown, ["nofile=512:1024", "core=-1:-1"]);
+        assert_eq!(run.shm_size, Some(128 << 20));
+        assert_eq!(run.cgroup_parent.as_deref(), Some("builds"));
+        // What clients send for "unset".
+        let unset = query(&[("ulimits", "null"), ("shmsize", "0"), ("cgroupparent", "")]);
+        assert_eq!(run_settings(&unset).unwrap(), engine::RunSettings::default());
+        assert_eq!(run_settings(&query(&[("ulimits", "[]")])).unwrap(), engine::RunSettings::default());
+        for (key, value, says) in [
+            ("ulimits", r#"[{"Name":"nofiles","Soft":1,"Hard":1}]"#, "ulimits: invalid ulimit \"nofiles=1:1\""),
+            ("ulimits", r#"{"nofile":1}"#, "ulimits: expected"),
+            ("shmsize", "64m", "shmsize: \"64m\" is not a number of bytes"),
+            ("cgroupparent", "../x", "\"../x\" is not a cgroup path"),
+        ] {
+            let e = run_settings(&query(&[(key, value)])).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains(says), "{key}={value}: {}", e.message);
         }
     }
 }

@@ -427,6 +427,17 @@ impl Daemon {
             start.add_hosts.iter().map(|h| llb::HostIp { host: h.host.clone(), ip: h.ip.clone() }).collect();
         req.source_date_epoch = start.source_date_epoch;
         req.max_parallelism = start.max_parallelism.map(|n| n as usize);
+        req.run = engine::RunSettings {
+            ulimits: start
+                .ulimits
+                .iter()
+                .map(|u| u.parse())
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("--ulimit: {e}"))?,
+            shm_size: start.shm_size.filter(|s| *s > 0),
+            cgroup_parent: start.cgroup_parent.clone().filter(|p| !p.is_empty()),
+        };
+        req.run.check().map_err(|e| e.to_string())?;
         let local_cache =
             || "a daemon cannot reach the client's directories: use a registry cache (type=registry,ref=...)";
         for s in &start.cache_from {
