@@ -1062,12 +1062,57 @@ def s10_growth(b: Bench) -> list[Metric]:
     return metrics
 
 
+PLATFORMS = "linux/amd64,linux/arm64"
+
+
+def multiplatform_argv(t: Tool, df: Path, ctx: Path, dest: Path) -> list[str]:
+    """One build of `df` for both PLATFORMS into an OCI archive (an image index), as each tool spells it."""
+    argv = t.build_argv(df, ctx, "", {}, f"type=oci,dest={dest}")
+    if isinstance(t, Rbuild):
+        return argv[:-1] + ["--platform", PLATFORMS, argv[-1]]
+    return argv + ["--opt", f"platform={PLATFORMS}"]
+
+
+def s11_multiplatform(b: Bench) -> list[Metric]:
+    """Issue 15: the same two-platform build (cross-compilation: a native build stage, a FROM scratch result per
+    platform) into an OCI archive holding the index, from a cold cache and again with nothing changed."""
+    df, ctx = b.scenario("11-multiplatform")
+    tools = ["rbuild", "buildkit"]
+    cold = b.metric("11 multi-platform", f"{PLATFORMS} build, cold cache ({gb(0.1 * b.size)} context)", tools=tools)
+    warm = b.metric("11 multi-platform", f"{PLATFORMS} build again, nothing changed", tools=tools)
+    for m in (cold, warm):
+        m.note = ("one build for both platforms into `type=oci` (the image index); the build stage runs natively "
+                  "and its step that does not read TARGETARCH runs once for both")
+        m.targets = [("buildkit", 1.0, "le")]
+    dest = b.out / "s11.tar"
+
+    def one(key, t, i):
+        t.reset()
+        if isinstance(t, Buildkit):
+            t.ensure()
+        argv = multiplatform_argv(t, df, ctx, dest)
+        env = t.env()
+        secs = timed(argv, env=env, logfile=b.logfile, timeout=BUILD_TIMEOUT)
+        warm.get(key).values.append(timed(argv, env=env, logfile=b.logfile, timeout=BUILD_TIMEOUT))
+        index = json.loads(run(["tar", "-xOf", str(dest), "index.json"]).stdout)
+        if len(index.get("manifests", [])) != 1:
+            raise BenchError(f"{key}: the OCI archive's index.json does not name one image index: {index}")
+        return secs
+
+    try:
+        b.each(cold, one, only=[k for k in tools if k in b.tools])
+    finally:
+        dest.unlink(missing_ok=True)
+    return [cold, warm]
+
+
 ALL: dict[str, Callable[[Bench], list[Metric]]] = {
     "1": s1_per_run, "2": s2_noop, "3": s3_incremental, "4": s4_parallel, "5": s5_export, "6": s6_push,
-    "7": s7_memory, "8": s8_remote, "9": s9_fresh_runner, "10": s10_growth,
+    "7": s7_memory, "8": s8_remote, "9": s9_fresh_runner, "10": s10_growth, "11": s11_multiplatform,
 }
 
 
 def uses(scenario: str) -> list[str]:
     """The tools a scenario measures (the others never run in it)."""
-    return {"8": REMOTE_TOOLS, "9": FRESH_TOOLS, "10": ["rbuild", "buildkit"]}.get(scenario, TOOLS)
+    return {"8": REMOTE_TOOLS, "9": FRESH_TOOLS, "10": ["rbuild", "buildkit"], "11": ["rbuild", "buildkit"]}.get(
+        scenario, TOOLS)
