@@ -130,6 +130,10 @@ fn cache_to_proto(c: &CacheEvent) -> proto::CacheEvent {
             p.error = error.clone();
             ("miss", from)
         }
+        CacheEvent::Fetched { from, blobs, bytes } => {
+            (p.layers, p.bytes) = (*blobs as u64, *bytes);
+            ("fetched", from)
+        }
         CacheEvent::Exporting { to } => ("exporting", to),
         CacheEvent::Exported { to, results, layers, new, bytes } => {
             (p.results, p.layers, p.new, p.bytes) = (*results as u64, *layers as u64, *new as u64, *bytes);
@@ -152,6 +156,7 @@ fn cache_from_proto(p: proto::CacheEvent) -> Option<CacheEvent> {
         "imported" => CacheEvent::Imported { from: r, results: p.results as usize },
         "import_failed" => CacheEvent::ImportFailed { from: r, error: p.error },
         "miss" => CacheEvent::Miss { from: r, key: p.key, error: p.error },
+        "fetched" => CacheEvent::Fetched { from: r, blobs: p.layers as usize, bytes: p.bytes },
         "exporting" => CacheEvent::Exporting { to: r },
         "exported" => CacheEvent::Exported {
             to: r,
@@ -341,6 +346,7 @@ mod tests {
                 existed: 3,
             }),
             EngineEvent::Export(EngineExport::Named { reference: "r/a:1".into() }),
+            EngineEvent::Cache(CacheEvent::Fetched { from: "r/c:main".into(), blobs: 2, bytes: 4096 }),
         ];
         for e in events {
             assert_eq!(event_from_proto(event_to_proto(&e)), Some(e.clone()));

@@ -26,6 +26,7 @@ pub struct Metrics {
     steps_shared: AtomicU64,
     cache_imports: AtomicU64,
     cache_import_failures: AtomicU64,
+    cache_import_bytes: AtomicU64,
     cache_exports: AtomicU64,
     cache_export_failures: AtomicU64,
     cache_export_bytes: AtomicU64,
@@ -47,6 +48,7 @@ impl Metrics {
         match c {
             CacheEvent::Imported { .. } => add(&self.cache_imports, 1),
             CacheEvent::ImportFailed { .. } => add(&self.cache_import_failures, 1),
+            CacheEvent::Fetched { bytes, .. } => add(&self.cache_import_bytes, *bytes),
             CacheEvent::Exported { bytes, .. } => {
                 add(&self.cache_exports, 1);
                 add(&self.cache_export_bytes, *bytes)
@@ -132,6 +134,13 @@ impl Metrics {
             "Cache imports that could not be read (the build went on without).",
             &[("", load(&self.cache_import_failures))],
         );
+        one(
+            "rbuild_cache_import_bytes_total",
+            "counter",
+            "Blob bytes fetched from imported caches for steps and outputs that needed them (blobs already \
+             held are not fetched).",
+            &[("", load(&self.cache_import_bytes))],
+        );
         one("rbuild_cache_exports_total", "counter", "Cache exports written.", &[("", load(&self.cache_exports))]);
         one(
             "rbuild_cache_export_failures_total",
@@ -202,6 +211,8 @@ mod tests {
         ]));
         m.build_done(None);
         m.event(&Event::Cache(CacheEvent::Exported { to: "r/c".into(), results: 2, layers: 2, new: 1, bytes: 42 }));
+        m.event(&Event::Cache(CacheEvent::Fetched { from: "r/c".into(), blobs: 2, bytes: 1000 }));
+        m.event(&Event::Cache(CacheEvent::Fetched { from: "r/c".into(), blobs: 1, bytes: 24 }));
         let c = Counters::default();
         c.builds_running.store(3, Ordering::Relaxed);
         c.context_bytes.store(7, Ordering::Relaxed);
@@ -216,6 +227,7 @@ mod tests {
             ("rbuild_steps_total{status=\"cached\",source=\"local\"}", 1.0),
             ("rbuild_steps_total{status=\"cached\",source=\"import\"}", 1.0),
             ("rbuild_cache_export_bytes_total", 42.0),
+            ("rbuild_cache_import_bytes_total", 1024.0),
             ("rbuild_context_bytes_total", 7.0),
             ("rbuild_step_duration_seconds_bucket{le=\"2.5\"}", 0.0),
             ("rbuild_step_duration_seconds_bucket{le=\"5\"}", 1.0),

@@ -40,6 +40,9 @@ pub enum CacheEvent {
     ImportFailed { from: String, error: String },
     /// An entry of the cache could not be used (a blob gone or corrupted); its step runs.
     Miss { from: String, key: String, error: String },
+    /// Layer blobs of the cache were fetched because a step or an output needed them (blobs already held
+    /// are not counted).
+    Fetched { from: String, blobs: usize, bytes: u64 },
     /// Writing a cache.
     Exporting { to: String },
     /// The cache was written: its results and layers, and the blobs and bytes that had to be sent.

@@ -281,7 +281,8 @@ impl Renderer {
     /// A cache import or export: imports come before the steps, exports after them.
     fn cache_event(&mut self, c: &CacheEvent) {
         let line = match c {
-            CacheEvent::Importing { .. } => return,
+            // The daemon's metrics count fetched bytes; the step's own time shows the wait.
+            CacheEvent::Importing { .. } | CacheEvent::Fetched { .. } => return,
             CacheEvent::Imported { from, results } => {
                 self.imports.push((from.clone(), Ok(*results)));
                 format!("importing cache manifest from {from}: {results} cached results")

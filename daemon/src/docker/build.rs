@@ -528,6 +528,7 @@ fn cache_line(c: &engine::CacheEvent) -> String {
         Imported { from, results } => format!("imported {results} cached results from {from}\n"),
         ImportFailed { from, error } => format!("[Warning] cannot import cache from {from}: {error}\n"),
         Miss { from, key, error } => format!("[Warning] cache {from} has no usable {key}: {error}\n"),
+        Fetched { from, blobs, bytes } => format!("fetched {blobs} cached layers ({bytes} bytes) from {from}\n"),
         Exporting { to } => format!("exporting cache to {to}\n"),
         Exported { to, results, .. } => format!("exported {results} cached results to {to}\n"),
         ExportFailed { to, error } => format!("[Warning] cannot export cache to {to}: {error}\n"),

@@ -275,26 +275,36 @@ impl Unpacker {
         Ok(())
     }
 
-    /// Fetches the blobs of `layers` into the content store, each verified.
+    /// Fetches the blobs of `layers` into the content store, each verified, and reports what was fetched
+    /// (blobs already there cost nothing and are not counted).
     async fn fetch_blobs(&self, descs: &[Descriptor]) -> Result<(), String> {
         let e = &self.engine;
-        match &self.source {
+        let fetched: Vec<(String, u64)> = match &self.source {
             Source::Registry(r) => {
-                e.client.fetch_missing(r, descs, &e.images, None).await.map_err(|e| e.to_string())?;
+                let got = e.client.fetch_missing(r, descs, &e.images, None).await.map_err(|e| e.to_string())?;
+                descs.iter().filter(|d| got.contains(d.digest())).map(|d| (d.digest().to_string(), d.size())).collect()
             }
             Source::Local(dir) => {
                 let (e, dir, descs) = (e.clone(), dir.clone(), descs.to_vec());
                 tokio::task::spawn_blocking(move || copy_in(&e, &dir, &descs))
                     .await
-                    .map_err(|e| format!("copying cache blobs failed: {e}"))??;
+                    .map_err(|e| format!("copying cache blobs failed: {e}"))??
             }
             Source::Gha(g) => {
+                let mut got = Vec::new();
                 for d in descs {
                     if !e.images.has_blob(d.digest()).map_err(|e| e.to_string())? {
                         g.fetch(e, d).await?;
+                        got.push((d.digest().to_string(), d.size()));
                     }
                 }
+                got
             }
+        };
+        if !fetched.is_empty() {
+            let bytes = fetched.iter().map(|(_, n)| n).sum();
+            let event = CacheEvent::Fetched { from: self.name.clone(), blobs: fetched.len(), bytes };
+            let _ = self.events.send(Event::Cache(event));
         }
         Ok(())
     }
@@ -353,8 +363,10 @@ impl ImportedCache {
     }
 }
 
-/// Copies the blobs a layout holds into the content store, each verified against its digest. Blocking.
-fn copy_in(engine: &Engine, dir: &std::path::Path, descs: &[Descriptor]) -> Result<(), String> {
+/// Copies the blobs a layout holds into the content store, each verified against its digest; returns the
+/// ones copied (digest, size). Blocking.
+fn copy_in(engine: &Engine, dir: &std::path::Path, descs: &[Descriptor]) -> Result<Vec<(String, u64)>, String> {
+    let mut copied = Vec::new();
     for d in descs {
         if engine.images.has_blob(d.digest()).map_err(|e| e.to_string())? {
             continue;
@@ -365,8 +377,9 @@ fn copy_in(engine: &Engine, dir: &std::path::Path, descs: &[Descriptor]) -> Resu
         let mut w = content.writer(&format!("cache-{}", d.digest()), Some(d.size())).map_err(|e| e.to_string())?;
         std::io::copy(&mut f, &mut w).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
         w.commit(Some(d.size()), Some(d.digest())).map_err(|e| format!("blob {}: {e}", d.digest()))?;
+        copied.push((d.digest().to_string(), d.size()));
     }
-    Ok(())
+    Ok(copied)
 }
 
 impl CacheStore<WorkerRef> for ImportedCache {
