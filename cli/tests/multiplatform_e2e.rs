@@ -424,3 +424,48 @@ fn a_daemon_builds_every_platform_it_is_sent() {
     assert_eq!(read(&local.join("linux_amd64/arch")), "amd64");
     assert_eq!(read(&local.join("linux_arm64/arch")), "arm64");
 }
+
+/// Steps that ran (a `DONE` line, not `CACHED`), by name, from plain progress.
+fn ran_steps(plain: &str) -> Vec<String> {
+    let mut names = std::collections::BTreeMap::new();
+    let mut ran = Vec::new();
+    for line in plain.lines() {
+        let Some((n, what)) = line.strip_prefix('#').and_then(|r| r.split_once(' ')) else { continue };
+        if what.starts_with('[') {
+            names.entry(n.to_string()).or_insert_with(|| what.to_string());
+        } else if what.starts_with("DONE") {
+            ran.extend(names.get(n).cloned());
+        }
+    }
+    ran
+}
+
+/// `--cache-to` (mode=min) of a two-platform build keeps both platforms' results: a fresh state root that
+/// imports it runs no RUN step for either platform.
+#[test]
+fn a_cache_export_holds_every_platform_result() {
+    let Some((reg, first)) = setup() else { return };
+    let second = Rbuild::new(&reg);
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = context(tmp.path(), STABLE);
+    let cache = tmp.path().join("cache");
+    let (d, c) = (ctx.display().to_string(), cache.display().to_string());
+    let to = format!("type=local,dest={c}");
+    first.ok(&["build", "--platform", PLATFORMS, "--cache-to", &to, "-o", "type=tar,dest=/dev/null", &d]);
+    let from = format!("type=local,src={c}");
+    let local = tmp.path().join("out");
+    let out = second
+        .command()
+        .args(["build", "--progress=plain", "--platform", PLATFORMS, "--cache-from", &from])
+        .arg("-o")
+        .arg(format!("type=local,dest={}", local.display()))
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let ran: Vec<String> = ran_steps(&stderr).into_iter().filter(|s| s.contains("RUN")).collect();
+    assert!(ran.is_empty(), "no RUN step runs with the imported cache: {ran:?}\n{stderr}");
+    assert_eq!(read(&local.join("linux_arm64/arch")), "arm64");
+    assert_eq!(read(&local.join("linux_amd64/arch")), "amd64");
+}

@@ -91,6 +91,7 @@ pub(crate) async fn run(
         e.export(&cx).await.map_err(|source| BuildError::Export { output: e.describe(), source })?;
     }
     let first_root = solved.roots.first().and_then(|r| r.root.clone());
+    let all_roots: Vec<String> = solved.roots.iter().filter_map(|r| r.root.clone()).collect();
 
     for to in &req.cache_to {
         if cancel.is_cancelled() {
@@ -112,7 +113,7 @@ pub(crate) async fn run(
         let epoch = req.source_date_epoch;
         let (e, id) = (engine.clone(), explain_id.clone());
         let explain = tokio::task::spawn_blocking(move || crate::explain::carried(&e, &id)).await.ok().flatten();
-        match cache::export(&engine, &solved.steps, first_root.as_deref(), to, &imports, epoch, explain).await {
+        match cache::export(&engine, &solved.steps, &all_roots, to, &imports, epoch, explain).await {
             Ok(r) => {
                 let e = CacheEvent::Exported {
                     to: to.describe(),

@@ -42,24 +42,23 @@ struct Written {
 /// Exports the results of `steps` to `to` (layers written with SOURCE_DATE_EPOCH `epoch`, as the build's
 /// images): those linked in the local cache, and those an imported cache
 /// answered without unpacking (their entries are carried over; their blobs are mounted or fetched as the
-/// target needs). `root` is the build's result: `mode=min` keeps only the steps whose result is part of it
-/// (for a result that was never unpacked, the steps it came from). `explain` is carried in the record for
+/// target needs). `roots` are the build's results (one per platform): `mode=min` keeps only the steps whose
+/// result is part of one (for a result that was never unpacked, the steps it came from). `explain` is carried in the record for
 /// the next build's miss explanations.
 pub async fn export(
     engine: &Arc<Engine>,
     steps: &[StepRecord],
-    root: Option<&str>,
+    roots: &[String],
     to: &CacheTo,
     imports: &[Arc<ImportedCache>],
     epoch: Option<i64>,
     explain: Option<serde_json::Value>,
 ) -> Result<ExportReport, ExportError> {
-    let (e, steps2, root, to2, imports2) =
-        (engine.clone(), steps.to_vec(), root.map(str::to_string), to.clone(), imports.to_vec());
-    let written =
-        tokio::task::spawn_blocking(move || write(&e, &steps2, root.as_deref(), &to2, &imports2, epoch, explain))
-            .await
-            .map_err(|e| ExportError::Other(format!("the cache export failed: {e}")))??;
+    let (e, steps2, roots, to2, imports2) =
+        (engine.clone(), steps.to_vec(), roots.to_vec(), to.clone(), imports.to_vec());
+    let written = tokio::task::spawn_blocking(move || write(&e, &steps2, &roots, &to2, &imports2, epoch, explain))
+        .await
+        .map_err(|e| ExportError::Other(format!("the cache export failed: {e}")))??;
     let target = match to {
         CacheTo::Registry { reference, .. } => Some(
             Reference::parse(reference).map_err(|e| ExportError::Other(format!("--cache-to ref={reference}: {e}")))?,
@@ -157,12 +156,15 @@ pub(crate) struct RecordOptions {
 pub(crate) fn build_record(
     engine: &Engine,
     steps: &[StepRecord],
-    root: Option<&str>,
+    roots: &[String],
     opts: &RecordOptions,
     imports: &[Arc<ImportedCache>],
 ) -> Result<(CacheRecord, Vec<(usize, Vec<LayerEntry>)>), ExportError> {
     let epoch = opts.epoch;
-    let in_result = chain_names(engine, root)?;
+    let mut in_result = HashSet::new();
+    for root in roots {
+        in_result.extend(chain_names(engine, Some(root))?);
+    }
     let meta = &engine.store.meta;
     let mut record =
         CacheRecord { version: VERSION, keys: Some(solver::CACHE_KEY_VERSION.to_string()), ..Default::default() };
@@ -239,7 +241,8 @@ pub(crate) fn inline_record(
     epoch: Option<i64>,
 ) -> Result<serde_json::Value, ExportError> {
     let opts = RecordOptions { mode: Mode::Min, compression, oci_mediatypes, epoch };
-    let (record, _) = build_record(engine, steps, root, &opts, imports)?;
+    let roots: Vec<String> = root.map(str::to_string).into_iter().collect();
+    let (record, _) = build_record(engine, steps, &roots, &opts, imports)?;
     serde_json::to_value(&record).map_err(|e| ExportError::Other(e.to_string()))
 }
 
@@ -247,7 +250,7 @@ pub(crate) fn inline_record(
 fn write(
     engine: &Engine,
     steps: &[StepRecord],
-    root: Option<&str>,
+    roots: &[String],
     to: &CacheTo,
     imports: &[Arc<ImportedCache>],
     epoch: Option<i64>,
@@ -256,7 +259,7 @@ fn write(
     let opts = to.options();
     let ropts =
         RecordOptions { mode: opts.mode, compression: opts.compression, oci_mediatypes: opts.oci_mediatypes, epoch };
-    let (mut record, foreign) = build_record(engine, steps, root, &ropts, imports)?;
+    let (mut record, foreign) = build_record(engine, steps, roots, &ropts, imports)?;
     record.explain = explain;
     let config = serde_json::to_vec(&record).map_err(|e| ExportError::Other(e.to_string()))?;
     let config_digest = engine
