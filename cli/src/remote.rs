@@ -62,3 +62,40 @@ pub(crate) fn daemon_for(g: &Globals) -> Result<Option<Target>> {
     }
     Ok(None)
 }
+
+/// `--builder NAME` (else `BUILDX_BUILDER`): the daemon of `[builders.NAME]` in rbuild.toml, given as the
+/// flags `--host` and `--tls*` would give it. `--host` (or `RBUILD_HOST`) wins. Returns the flags to use
+/// and a note when the name chooses nothing (buildx's `default` builder is this machine: no note).
+pub(crate) fn with_builder(g: &Globals, flag: Option<&str>) -> Result<(Globals, Option<String>)> {
+    let (name, from) = match flag {
+        Some(n) => (n.to_string(), format!("--builder {n}")),
+        None => match std::env::var("BUILDX_BUILDER") {
+            Ok(n) if !n.is_empty() => (n.clone(), format!("BUILDX_BUILDER={n}")),
+            _ => return Ok((g.clone(), None)),
+        },
+    };
+    let (builders, path) =
+        match registry::Config::default_path(g.config.as_deref(), rustix::process::geteuid().is_root()) {
+            Some((path, required)) => (daemon::builders::Builders::load(&path, required)?, path.display().to_string()),
+            None => (daemon::builders::Builders::default(), "rbuild.toml".to_string()),
+        };
+    let Some(builder) = builders.get(&name) else {
+        if name == "default" {
+            return Ok((g.clone(), None));
+        }
+        let note = format!(
+            "WARNING: {from}: no [builders.{name}] in {path}; this build runs on this machine, or on the daemon of \
+             --host / RBUILD_HOST"
+        );
+        return Ok((g.clone(), Some(note)));
+    };
+    if let Some(host) = &g.host {
+        return Ok((g.clone(), Some(format!("WARNING: {from}: --host {host} wins over [builders.{name}] of {path}"))));
+    }
+    let mut out = g.clone();
+    out.host = Some(builder.host.clone());
+    if let Some(tls) = builders.tls(&name)? {
+        (out.tlscacert, out.tlscert, out.tlskey) = (Some(tls.ca), Some(tls.cert), Some(tls.key));
+    }
+    Ok((out, None))
+}

@@ -98,7 +98,8 @@ fn unapplied_flags_say_what_rbuild_does_instead() {
     assert!(out.status.success(), "{stderr}");
     let notes: Vec<&str> = stderr.lines().filter(|l| l.starts_with("WARNING: ")).collect();
     assert_eq!(notes.len(), 2, "{stderr}");
-    assert!(notes[0].starts_with("WARNING: --builder ci: rbuild has no builder instances"), "{stderr}");
+    assert!(notes[0].starts_with("WARNING: --builder ci: no [builders.ci] in "), "{stderr}");
+    assert!(notes[0].contains("this build runs on this machine"), "{stderr}");
     assert!(notes[1].starts_with("WARNING: --isolation hyperv: "), "{stderr}");
     // `--isolation default` is what rbuild does: nothing to say.
     let out = rb.run(&["build", "--isolation", "default", "--check", &d.display().to_string()]);

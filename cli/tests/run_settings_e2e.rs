@@ -315,3 +315,31 @@ fn the_docker_api_build_takes_ulimits_and_shmsize() {
     assert_eq!(st, 400, "{text}");
     assert!(text.contains("is not a cgroup path"), "{text}");
 }
+
+#[test]
+fn builder_names_a_daemon_of_rbuild_toml() {
+    let Some((reg, _rb)) = setup() else { return };
+    let serve = Serve::start(&reg);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("rbuild.toml");
+    let registry = std::fs::read_to_string(reg.config_path()).unwrap();
+    std::fs::write(&config, format!("{registry}\n[builders.remote]\nhost = \"{}\"\n", serve.addr)).unwrap();
+    let rb = Rbuild::with_config(&config);
+    let builds = || {
+        let o = rb.command().args(["--host", &serve.addr, "info"]).output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["builds_total"].as_u64().unwrap()
+    };
+    let before = builds();
+    let (s, out) = probe(&rb, None, &["--builder", "remote", "--ulimit", "nofile=600:700"]);
+    assert_eq!(fact(&s, "nofile"), "600 700");
+    assert_eq!(builds(), before + 1, "the build ran on the builder's daemon:\n{out}");
+    assert!(!out.contains("WARNING: --builder"), "{out}");
+    // A name the file does not define: this machine, and one line saying so; `default` is this machine too.
+    let (_, out) = probe(&rb, None, &["--builder", "elsewhere"]);
+    assert_eq!(builds(), before + 1);
+    let note = out.lines().find(|l| l.starts_with("WARNING: --builder elsewhere")).unwrap_or_else(|| panic!("{out}"));
+    assert!(note.contains(&format!("no [builders.elsewhere] in {}", config.display())), "{note}");
+    let (_, out) = probe(&rb, None, &["--builder", "default"]);
+    assert!(!out.contains("WARNING: --builder"), "{out}");
+}

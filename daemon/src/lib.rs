@@ -12,6 +12,7 @@
 //! daemon is told `--insecure-tcp`.
 
 pub mod address;
+pub mod builders;
 pub mod client;
 mod convert;
 pub mod docker;

@@ -32,7 +32,7 @@ pub struct BuildxFlags {
     /// Annotation: `[manifest:|index:|manifest-descriptor:|index-descriptor:]KEY=VALUE`; repeatable.
     #[arg(long, value_name = "KEY=VALUE")]
     pub(crate) annotation: Vec<String>,
-    /// Builder instance (buildx): rbuild builds on this machine or on the daemon of `--host`.
+    /// Builder (buildx; default `$BUILDX_BUILDER`): the daemon of `[builders.NAME]` in rbuild.toml.
     #[arg(long, value_name = "NAME")]
     pub(crate) builder: Option<String>,
     /// Parent cgroup of RUN steps (a path below the cgroup v2 root; a warning where it cannot be honoured).
@@ -125,12 +125,6 @@ impl BuildxFlags {
     pub fn notes(&self) -> Vec<String> {
         let mut out = Vec::new();
         let mut note = |flag: &str, what: &str| out.push(format!("WARNING: {flag}: {what}"));
-        if let Some(b) = &self.builder {
-            note(
-                &format!("--builder {b}"),
-                "rbuild has no builder instances; this build runs on this machine, or on the daemon named by --host / RBUILD_HOST",
-            );
-        }
         let resources: Vec<String> = self
             .resource
             .iter()

@@ -179,6 +179,12 @@ pub fn run(a: BuildArgs, g: &Globals) -> Result<ExitCode> {
     let call = a.buildx.call()?;
     // Bad --ulimit/--shm-size/--cgroup-parent values end the build before anything starts.
     a.buildx.run_settings()?;
+    // `--builder NAME`: the daemon rbuild.toml names, as if given by --host.
+    let (builder_globals, note) = crate::remote::with_builder(g, a.buildx.builder.as_deref())?;
+    let g = &builder_globals;
+    if let Some(note) = note {
+        eprintln!("{note}");
+    }
     for note in a.buildx.notes() {
         eprintln!("{note}");
     }
