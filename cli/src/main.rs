@@ -7,6 +7,7 @@ mod fleet;
 mod images;
 mod info;
 mod remote;
+mod report;
 mod serve;
 mod storage;
 
@@ -91,7 +92,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", report::error_line(&err));
             ExitCode::FAILURE
         }
     }

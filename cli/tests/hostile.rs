@@ -258,15 +258,9 @@ fn the_default_network_is_the_steps_own_with_nat() {
 }
 
 /// Failure 4: Eight builds on one state root at once all succeed, and `rbuild images` answers within a second
-/// while they run.
+/// while they run (one test: two of them at once would be sixteen builds on the machine).
 #[test]
-fn concurrent_builds_share_one_root() {
-    concurrent_builds(Duration::from_secs(30));
-}
-
-/// Issue 18's target for reads during builds: `rbuild images` answers within a second while eight builds run.
-#[test]
-fn images_answers_within_a_second_during_concurrent_builds() {
+fn concurrent_builds_share_one_root_and_images_answers_within_a_second() {
     concurrent_builds(Duration::from_secs(1));
 }
 
@@ -466,7 +460,8 @@ fn prune_frees_the_leftovers_of_a_killed_pull() {
         ingests(rb).iter().map(|d| std::fs::metadata(d.join("data")).map(|m| m.len()).unwrap_or(0)).sum::<u64>()
     };
     let t = Instant::now();
-    while partial(&rb) == 0 {
+    // Until the layer's ingest has data and the config's (committed) is gone.
+    while partial(&rb) == 0 || ingests(&rb).len() != 1 {
         assert!(t.elapsed() < Duration::from_secs(60), "the pull never wrote its blob");
         assert!(pull.try_wait().unwrap().is_none(), "the pull ended although its blob never completes");
         std::thread::sleep(Duration::from_millis(50));
@@ -515,7 +510,11 @@ fn a_tampered_blob_is_refused_and_nothing_is_stored() {
         let hex = d.trim_start_matches("sha256:");
         assert!(!stored.iter().any(|n| n == hex), "{d} was stored");
     }
-    assert!(ingests(&rb).is_empty(), "the tampered download was kept: {:?}", ingests(&rb));
+    // The tampered download is gone (another blob's, interrupted by the failure, may stay for resumption).
+    for d in ingests(&rb) {
+        let data = std::fs::read(d.join("data")).unwrap_or_default();
+        assert!(data.is_empty() || !evil.starts_with(&data), "the tampered download was kept in {}", d.display());
+    }
     assert!(!rb.ok(&["images"]).contains("hostile"), "the image was named");
 }
 
