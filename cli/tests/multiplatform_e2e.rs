@@ -125,6 +125,10 @@ fn cross_compilation_runs_the_build_stage_natively_once_and_pushes_an_index() {
     let out = rb
         .command()
         .args(["build", "--progress=plain", "--platform", PLATFORMS, "--provenance=true", "--push", "-t", &name])
+        .arg("--iidfile")
+        .arg(tmp.path().join("iid"))
+        .arg("--metadata-file")
+        .arg(tmp.path().join("metadata.json"))
         .arg(&ctx)
         .output()
         .unwrap();
@@ -141,6 +145,16 @@ fn cross_compilation_runs_the_build_stage_natively_once_and_pushes_an_index() {
     assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json", "{index}");
     let images = images_of(&index);
     assert_eq!(images.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(), ["linux/amd64", "linux/arm64"], "{index}");
+    // buildx's answers for an index: the image ID and containerimage.digest are the index's digest.
+    let raw = skopeo_raw_bytes(&name);
+    let digest = {
+        use sha2::Digest;
+        format!("sha256:{:x}", sha2::Sha256::digest(&raw))
+    };
+    assert_eq!(read(&tmp.path().join("iid")), digest);
+    let metadata: Value = serde_json::from_str(&read(&tmp.path().join("metadata.json"))).unwrap();
+    assert_eq!(metadata["containerimage.digest"], digest.as_str(), "{metadata}");
+    assert_eq!(metadata["containerimage.descriptor"]["mediaType"], "application/vnd.oci.image.index.v1+json");
     // One attestation manifest per image, after the images, naming its image (as BuildKit orders them).
     let attestations: Vec<&Value> =
         index["manifests"].as_array().unwrap().iter().filter(|m| m["platform"]["os"] == "unknown").collect();
