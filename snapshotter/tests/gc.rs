@@ -159,3 +159,33 @@ fn store_opens_everything_and_picks_a_snapshotter() {
     let r = store.collector().prune(PruneOptions { all: true, ..Default::default() }).unwrap();
     assert_eq!(r.snapshots, ["A"]);
 }
+
+#[test]
+fn partial_downloads_are_counted_and_only_abandoned_ones_pruned() {
+    use snapshotter::content::Ingester;
+    use std::io::Write;
+    let f = fixture();
+    // A download in progress (its writer alive, holding the ingest lock) and one whose writer went away,
+    // as a killed pull's does.
+    let mut live = f.content.writer("live", None).unwrap();
+    live.write_all(&[1u8; 50_000]).unwrap();
+    live.flush().unwrap();
+    let mut gone = f.content.writer("gone", None).unwrap();
+    gone.write_all(&[2u8; 70_000]).unwrap();
+    gone.flush().unwrap();
+    drop(gone);
+    let u = f.collector().usage().unwrap();
+    assert_eq!(u.ingests.count, 2, "{u:?}");
+    assert!(u.ingests.size >= 120_000, "{u:?}");
+    assert!(u.ingests.reclaimable >= 70_000 && u.ingests.reclaimable < 120_000, "{u:?}");
+    assert_eq!(u.total(), u.ingests.size, "{u:?}");
+
+    let r = f.collector().prune(PruneOptions { all: true, ..Default::default() }).unwrap();
+    assert_eq!(r.ingests.len(), 1, "{r:?}");
+    assert!(r.freed >= 70_000, "{r:?}");
+    assert_eq!(f.content.ingests().unwrap().len(), 1, "the live download went too");
+    // The live writer still commits.
+    let d = snapshotter::content::ContentWriter::commit(live, Some(50_000), None).unwrap();
+    assert_eq!(f.content.info(&d).unwrap().size, 50_000);
+    assert!(f.content.ingests().unwrap().is_empty());
+}
