@@ -188,3 +188,81 @@ pub fn write_index(
     let digest = store.write_bytes(&bytes, media_type)?;
     Ok(descriptor(media_type, &bytes, digest))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use snapshotter::content::LocalStore;
+    use snapshotter::meta::MetaDb;
+    use std::sync::Arc;
+
+    fn store() -> (tempfile::TempDir, ImageStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let content = LocalStore::open(dir.path().join("content")).unwrap();
+        let meta = Arc::new(MetaDb::open(dir.path().join("meta.redb")).unwrap());
+        (dir, ImageStore::new(content, meta))
+    }
+
+    /// A stand-in image: a manifest blob (the index only names it).
+    fn image(store: &ImageStore, n: u8, media_type: &str) -> Assembled {
+        let bytes = format!(r#"{{"schemaVersion":2,"mediaType":"{media_type}","n":{n}}}"#).into_bytes();
+        let d = store.write_bytes(&bytes, media_type).unwrap();
+        let manifest = descriptor(media_type, &bytes, d);
+        Assembled { manifest: manifest.clone(), config: manifest, layers: Vec::new() }
+    }
+
+    fn statement() -> Statement {
+        Statement { predicate_type: "https://slsa.dev/provenance/v1".into(), bytes: br#"{"_type":"x"}"#.to_vec() }
+    }
+
+    #[test]
+    fn an_index_lists_every_platform_then_their_attestations() {
+        let (_d, s) = store();
+        let none = Annotations::default();
+        let amd =
+            entries(&s, &image(&s, 1, media::OCI_MANIFEST), ("linux", "amd64", None), &[statement()], &none).unwrap();
+        let arm = entries(&s, &image(&s, 2, media::OCI_MANIFEST), ("linux", "arm", Some("v7")), &[statement()], &none)
+            .unwrap();
+        let index = write_index(&s, &[amd.clone(), arm.clone()], &BTreeMap::new(), true).unwrap();
+        assert_eq!(index.media_type().to_string(), media::OCI_INDEX);
+        let v: Value = serde_json::from_slice(&s.read_blob(index.digest()).unwrap()).unwrap();
+        let m = v["manifests"].as_array().unwrap();
+        let platforms: Vec<String> = m
+            .iter()
+            .map(|e| {
+                let p = &e["platform"];
+                format!(
+                    "{}/{}{}",
+                    p["os"].as_str().unwrap(),
+                    p["architecture"].as_str().unwrap(),
+                    p["variant"].as_str().map(|v| format!("/{v}")).unwrap_or_default()
+                )
+            })
+            .collect();
+        assert_eq!(platforms, ["linux/amd64", "linux/arm/v7", "unknown/unknown", "unknown/unknown"]);
+        assert_eq!(m[2]["annotations"]["vnd.docker.reference.digest"], amd.manifest.digest().to_string());
+        assert_eq!(m[3]["annotations"]["vnd.docker.reference.digest"], arm.manifest.digest().to_string());
+        assert_eq!(m[3]["digest"], arm.attestation.unwrap().digest().to_string());
+    }
+
+    #[test]
+    fn without_oci_media_types_the_index_is_a_docker_manifest_list() {
+        let (_d, s) = store();
+        let none = Annotations::default();
+        let images: Vec<Entries> = [(1, "amd64"), (2, "arm64")]
+            .iter()
+            .map(|(n, arch)| {
+                entries(&s, &image(&s, *n, media::DOCKER_MANIFEST), ("linux", arch, None), &[], &none).unwrap()
+            })
+            .collect();
+        let index = write_index(&s, &images, &BTreeMap::new(), false).unwrap();
+        let v: Value = serde_json::from_slice(&s.read_blob(index.digest()).unwrap()).unwrap();
+        assert_eq!(v["mediaType"], media::DOCKER_MANIFEST_LIST);
+        assert_eq!(index.media_type().to_string(), media::DOCKER_MANIFEST_LIST);
+        let m = v["manifests"].as_array().unwrap();
+        assert_eq!(m.len(), 2, "no attestation without statements");
+        assert!(m.iter().all(|e| e["mediaType"] == media::DOCKER_MANIFEST));
+        // The same images give the same index bytes.
+        assert_eq!(write_index(&s, &images, &BTreeMap::new(), false).unwrap(), index);
+    }
+}
