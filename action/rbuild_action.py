@@ -38,6 +38,8 @@ DEFAULT_REPOSITORY = "rbuild/rbuild"
 LIST_INPUTS = {
     "add-hosts": False,
     "allow": False,
+    "annotations": True,
+    "attests": True,
     "build-args": True,
     "build-contexts": True,
     "cache-from": True,
@@ -56,13 +58,8 @@ LIST_INPUTS = {
 
 # build-push-action inputs rbuild does not support (yet): a warning, never silence.
 UNSUPPORTED = {
-    "annotations": "image annotations are not written yet",
-    "attests": "attestations are not produced yet",
-    "builder": "rbuild runs its own engine; there is no buildx builder to choose",
     "call": "only `build` is supported",
     "github-token": "Git contexts are not supported: check out the repository and build its directory",
-    "provenance": "provenance attestations are not produced yet",
-    "sbom": "SBOM attestations are not produced yet",
 }
 
 
@@ -171,6 +168,19 @@ def build_command(env, temp, warn):
         args += ["--add-host", h]
     for a in get_list(env, "allow"):
         args += ["--allow", a]
+    # Attestations as build-push-action passes them: provenance and sbom win over attests of their type.
+    # Unlike build-push-action, no provenance is added when none is asked for (rbuild's default).
+    for name in ("builder", "provenance", "sbom"):
+        value = get_input(env, name)
+        if value:
+            args += ["--" + name, value]
+    for a in get_list(env, "attests"):
+        kind = next((f[5:] for f in a.split(",") if f.strip().startswith("type=")), "")
+        if kind in ("provenance", "sbom") and get_input(env, kind):
+            continue
+        args += ["--attest", a]
+    for a in get_list(env, "annotations"):
+        args += ["--annotation", a]
     # RUN settings (build-push-action: ulimit one per line; shm-size and cgroup-parent as given).
     for u in get_list(env, "ulimit"):
         args += ["--ulimit", u]

@@ -129,11 +129,38 @@ class Command(unittest.TestCase):
             self.assertIn(pair, pairs)
         self.assertEqual(self.warnings, [])
 
+    def test_attestation_inputs_become_flags(self):
+        env = inputs(
+            provenance="mode=max",
+            sbom="true",
+            attests="type=provenance,mode=min\ntype=sbom,generator=x\ntype=custom,a=b",
+            annotations="index:org.opencontainers.image.description=an app, with commas\nmanifest:k=v",
+            builder="ci",
+        )
+        args, _, _, _ = self.build(env)
+        pairs = list(zip(args, args[1:]))
+        for pair in [
+            ("--provenance", "mode=max"),
+            ("--sbom", "true"),
+            ("--attest", "type=custom,a=b"),
+            ("--annotation", "index:org.opencontainers.image.description=an app, with commas"),
+            ("--annotation", "manifest:k=v"),
+            ("--builder", "ci"),
+        ]:
+            self.assertIn(pair, pairs)
+        # The provenance and sbom inputs win over attests of their type, as in build-push-action.
+        self.assertNotIn(("--attest", "type=provenance,mode=min"), pairs)
+        self.assertNotIn(("--attest", "type=sbom,generator=x"), pairs)
+        self.assertEqual(self.warnings, [])
+        args, _, _, _ = self.build(inputs(attests="type=provenance,mode=min"))
+        self.assertIn(("--attest", "type=provenance,mode=min"), list(zip(args, args[1:])))
+        self.assertNotIn("--provenance", args, "no default provenance: rbuild attaches none unless asked")
+
     def test_unsupported_inputs_warn_and_bad_ones_fail(self):
-        self.build(inputs(sbom="true", provenance="mode=max"))
+        self.build(inputs(call="check", github_token="t"))
         self.assertEqual(len(self.warnings), 2)
-        self.assertIn('input "provenance" is not supported by rbuild', self.warnings[0])
-        self.assertIn('input "sbom" is not supported by rbuild', self.warnings[1])
+        self.assertIn('input "call" is not supported by rbuild', self.warnings[0])
+        self.assertIn('input "github-token" is not supported by rbuild', self.warnings[1])
         with self.assertRaisesRegex(action.ActionError, "is not KEY=VALUE"):
             self.build(inputs(secrets="novalue"))
 

@@ -193,13 +193,13 @@ fn the_action_builds_pushes_and_outputs_what_the_registry_holds() {
             ("secrets", "token=s3cret"),
             ("push", "true"),
             ("labels", "org.opencontainers.image.title=app"),
-            ("sbom", "true"),
+            ("github-token", "unused"),
         ],
     );
     let all = text(&out);
     assert!(out.status.success(), "the action failed:\n{all}");
     assert!(
-        all.contains("::warning title=rbuild action::input \"sbom\" is not supported by rbuild"),
+        all.contains("::warning title=rbuild action::input \"github-token\" is not supported by rbuild"),
         "no warning for the unsupported input:\n{all}"
     );
     assert!(all.contains("::group::stage main"), "plain progress is not grouped:\n{all}");
