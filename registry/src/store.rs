@@ -96,6 +96,10 @@ impl ImageStore {
         let key = format!("{SOURCE_LABEL}{registry}");
         let mut repos: Vec<String> =
             rec.labels.get(&key).map(|s| s.split(',').map(str::to_string).collect()).unwrap_or_default();
+        if repos.iter().any(|r| r == repository) && rec.size == size && meta::fresh_use(rec.last_used) {
+            // Known already, and used lately: nothing to write.
+            return Ok(());
+        }
         if !repos.iter().any(|r| r == repository) {
             repos.push(repository.to_string());
         }
@@ -106,11 +110,17 @@ impl ImageStore {
         Ok(())
     }
 
-    /// Records that the tag `name` resolved to the manifest or index `d` (`size` bytes) just now.
+    /// Records that the tag `name` resolved to the manifest or index `d` (`size` bytes) just now (to
+    /// within [`meta::TOUCH_EVERY`]: a resolution as recent as that is not written again).
     pub fn note_resolved(&self, name: &Reference, d: &Digest, size: u64) -> Result<(), RegistryError> {
         let mut rec: BlobRecord = self.meta.get(BLOBS, d.as_ref())?.unwrap_or_default();
+        let label = format!("{RESOLVED_LABEL}{name}");
+        let noted = rec.labels.get(&label).and_then(|t| t.parse::<u64>().ok());
+        if rec.size == size && noted.is_some_and(meta::fresh_use) && meta::fresh_use(rec.last_used) {
+            return Ok(());
+        }
         let now = meta::now();
-        rec.labels.insert(format!("{RESOLVED_LABEL}{name}"), now.to_string());
+        rec.labels.insert(label, now.to_string());
         rec.size = size;
         rec.last_used = now;
         self.meta.put(BLOBS, d.as_ref(), &rec)?;
@@ -148,6 +158,15 @@ impl ImageStore {
 
     /// Names `target` as `name` (replacing what the name pointed at).
     pub fn tag(&self, name: &Reference, target: &Descriptor) -> Result<(), RegistryError> {
+        if let Some(old) = self.meta.image(&name.to_string())? {
+            let same = old.digest == target.digest().to_string()
+                && old.media_type == target.media_type().to_string()
+                && old.size == target.size();
+            if same {
+                // Already so (a rebuild that changed nothing): keep the record and its time.
+                return Ok(());
+            }
+        }
         let rec = ImageRecord {
             digest: target.digest().to_string(),
             media_type: target.media_type().to_string(),
@@ -273,5 +292,48 @@ mod tests {
         assert!(s.sources(&d, "ghcr.io").unwrap().is_empty());
         assert!(s.untag(&Reference::parse("app").unwrap()).unwrap());
         assert!(s.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_rebuild_that_changes_nothing_writes_nothing() {
+        let (_d, s) = store();
+        let bytes = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#;
+        let d = s.write_bytes(bytes, media::OCI_MANIFEST).unwrap();
+        let desc = Descriptor::new(MediaType::ImageManifest, bytes.len() as u64, d.clone());
+        let name = Reference::parse("app").unwrap();
+        // Records as an earlier build left them; the same tag, sources and resolution again keep them.
+        let set_times = |at: u64| {
+            s.meta
+                .put(
+                    IMAGES,
+                    &name.to_string(),
+                    &ImageRecord { created_at: at, ..s.meta.image(&name.to_string()).unwrap().unwrap() },
+                )
+                .unwrap();
+            let mut rec: BlobRecord = s.meta.get(BLOBS, d.as_ref()).unwrap().unwrap();
+            rec.last_used = at;
+            for v in rec.labels.values_mut().filter(|v| v.parse::<u64>().is_ok()) {
+                *v = at.to_string();
+            }
+            s.meta.put(BLOBS, d.as_ref(), &rec).unwrap();
+        };
+        s.tag(&name, &desc).unwrap();
+        s.add_source(&d, desc.size(), "127.0.0.1:5000", "app").unwrap();
+        s.note_resolved(&name, &d, desc.size()).unwrap();
+        let lately = meta::now() - 60;
+        set_times(lately);
+        s.tag(&name, &desc).unwrap();
+        s.add_source(&d, desc.size(), "127.0.0.1:5000", "app").unwrap();
+        s.note_resolved(&name, &d, desc.size()).unwrap();
+        assert_eq!(s.meta.image(&name.to_string()).unwrap().unwrap().created_at, lately);
+        let rec: BlobRecord = s.meta.get(BLOBS, d.as_ref()).unwrap().unwrap();
+        assert_eq!(rec.last_used, lately);
+        assert_eq!(s.last_resolved(&name).unwrap(), Some((d.clone(), lately)));
+        // Long enough ago: the resolution is noted again; a new repository is always recorded.
+        set_times(lately - meta::TOUCH_EVERY);
+        s.note_resolved(&name, &d, desc.size()).unwrap();
+        assert!(s.last_resolved(&name).unwrap().unwrap().1 > lately);
+        s.add_source(&d, desc.size(), "127.0.0.1:5000", "other").unwrap();
+        assert_eq!(s.sources(&d, "127.0.0.1:5000").unwrap(), vec!["app", "other"]);
     }
 }

@@ -21,8 +21,13 @@ pub const LAST_USED_LABEL: &str = "rbuild.last-used";
 /// Label protecting a snapshot from a prune without `--all`.
 pub const KEEP_LABEL: &str = "rbuild.keep";
 
-/// Records that a build used snapshot `key` now, for least-recently-used ordering.
+/// Records that a build used snapshot `key` now, for least-recently-used ordering (a use recorded within
+/// [`meta::TOUCH_EVERY`] is not written again).
 pub fn touch<S: Snapshotter + ?Sized>(s: &S, key: &str) -> Result<(), SnapshotError> {
+    let recorded = s.stat(key)?.labels.get(LAST_USED_LABEL).and_then(|v| v.parse::<u64>().ok());
+    if recorded.is_some_and(meta::fresh_use) {
+        return Ok(());
+    }
     s.set_label(key, LAST_USED_LABEL, Some(&meta::now().to_string()))
 }
 

@@ -161,6 +161,16 @@ thread_local! {
     static HELD: Cell<usize> = const { Cell::new(0) };
 }
 
+/// How close last-used times are kept: a use within this many seconds of the recorded one writes nothing,
+/// so a build that only reads (all cache hits) commits no transaction for them. Pruning by age works in
+/// hours and days; ten minutes of slack orders nothing differently that matters.
+pub const TOUCH_EVERY: u64 = 600;
+
+/// Whether a last-used time recorded at `last` is recent enough not to be written again now.
+pub fn fresh_use(last: u64) -> bool {
+    now().saturating_sub(last) < TOUCH_EVERY
+}
+
 /// Seconds since the epoch.
 pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -552,9 +562,17 @@ impl MetaDb {
         })
     }
 
-    /// Records that a blob was used now (creating its record when missing).
+    /// Records that a blob was used now (creating its record when missing); a record that already says
+    /// this, used within [`TOUCH_EVERY`], is left as it is.
     pub fn touch_blob(&self, digest: &str, size: u64, media_type: Option<&str>) -> Result<(), MetaError> {
-        let mut rec: BlobRecord = self.get(BLOBS, digest)?.unwrap_or_default();
+        let old: Option<BlobRecord> = self.get(BLOBS, digest)?;
+        if let Some(r) = &old {
+            let same_type = media_type.is_none_or(|m| r.media_type.as_deref() == Some(m));
+            if r.size == size && same_type && fresh_use(r.last_used) {
+                return Ok(());
+            }
+        }
+        let mut rec = old.unwrap_or_default();
         rec.size = size;
         if let Some(m) = media_type {
             rec.media_type = Some(m.to_string());

@@ -189,3 +189,31 @@ fn partial_downloads_are_counted_and_only_abandoned_ones_pruned() {
     assert_eq!(f.content.info(&d).unwrap().size, 50_000);
     assert!(f.content.ingests().unwrap().is_empty());
 }
+
+#[test]
+fn a_use_recorded_lately_is_not_written_again() {
+    use snapshotter::meta::{BlobRecord, BLOBS, TOUCH_EVERY};
+    let f = fixture();
+    let now = snapshotter::meta::now();
+    let label = |name: &str| f.s.stat(name).unwrap().labels.get(LAST_USED_LABEL).cloned().unwrap();
+    // Within TOUCH_EVERY: left as it is (a build of cache hits writes nothing); older: brought up to now.
+    snap(&f.s, "lately", None, 10, now - 60);
+    snap(&f.s, "long-ago", None, 10, now - TOUCH_EVERY - 60);
+    snapshotter::gc::touch(&f.s, "lately").unwrap();
+    snapshotter::gc::touch(&f.s, "long-ago").unwrap();
+    assert_eq!(label("lately"), (now - 60).to_string());
+    assert!(label("long-ago").parse::<u64>().unwrap() >= now);
+
+    let lately = f.blob(b"lately", now - 60);
+    let long_ago = f.blob(b"long ago", now - TOUCH_EVERY - 60);
+    let used = |d: &snapshotter::Digest| f.env.meta.get::<BlobRecord>(BLOBS, d.as_ref()).unwrap().unwrap();
+    f.env.meta.touch_blob(lately.as_ref(), 6, None).unwrap();
+    f.env.meta.touch_blob(long_ago.as_ref(), 8, None).unwrap();
+    assert_eq!(used(&lately).last_used, now - 60);
+    assert!(used(&long_ago).last_used >= now);
+    // A record that says something else (another media type) is written whatever its time.
+    f.env.meta.touch_blob(lately.as_ref(), 6, Some("application/vnd.oci.image.layer.v1.tar")).unwrap();
+    let rec = used(&lately);
+    assert_eq!(rec.media_type.as_deref(), Some("application/vnd.oci.image.layer.v1.tar"));
+    assert!(rec.last_used >= now);
+}

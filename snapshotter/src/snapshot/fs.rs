@@ -93,6 +93,10 @@ impl<B: Backend> FsSnapshotter<B> {
     }
 
     fn init_table(&self) -> Result<(), SnapshotError> {
+        // A write (and its sync) only when the table is missing.
+        if self.meta.read(|tx| Ok::<_, SnapshotError>(tx.open_table(Self::table()).is_ok()))? {
+            return Ok(());
+        }
         self.meta.write(|tx| {
             tx.open_table(Self::table()).map_err(db)?;
             Ok(())
@@ -141,6 +145,28 @@ impl<B: Backend> FsSnapshotter<B> {
             } else {
                 unnamed.push(name);
             }
+        }
+        // Most starts find nothing to remove: a read says so without a write (and its sync). Anything that
+        // looks removable is decided again below, where it is safe to.
+        let clean = self.meta.read(|tx| {
+            let t = match tx.open_table(Self::table()) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(unnamed.is_empty()),
+                Err(e) => return Err(db(e)),
+            };
+            let mut ids = std::collections::HashSet::new();
+            for item in t.iter().map_err(db)? {
+                let (k, v) = item.map_err(db)?;
+                let rec: Record = meta::decode(Self::table(), k.value(), v.value())?;
+                if rec.kind != Kind::Committed && rec.owner.as_deref().is_none_or(|o| !self.owners.is_alive(o)) {
+                    return Ok(false);
+                }
+                ids.insert(rec.id.to_string());
+            }
+            Ok(unnamed.iter().all(|n| ids.contains(n)))
+        })?;
+        if clean {
+            return Ok(());
         }
         // Inside a write transaction: no process can be between renaming a new directory to its id and
         // committing its record, or between deleting a record and renaming its directory away.

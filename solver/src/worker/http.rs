@@ -28,8 +28,7 @@ pub(crate) const HTTP_DOWNLOADS: TableDefinition<&str, &[u8]> = TableDefinition:
 
 /// Creates [`HTTP_DOWNLOADS`] if needed (a read of a missing redb table fails).
 pub(crate) fn ensure_table(meta: &snapshotter::meta::MetaDb) -> Result<(), SolveError> {
-    meta.write(|tx| tx.open_table(HTTP_DOWNLOADS).map(drop).map_err(snapshotter::meta::db))
-        .map_err(|e| SolveError::Cache(e.to_string()))
+    super::links::ensure(meta, HTTP_DOWNLOADS)
 }
 
 const KEY_VERSION: &[u8] = b"rbuild.http.v1\n";

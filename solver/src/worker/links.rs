@@ -36,9 +36,7 @@ impl Links {
 
     /// Creates the links table if needed (a read of a missing redb table fails).
     pub(crate) fn ensure_table(&self) -> Result<(), SolveError> {
-        self.meta
-            .write(|tx| tx.open_table(CACHE_LINKS).map(drop).map_err(snapshotter::meta::db))
-            .map_err(|e| SolveError::Cache(e.to_string()))
+        ensure(&self.meta, CACHE_LINKS)
     }
 
     /// The result linked to `key` if every snapshot it names still exists; a stale link is dropped.
@@ -158,4 +156,13 @@ impl CacheStore<WorkerRef> for Layered {
             }
         });
     }
+}
+
+/// Creates `table` when it is missing; a read, not a write (and its sync), when it is there.
+pub(crate) fn ensure(meta: &MetaDb, table: TableDefinition<&str, &[u8]>) -> Result<(), SolveError> {
+    let err = |e: snapshotter::meta::MetaError| SolveError::Cache(e.to_string());
+    if meta.read(|tx| Ok::<_, snapshotter::meta::MetaError>(tx.open_table(table).is_ok())).map_err(err)? {
+        return Ok(());
+    }
+    meta.write(|tx| tx.open_table(table).map(drop).map_err(snapshotter::meta::db)).map_err(err)
 }
