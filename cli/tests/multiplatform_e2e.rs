@@ -465,7 +465,8 @@ fn a_cache_export_holds_every_platform_result() {
     let cache = tmp.path().join("cache");
     let (d, c) = (ctx.display().to_string(), cache.display().to_string());
     let to = format!("type=local,dest={c}");
-    first.ok(&["build", "--platform", PLATFORMS, "--cache-to", &to, "-o", "type=tar,dest=/dev/null", &d]);
+    let fs_tar = format!("type=tar,dest={}", tmp.path().join("fs.tar").display());
+    first.ok(&["build", "--platform", PLATFORMS, "--cache-to", &to, "-o", &fs_tar, &d]);
     let from = format!("type=local,src={c}");
     let local = tmp.path().join("out");
     let out = second

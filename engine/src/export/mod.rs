@@ -539,6 +539,16 @@ fn write_dest(dest: &Dest, write: impl FnOnce(&mut dyn Write) -> Result<(), Expo
             write(&mut *w)?;
             w.flush().map_err(ExportError::io("writing the output stream"))
         }
+        // A device or a pipe (`dest=/dev/null`, a FIFO) is written in place: renaming a file over it would
+        // replace the device node itself.
+        Dest::Path(p) if std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir()) => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .map_err(ExportError::io(format!("cannot write {}", p.display())))?;
+            write(&mut f)?;
+            f.flush().map_err(ExportError::io(format!("cannot write {}", p.display())))
+        }
         Dest::Path(p) => {
             let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
             remove_stale_partials(dir);
@@ -592,4 +602,28 @@ fn docker_load(save: impl FnOnce(&mut dyn Write) -> Result<(), ExportError>) -> 
         return Err(ExportError::Other(format!("docker load failed ({status})")));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pipe_destination_is_written_in_place_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out.fifo");
+        let st = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(st.success(), "mkfifo");
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        write_dest(&Dest::Path(fifo.clone()), |w| w.write_all(b"archive bytes").map_err(ExportError::io("test")))
+            .unwrap();
+        // Checked before joining: a reader of a replaced FIFO would wait forever.
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO is still a FIFO");
+        assert_eq!(reader.join().unwrap(), b"archive bytes");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no partial file left beside it");
+    }
 }
