@@ -24,7 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use redb::{DatabaseError, StorageBackend};
 
 /// The size of redb's file header (magic, flags and the two commit slots); it always writes it whole,
-/// at offset 0, and nothing else starts there.
+/// at offset 0, and nothing else starts there. Should a later redb write a longer header, those writes
+/// count as pages and are synced: the rule errs towards a sync, never away from one.
 const HEADER_SIZE: usize = 320;
 
 /// The database file, locked by this process (as redb's own backend does) while it is open.
