@@ -21,7 +21,7 @@ pub(crate) struct Target {
 
 impl Target {
     fn single(addr: Address, tls: Option<TlsFiles>) -> Target {
-        Target { members: vec![Member { addr: addr.clone(), server_name: None }], addr, tls }
+        Target { members: vec![Member { addr: addr.clone(), server_name: None, stable: None }], addr, tls }
     }
 
     /// The daemon for commands that are not a project's build: the first in `--host`'s order that

@@ -25,12 +25,16 @@ pub(crate) struct Member {
     pub(crate) addr: Address,
     /// The name its certificate must carry when that is not the address's host (found by a DNS name).
     pub(crate) server_name: Option<String>,
+    /// The `--host` entry, when it names this daemon alone (a StatefulSet pod's own DNS name,
+    /// `rbuild-0.rbuild:1234`): rendezvous scores it instead of the address, so a pod restarted with a new
+    /// IP keeps its projects.
+    pub(crate) stable: Option<String>,
 }
 
 impl Member {
-    /// What rendezvous hashing scores: the dialled address.
+    /// What rendezvous hashing scores: the name that stands for this daemon alone, else the dialled address.
     fn id(&self) -> String {
-        self.addr.to_string()
+        self.stable.clone().unwrap_or_else(|| self.addr.to_string())
     }
 
     pub(crate) async fn connect(&self, tls: Option<&TlsFiles>) -> Result<Connection> {
@@ -65,15 +69,14 @@ pub(crate) fn members(host: &str) -> Result<Vec<Member>> {
                 if resolved.is_empty() {
                     bail!("--host {part}: {name} has no A or AAAA record");
                 }
-                for sa in resolved {
-                    let m = Member { addr: Address::Tcp(sa.to_string()), server_name: Some(name.clone()) };
+                for m in named(hp, &name, &resolved) {
                     if !out.contains(&m) {
                         out.push(m);
                     }
                 }
             }
             _ => {
-                let m = Member { addr, server_name: None };
+                let m = Member { addr, server_name: None, stable: None };
                 if !out.contains(&m) {
                     out.push(m);
                 }
@@ -84,6 +87,20 @@ pub(crate) fn members(host: &str) -> Result<Vec<Member>> {
         bail!("--host {host:?}: no daemon address");
     }
     Ok(out)
+}
+
+/// The daemons a DNS name `name` (`hp` = `name:port`) resolved to: one member per address; a name with one
+/// address stands for that daemon alone and keeps its place in rendezvous order across address changes.
+fn named(hp: &str, name: &str, resolved: &[std::net::SocketAddr]) -> Vec<Member> {
+    let stable = (resolved.len() == 1).then(|| hp.to_string());
+    resolved
+        .iter()
+        .map(|sa| Member {
+            addr: Address::Tcp(sa.to_string()),
+            server_name: Some(name.to_string()),
+            stable: stable.clone(),
+        })
+        .collect()
 }
 
 /// The project a build belongs to (context, Dockerfile path, target); the daemon tags the project's
@@ -166,7 +183,7 @@ mod tests {
     use super::*;
 
     fn tcp(i: u8) -> Member {
-        Member { addr: Address::Tcp(format!("10.0.0.{i}:1234")), server_name: None }
+        Member { addr: Address::Tcp(format!("10.0.0.{i}:1234")), server_name: None, stable: None }
     }
 
     #[test]
@@ -224,5 +241,24 @@ mod tests {
         let e = members("tcp://no-such-host.invalid:1234").unwrap_err().to_string();
         assert!(e.contains("cannot resolve no-such-host.invalid"), "{e}");
         assert!(members(" , ").unwrap_err().to_string().contains("no daemon address"));
+    }
+
+    #[test]
+    fn a_pods_own_name_keeps_its_projects_when_its_address_changes() {
+        let sa = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        let fleet = |pod0: &str| {
+            let mut ms = named("rbuild-0.rbuild:1234", "rbuild-0.rbuild", &[sa(pod0)]);
+            ms.extend(named("rbuild-1.rbuild:1234", "rbuild-1.rbuild", &[sa("10.0.0.2:1234")]));
+            ms.extend(named("rbuild-2.rbuild:1234", "rbuild-2.rbuild", &[sa("10.0.0.3:1234")]));
+            ms
+        };
+        let (before, after) = (fleet("10.0.0.1:1234"), fleet("10.0.0.9:1234"));
+        for p in (0..50).map(|i| format!("project-{i}")) {
+            let pick = |ms: &[Member]| rendezvous(ms, &p)[0].stable.clone();
+            assert_eq!(pick(&before), pick(&after), "{p} moved when rbuild-0 came back on a new address");
+        }
+        // A name with several addresses (a headless Service) stands for several daemons: each is its address.
+        let service = named("rbuild:1234", "rbuild", &[sa("10.0.0.1:1234"), sa("10.0.0.2:1234")]);
+        assert!(service.iter().all(|m| m.stable.is_none() && m.id() == m.addr.to_string()));
     }
 }
