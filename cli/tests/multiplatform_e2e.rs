@@ -268,6 +268,11 @@ fn the_local_store_keeps_the_index_and_push_sends_it_as_held() {
     assert!(listed.contains("test/stored"), "{listed}");
     let raw: Value = serde_json::from_str(&rb.ok(&["inspect", &name])).unwrap();
     assert_eq!(raw["Architecture"], "amd64", "inspect shows this machine's platform of the index: {raw}");
+    let platforms: Vec<&str> =
+        raw["Platforms"].as_array().unwrap().iter().map(|p| p["Platform"].as_str().unwrap()).collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "{raw}");
+    assert!(raw["Platforms"].as_array().unwrap().iter().all(|p| p["Held"] == true), "{raw}");
+    assert_eq!(raw["IndexMediaType"], "application/vnd.oci.image.index.v1+json");
 
     rb.ok(&["push", &name]);
     let index = skopeo_raw(&name);

@@ -112,7 +112,7 @@ pub fn inspect(store: &ImageStore, reference: &str, raw: bool) -> Result<Vec<u8>
     let c = &local.config;
     let json = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).map_err(|e| ImageError::Other(e.to_string()));
     // skopeo inspect's shape, plus the full config and the manifest.
-    let out = serde_json::json!({
+    let mut out = serde_json::json!({
         "Name": name,
         "Tag": tag,
         "Digest": desc.digest().to_string(),
@@ -132,6 +132,26 @@ pub fn inspect(store: &ImageStore, reference: &str, raw: bool) -> Result<Vec<u8>
         "Config": json(&local.config_bytes)?,
         "Manifest": json(&local.manifest_raw.bytes)?,
     });
+    // An index (a multi-platform build, a pulled base): the rest describes this machine's platform of it;
+    // `Platforms` names every one it lists, each with whether the store holds it.
+    let top = store.read_manifest(&desc)?;
+    if let Ok(registry::manifest::Parsed::Index(ix)) = top.parse() {
+        let platforms: Vec<serde_json::Value> = ix
+            .manifests()
+            .iter()
+            .filter_map(|d| Some((registry::manifest::descriptor_platform(d)?, d)))
+            .filter(|(p, _)| p.os != "unknown")
+            .map(|(p, d)| {
+                serde_json::json!({
+                    "Platform": p.to_string(),
+                    "Digest": d.digest().to_string(),
+                    "Held": store.has_blob(d.digest()).unwrap_or(false),
+                })
+            })
+            .collect();
+        out["IndexMediaType"] = serde_json::json!(top.media_type);
+        out["Platforms"] = serde_json::json!(platforms);
+    }
     let mut text = serde_json::to_vec_pretty(&out).map_err(|e| ImageError::Other(e.to_string()))?;
     text.push(b'\n');
     Ok(text)
