@@ -314,6 +314,29 @@ fn the_docker_api_build_takes_ulimits_and_shmsize() {
     let (st, text) = docker_build(&serve.docker_sock(), "?cgroupparent=..%2Fx", dockerfile);
     assert_eq!(st, 400, "{text}");
     assert!(text.contains("is not a cgroup path"), "{text}");
+
+    // The docker CLI's own classic build sends the same parameters.
+    let Some(docker) =
+        ["/usr/bin/docker", "/usr/local/bin/docker"].into_iter().map(PathBuf::from).find(|p| p.is_file())
+    else {
+        skip("the docker CLI is not installed (scripts/install-test-deps installs docker.io)");
+        return;
+    };
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile.replace("nofile", "cli nofile")).unwrap();
+    let o = Command::new(docker)
+        .env("DOCKER_HOST", format!("unix://{}", serve.docker_sock().display()))
+        .env("DOCKER_BUILDKIT", "0")
+        .env("DOCKER_CONFIG", ctx.path().join("docker-config"))
+        .env_remove("DOCKER_CONTEXT")
+        .args(["build", "--ulimit", "nofile=700:900", "--shm-size", "96m"])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    let shown = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{shown}");
+    assert!(shown.contains("nofile 700 900"), "{shown}");
+    assert!(shown.contains("98304"), "a 96 MiB /dev/shm: {shown}");
 }
 
 #[test]
