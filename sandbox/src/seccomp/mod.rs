@@ -105,6 +105,35 @@ fn socket_rules() -> Result<Vec<LinuxSyscall>, SeccompError> {
     Ok(out)
 }
 
+/// Character devices a step may create with mknod (`(major, minor)`): the ones its `/dev` has, and the
+/// overlay whiteout (0, 0) that tools unpacking layers inside a step write.
+pub const MKNOD_CHAR_DEVICES: [(u64, u64); 9] =
+    [(0, 0), (1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2)];
+
+/// mknod(2) and mknodat(2) rules: files, fifos and sockets, and the character devices of
+/// [`MKNOD_CHAR_DEVICES`]; any other device node (a block device, /dev/kvm, /dev/mem) gets EPERM, as a
+/// device cgroup gives Docker's containers when they open one. The nodev mounts refuse to open such a node
+/// anyway (a layer may carry one); this makes the attempt fail where it starts, with Docker's errno.
+fn mknod_rules() -> Result<Vec<LinuxSyscall>, SeccompError> {
+    const S_IFMT: u64 = 0o170000;
+    let allow = LinuxSeccompAction::ScmpActAllow;
+    let mut out = Vec::new();
+    for (name, mode, dev) in [("mknod", 1, 2), ("mknodat", 2, 3)] {
+        for kind in [0, 0o100000, 0o010000, 0o140000] {
+            let is = arg(mode, S_IFMT, Some(kind), LinuxSeccompOperator::ScmpCmpMaskedEq)?;
+            out.push(syscall(&[name], allow, vec![is])?);
+        }
+        for (major, minor) in MKNOD_CHAR_DEVICES {
+            // The kernel's encoding of small device numbers (new_encode_dev), which glibc passes as is.
+            let encoded = (major << 8) | minor;
+            let is_char = arg(mode, S_IFMT, Some(0o020000), LinuxSeccompOperator::ScmpCmpMaskedEq)?;
+            let this = arg(dev, 0xffff_ffff, Some(encoded), LinuxSeccompOperator::ScmpCmpMaskedEq)?;
+            out.push(syscall(&[name], allow, vec![is_char, this])?);
+        }
+    }
+    Ok(out)
+}
+
 /// Docker's default profile for a process whose bounding set is `caps`.
 pub fn default_profile(caps: &[Capability]) -> Result<LinuxSeccomp, SeccompError> {
     let allow = LinuxSeccompAction::ScmpActAllow;
@@ -112,6 +141,7 @@ pub fn default_profile(caps: &[Capability]) -> Result<LinuxSeccomp, SeccompError
     let mut syscalls =
         vec![syscall(profile::ALLOWED, allow, vec![])?, syscall(profile::ALLOWED_SINCE_4_8, allow, vec![])?];
     syscalls.extend(socket_rules()?);
+    syscalls.extend(mknod_rules()?);
     for p in profile::PERSONALITIES {
         syscalls.push(syscall(&["personality"], allow, vec![arg(0, *p, None, LinuxSeccompOperator::ScmpCmpEq)?])?);
     }
@@ -506,6 +536,36 @@ mod tests {
         // x32 calls (bit 30 in the number) and unknown ABIs get the default.
         assert_eq!(verdict(&programs, 0x4000_0000 | 1, AUDIT_ARCH_X86_64, [0; 6]), eperm);
         assert_eq!(verdict(&programs, 1, 0xc000_00b7, [0; 6]), eperm);
+    }
+
+    #[test]
+    fn mknod_makes_files_fifos_and_the_default_devices_only() {
+        let p = default_profile(&DEFAULT_CAPABILITIES).unwrap();
+        let compat = Some(Abi { audit: AUDIT_ARCH_I386, table: numbers::I386 });
+        let programs = compile_for(&p, TargetArch::x86_64, numbers::X86_64, compat).unwrap();
+        let nr = |t: SyscallTable, n: &str| t.iter().find(|(name, _)| *name == n).unwrap().1;
+        let allow = libc::SECCOMP_RET_ALLOW;
+        let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+        let dev = |major: u64, minor: u64| (major << 8) | minor;
+        for (arch, table) in [(AUDIT_ARCH_X86_64, numbers::X86_64), (AUDIT_ARCH_I386, numbers::I386)] {
+            // mknodat(dirfd, path, mode, dev)
+            let at = |mode: u64, d: u64| verdict(&programs, nr(table, "mknodat"), arch, [0, 0, mode, d, 0, 0]);
+            assert_eq!(at(0o100644, 0), allow, "a regular file");
+            assert_eq!(at(0o644, 0), allow, "mode 0 is a regular file");
+            assert_eq!(at(0o010600, 0), allow, "a fifo (mkfifo)");
+            assert_eq!(at(0o140755, 0), allow, "a socket");
+            assert_eq!(at(0o020666, dev(1, 3)), allow, "/dev/null");
+            assert_eq!(at(0o020000, dev(0, 0)), allow, "an overlay whiteout");
+            assert_eq!(at(0o060660, dev(7, 0)), eperm, "a loop device");
+            assert_eq!(at(0o060660, dev(8, 0)), eperm, "a disk");
+            assert_eq!(at(0o020660, dev(10, 232)), eperm, "/dev/kvm");
+            assert_eq!(at(0o020640, dev(1, 1)), eperm, "/dev/mem");
+            // mknod(path, mode, dev), where the ABI has it.
+            if let Some(&(_, n)) = table.iter().find(|(name, _)| *name == "mknod") {
+                assert_eq!(verdict(&programs, n, arch, [0, 0o060660, dev(7, 0), 0, 0, 0]), eperm);
+                assert_eq!(verdict(&programs, n, arch, [0, 0o010644, 0, 0, 0, 0]), allow);
+            }
+        }
     }
 
     #[test]

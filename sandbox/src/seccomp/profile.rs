@@ -167,8 +167,6 @@ pub const ALLOWED: &[&str] = &[
     "mincore",
     "mkdir",
     "mkdirat",
-    "mknod",
-    "mknodat",
     "mlock",
     "mlock2",
     "mlockall",
