@@ -237,11 +237,12 @@ fn sorted_json(image: &Image) -> Result<Vec<u8>, RegistryError> {
     serde_json::to_vec(&Value::Object(sorted)).map_err(|e| RegistryError::Protocol(format!("image config: {e}")))
 }
 
-/// `json.MarshalIndent(v, "", "   ")`, as BuildKit writes manifests.
+/// `json.MarshalIndent(v, "", "  ")`, as BuildKit v0.24 writes manifests and indexes (exporter/containerimage's
+/// writer; older BuildKit indented with three spaces).
 pub(crate) fn indented(v: &Value) -> Vec<u8> {
     let mut out = Vec::new();
     let mut ser =
-        serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::with_indent(b"   "));
+        serde_json::Serializer::with_formatter(&mut out, serde_json::ser::PrettyFormatter::with_indent(b"  "));
     v.serialize(&mut ser).unwrap_or_else(|e| unreachable!("a json value always serialises: {e}"));
     out
 }

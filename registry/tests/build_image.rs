@@ -116,8 +116,8 @@ fn docker_media_types_and_no_layers() {
     assert!(a.layers.is_empty());
     assert_eq!(a.manifest.media_type().to_string(), registry::manifest::media::DOCKER_MANIFEST);
     let raw = images.read_blob(a.manifest.digest()).unwrap();
-    // BuildKit writes manifests with json.MarshalIndent(.., "", "   ").
-    assert!(String::from_utf8_lossy(&raw).starts_with("{\n   \"schemaVersion\": 2,"));
+    // BuildKit v0.24 writes manifests with json.MarshalIndent(.., "", "  ").
+    assert!(String::from_utf8_lossy(&raw).starts_with("{\n  \"schemaVersion\": 2,\n  \"mediaType\""));
 }
 
 #[test]
