@@ -13,7 +13,7 @@ use snapshotter::mount::Mount;
 
 use crate::cgroup::{controllers_for, CgroupV2, RunCgroup};
 use crate::init::{HelperConfig, HelperReport, HELPER_ARG};
-use crate::network::{Lease, NetworkError};
+use crate::network::NetworkError;
 use crate::process::{NetworkMode, ProcessSpec, RunMountKind};
 use crate::spec::EtcFiles;
 use crate::ssh::AgentForward;
@@ -315,13 +315,14 @@ pub(crate) fn pump(src: impl Read, stream: Stream, sink: &dyn OutputSink) {
 pub struct NamespaceExecutor {
     helper: PathBuf,
     state_dir: PathBuf,
+    networks: Arc<crate::network::NetPool>,
 }
 
 impl NamespaceExecutor {
     /// Re-executes this binary (`/proc/self/exe`), whose `main` must call [`crate::init::maybe_run`] first;
     /// per-run state goes under `state_dir`.
     pub fn new(state_dir: impl Into<PathBuf>) -> NamespaceExecutor {
-        NamespaceExecutor { helper: "/proc/self/exe".into(), state_dir: state_dir.into() }
+        NamespaceExecutor { helper: "/proc/self/exe".into(), state_dir: state_dir.into(), networks: Default::default() }
     }
 
     /// Uses another binary as the helper (one whose `main` calls [`crate::init::maybe_run`]).
@@ -348,15 +349,16 @@ impl Executor for NamespaceExecutor {
         let (etc, rootfs_dir) = write_state(state.path(), process).map_err(state_err)?;
         let agents = forward_agents(process, &etc)?;
         let mut warnings = Vec::new();
-        // The step's own network namespace with NAT: the host's side once per process, an address per run
-        // (held until the helper is gone).
-        let lease = match process.network {
-            NetworkMode::Default => {
-                crate::network::ensure_nat()?;
-                Some(Lease::take()?)
-            }
+        // A network namespace with NAT that no other running step has (the host's side set up once per
+        // process, namespaces pooled: see crate::network), held until the helper is gone.
+        let mut network = match process.network {
+            NetworkMode::Default => Some(self.networks.take()?),
             NetworkMode::None | NetworkMode::Host => None,
         };
+        if !process.seccomp {
+            // Without the profile a step could change its namespace for the next one.
+            network.iter_mut().for_each(|n| n.discard());
+        }
         let run_name = state.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let cgroup = run_cgroup(&run_name, process, &mut warnings);
         let config = HelperConfig {
@@ -364,7 +366,7 @@ impl Executor for NamespaceExecutor {
             rootfs_dir,
             process: process.clone(),
             etc,
-            net: lease.as_ref().map(|l| l.plan.clone()),
+            netns: network.as_ref().map(|n| n.path()),
             cgroup: cgroup.as_ref().map(|c| c.path().to_path_buf()),
         };
         let config = serde_json::to_vec(&config).map_err(|e| ExecError::Protocol(e.to_string()))?;
@@ -417,7 +419,7 @@ impl Executor for NamespaceExecutor {
                 warnings.push(format!("cannot remove cgroup {}: {e}", path.display()));
             }
         }
-        drop(lease);
+        drop(network);
         drop(state);
         match report {
             HelperReport::Exited(c) => Ok(RunOutcome { status: ExitStatus::Exited(c), warnings }),

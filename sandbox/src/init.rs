@@ -34,9 +34,10 @@ pub struct HelperConfig {
     pub rootfs_dir: PathBuf,
     pub process: ProcessSpec,
     pub etc: EtcFiles,
-    /// The step's own network (the default network): the helper makes its veth pair.
+    /// The step's network namespace (the default network, prepared by the executor's pool): a path that
+    /// opens it, which the helper joins.
     #[serde(default)]
-    pub net: Option<crate::network::NetPlan>,
+    pub netns: Option<PathBuf>,
     /// The run's cgroup v2 directory: init is started in it (the helper itself stays outside).
     #[serde(default)]
     pub cgroup: Option<PathBuf>,
@@ -124,21 +125,21 @@ fn run_helper(cfg: &HelperConfig) -> Result<HelperReport, InitError> {
     let devnull = std::fs::File::open("/dev/null").map_err(step("open /dev/null"))?;
     sys::dup_onto(devnull.as_fd(), 0).map_err(step("replace stdin"))?;
     let linux = LinuxSyscall;
-    // Opened in the host's network namespace, where the host end of the step's veth pair goes.
-    let mut host_net = match &cfg.net {
-        Some(_) => Some(sys::netlink::RouteSocket::open().map_err(step("open a netlink socket"))?),
+    // The prepared namespace is opened through the host's /proc, before anything is unshared.
+    let netns = match &cfg.netns {
+        Some(p) => Some(std::fs::File::open(p).map_err(step("open the step's network namespace"))?),
         None => None,
     };
     // The cgroup namespace is init's (made in its own cgroup), so the step sees its cgroup as the root.
     let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
-    if !cfg.process.network.is_host() {
+    if !cfg.process.network.is_host() && netns.is_none() {
         flags |= libc::CLONE_NEWNET;
     }
     linux.unshare(flags).map_err(InitError::Unshare)?;
-    if let (Some(plan), Some(host)) = (&cfg.net, host_net.as_mut()) {
-        crate::network::configure(host, plan).map_err(step("set up the step's network"))?;
+    if let Some(ns) = &netns {
+        sys::join_network_namespace(ns.as_fd()).map_err(step("join the step's network namespace"))?;
     }
-    drop(host_net);
+    drop(netns);
     linux
         .mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")
         .map_err(step("make the mounts private"))?;

@@ -12,8 +12,13 @@
 //!   connections towards them), added once per process where missing, and IPv4 forwarding on. Where they
 //!   cannot be made the error says so; `--network none` and (with the entitlement) `--network host`
 //!   still work.
-//! - The namespace's own end is made by the sandbox helper (rtnetlink through `sys::netlink`): it opens a
-//!   socket in the host namespace before it unshares its own, so it needs no round trip with the parent.
+//! - The namespace executor pools them ([`NetPool`]), as BuildKit pools its CNI namespaces: making a
+//!   namespace and its veth pair costs more than the rest of a trivial RUN, so a step's helper joins a
+//!   prepared one (setns) and the step gives it back when it ends; the runc executor makes one per step
+//!   ([`NetnsMount`], a path runc can join). Running steps never share one. What a step
+//!   could leave behind cannot outlive it: its pid namespace dies with it (no process, so no socket or
+//!   listener stays), it has no CAP_NET_ADMIN (no route, address or firewall change) and /proc/sys is
+//!   read-only; a step run without the seccomp profile does not give its namespace back.
 
 use std::fs::File;
 use std::io;
@@ -38,6 +43,8 @@ pub const STEP_IF: &str = "eth0";
 /// The errors of the default network.
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
+    #[error("cannot make the step's network namespace: {0}")]
+    Namespace(io::Error),
     #[error(
         "cannot set up the default RUN network (a network namespace with NAT): {0}; build with --network none, or \
          --network host --allow network.host to use the host's network"
@@ -279,6 +286,115 @@ pub fn configure(host: &mut RouteSocket, plan: &NetPlan) -> io::Result<()> {
     inner.add_address(index, plan.step_addr, plan.prefix).map_err(ctx("address the step's interface"))?;
     inner.set_up(index).map_err(ctx("bring the step's interface up"))?;
     inner.add_default_route(plan.host_addr, index).map_err(ctx("add the default route"))
+}
+
+/// Prepared step networks of one executor: a namespace with its veth pair and address each, held open by
+/// this process (so none outlives it, however it ends), handed to one running step at a time (see the
+/// module docs).
+#[derive(Debug, Default)]
+pub struct NetPool {
+    free: std::sync::Mutex<Vec<(NetNs, Lease)>>,
+}
+
+/// How many idle namespaces a pool keeps (more were running at once; the rest are let go).
+const POOL_KEEP: usize = 8;
+
+impl NetPool {
+    pub fn new() -> NetPool {
+        NetPool::default()
+    }
+
+    /// A namespace for one step: an idle one, or a new one (NAT set up first, an address leased).
+    pub fn take(self: &std::sync::Arc<Self>) -> Result<PooledNet, NetworkError> {
+        let idle = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let net = match idle {
+            Some(n) => n,
+            None => {
+                ensure_nat()?;
+                let lease = Lease::take()?;
+                let ns = NetNs::create(&lease.plan).map_err(NetworkError::Namespace)?;
+                (ns, lease)
+            }
+        };
+        Ok(PooledNet { pool: self.clone(), net: Some(net), reuse: true })
+    }
+
+    /// How many idle namespaces the pool holds.
+    pub fn idle(&self) -> usize {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// A pooled namespace lent to one step; back to the pool when dropped (unless [`PooledNet::discard`]ed).
+#[derive(Debug)]
+pub struct PooledNet {
+    pool: std::sync::Arc<NetPool>,
+    net: Option<(NetNs, Lease)>,
+    reuse: bool,
+}
+
+impl PooledNet {
+    /// A path that opens the namespace while this process lives (for a helper to setns into).
+    pub fn path(&self) -> PathBuf {
+        self.net.as_ref().map(|(n, _)| n.proc_path()).unwrap_or_default()
+    }
+
+    /// The step's addresses.
+    pub fn plan(&self) -> Option<&NetPlan> {
+        self.net.as_ref().map(|(_, l)| &l.plan)
+    }
+
+    /// Lets the namespace go instead of giving it back (a step that could have changed it).
+    pub fn discard(&mut self) {
+        self.reuse = false;
+    }
+}
+
+impl Drop for PooledNet {
+    fn drop(&mut self) {
+        let Some(net) = self.net.take() else { return };
+        if !self.reuse {
+            return;
+        }
+        let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < POOL_KEEP {
+            free.push(net);
+        }
+    }
+}
+
+/// A network namespace with a step's network, held open by this process: it goes (with its veth pair)
+/// when the last descriptor and process in it do.
+#[derive(Debug)]
+pub struct NetNs {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl NetNs {
+    /// Makes the namespace on a thread of its own (a network namespace is per thread, so the process's
+    /// other threads are not moved), with its loopback up and `plan`'s veth pair and addresses.
+    pub fn create(plan: &NetPlan) -> io::Result<NetNs> {
+        use crate::sys::{LinuxSyscall, Syscall};
+        let fd = std::thread::scope(|s| {
+            s.spawn(|| -> io::Result<std::os::fd::OwnedFd> {
+                let sys = LinuxSyscall;
+                let mut host = RouteSocket::open()?;
+                sys.unshare(libc::CLONE_NEWNET)?;
+                sys.loopback_up()?;
+                configure(&mut host, plan)?;
+                Ok(File::open("/proc/thread-self/ns/net")?.into())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the network setup thread panicked")))
+        })?;
+        Ok(NetNs { fd })
+    }
+
+    /// `/proc/<this pid>/fd/<fd>`: opens the namespace from another process of the host's pid namespace.
+    pub fn proc_path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), self.fd.as_raw_fd()))
+    }
 }
 
 /// A network namespace with the step's network, kept alive by a bind mount of it on `path` (as

@@ -313,3 +313,47 @@ both_executors!(
     seccomp_blocks_namespaces_and_mounts_but_not_normal_work,
     limits_apply_through_cgroup_v2_or_warn,
 );
+
+/// The namespace executor pools the default network's namespaces (as BuildKit pools its CNI ones): a later
+/// step of the same executor gets the idle one, with its address, while two steps running at once never
+/// share one; none is left on the host once the executor is gone.
+#[test]
+fn namespace_step_networks_are_pooled_and_never_shared_while_running() {
+    use sandbox::executor::{Cancel, CollectOutput, Stream};
+    require_root!(Kind::Namespace);
+    let (a, b) = (Fixture::new(), Fixture::new());
+    let exec = a.executor();
+    let run = |f: &Fixture, script: &str| {
+        let p = sandbox::ProcessSpec::new(vec!["/bin/sh".into(), "-c".into(), script.into()]);
+        let out = CollectOutput::default();
+        let r = exec.run(&f.mounts(), &p, &out, &Cancel::default());
+        assert!(r.unwrap().status.success(), "{}", out.text(Stream::Stderr));
+        out.text(Stream::Stdout)
+    };
+    let which = "readlink /proc/self/ns/net; ip -o -4 addr show eth0 | awk '{print $4}'";
+    let first = run(&a, which);
+    a.reset();
+    assert_eq!(run(&a, which), first, "a later step did not get the idle namespace");
+    a.reset();
+    let (x, y) = std::thread::scope(|s| {
+        let x = s.spawn(|| run(&a, &format!("{which}; sleep 1")));
+        let y = s.spawn(|| run(&b, &format!("{which}; sleep 1")));
+        (x.join().unwrap(), y.join().unwrap())
+    });
+    assert_ne!(x, y, "two running steps shared a namespace");
+    assert!([&x, &y].contains(&&first), "the idle namespace was not used: {first} {x} {y}");
+    // The host ends of the pool's pairs (`rb<n>` for the n-th /30 of the steps' subnet) go with it.
+    let host_if = |out: &str| {
+        let addr: std::net::Ipv4Addr = out.lines().nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
+        let n = (u32::from(addr) - u32::from(sandbox::network::SUBNET.0)) / 4;
+        std::path::Path::new("/sys/class/net").join(format!("rb{n}"))
+    };
+    let ends = [host_if(&x), host_if(&y)];
+    assert!(ends.iter().all(|p| p.exists()), "{ends:?}");
+    drop(exec);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while ends.iter().any(|p| p.exists()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!ends.iter().any(|p| p.exists()), "the pool's host interfaces outlived it: {ends:?}");
+}

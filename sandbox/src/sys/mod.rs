@@ -49,6 +49,13 @@ pub trait Syscall {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LinuxSyscall;
 
+/// setns(2): moves the calling thread into the network namespace open as `ns`.
+pub fn join_network_namespace(ns: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: setns only changes which network namespace this thread belongs to; `ns` is a valid open
+    // descriptor for the duration of the call and CLONE_NEWNET makes the kernel check it is one.
+    check(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) }).map(drop)
+}
+
 fn cstr(s: &[u8]) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
