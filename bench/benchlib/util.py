@@ -47,8 +47,15 @@ def run(argv: list[str], *, env: dict | None = None, cwd: Path | None = None, ti
     return p
 
 
+def settle() -> None:
+    """Writes back what earlier runs left dirty (untimed), so a timed run does not pay, in its first fsync or
+    journal commit, for the previous tool's writeback: each tool starts from the same clean disk."""
+    os.sync()
+
+
 def timed(argv: list[str], **kw) -> float:
-    """Wall-clock seconds of one successful run of argv."""
+    """Wall-clock seconds of one successful run of argv (after `settle`)."""
+    settle()
     t0 = time.monotonic()
     run(argv, **kw)
     return time.monotonic() - t0
@@ -57,7 +64,8 @@ def timed(argv: list[str], **kw) -> float:
 def timed_lines(argv: list[str], *, env: dict | None = None, timeout: float = 3600,
                 logfile: Path | None = None) -> tuple[float, list[tuple[float, str]]]:
     """(wall-clock seconds, output lines each with the second it arrived at) of one successful run of argv,
-    stderr merged into stdout: for timing a phase of a build from its progress lines."""
+    stderr merged into stdout: for timing a phase of a build from its progress lines. Runs `settle` first."""
+    settle()
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
@@ -96,6 +104,7 @@ def timed_shell(script: str, **kw) -> float:
 
 def max_rss_mb(argv: list[str], **kw) -> tuple[float, float]:
     """(seconds, peak RSS in MiB) of argv under GNU time -v (the largest process of the tree it waited for)."""
+    settle()
     t0 = time.monotonic()
     p = run(["/usr/bin/time", "-v", *argv], **kw)
     secs = time.monotonic() - t0
