@@ -314,6 +314,35 @@ impl ExportContext {
         let _ = self.events.send(Event::Export(e));
     }
 
+    /// Names `named` `r` in the local store and, with `push`, pushes `pushed` (the image, or the index
+    /// holding it and its attestations) to `r`, saying each as it is done.
+    pub(crate) async fn name_and_push(
+        &self,
+        r: &Reference,
+        named: &Descriptor,
+        pushed: &Descriptor,
+        push: bool,
+    ) -> Result<(), ExportError> {
+        let (e, r2, target) = (self.engine.clone(), r.clone(), named.clone());
+        blocking(move || e.images.tag(&r2, &target).map_err(ExportError::registry(format!("naming {r2}")))).await?;
+        self.emit(ExportEvent::Named { reference: r.to_string() });
+        if push {
+            let report = self
+                .engine
+                .client
+                .push(&self.engine.images, pushed, r)
+                .await
+                .map_err(ExportError::registry(format!("pushing {r}")))?;
+            self.emit(ExportEvent::Pushed {
+                reference: r.to_string(),
+                uploaded: report.uploaded.len(),
+                mounted: report.mounted.len(),
+                existed: report.existed.len(),
+            });
+        }
+        Ok(())
+    }
+
     /// `names`, else the `-t` names, parsed; no name at all is one unnamed entry.
     fn references(
         &self,
@@ -395,24 +424,7 @@ impl Exporter for ImageExporter {
                 let r = parse_name(n)?;
                 // A cached result pushed to its cache's registry needs no blob here.
                 cx.blobs_for(if self.push { Some(&r) } else { None }).await?;
-                let (e, r2, manifest) = (cx.engine.clone(), r.clone(), img.manifest.clone());
-                blocking(move || e.images.tag(&r2, &manifest).map_err(ExportError::registry(format!("naming {r2}"))))
-                    .await?;
-                cx.emit(ExportEvent::Named { reference: r.to_string() });
-                if self.push {
-                    let report = cx
-                        .engine
-                        .client
-                        .push(&cx.engine.images, &pushed, &r)
-                        .await
-                        .map_err(ExportError::registry(format!("pushing {r}")))?;
-                    cx.emit(ExportEvent::Pushed {
-                        reference: r.to_string(),
-                        uploaded: report.uploaded.len(),
-                        mounted: report.mounted.len(),
-                        existed: report.existed.len(),
-                    });
-                }
+                cx.name_and_push(&r, &img.manifest, &pushed, self.push).await?;
             }
             lock(&cx.names).extend(names);
             Ok(())

@@ -16,7 +16,7 @@ use snapshotter::diff::Compression;
 
 use super::{blocking, lock, parse_name, write_dest, ArchiveExporter, Descriptor, Dest, ExportContext, ImageExporter};
 use crate::error::ExportError;
-use crate::progress::{Event, ExportEvent};
+use crate::progress::Event;
 
 /// What the exporters of one build share: the result of every target platform, in the order asked.
 pub struct Exports {
@@ -145,23 +145,7 @@ impl ImageExporter {
                 // A cached result pushed to its cache's registry needs no blob here.
                 cx.blobs_for(if self.push { Some(&r) } else { None }).await?;
             }
-            let (e, r2, target) = (first.engine.clone(), r.clone(), index.clone());
-            blocking(move || e.images.tag(&r2, &target).map_err(ExportError::registry(format!("naming {r2}")))).await?;
-            first.emit(ExportEvent::Named { reference: r.to_string() });
-            if self.push {
-                let report = first
-                    .engine
-                    .client
-                    .push(&first.engine.images, &index, &r)
-                    .await
-                    .map_err(ExportError::registry(format!("pushing {r}")))?;
-                first.emit(ExportEvent::Pushed {
-                    reference: r.to_string(),
-                    uploaded: report.uploaded.len(),
-                    mounted: report.mounted.len(),
-                    existed: report.existed.len(),
-                });
-            }
+            first.name_and_push(&r, &index, &index, self.push).await?;
         }
         lock(&first.names).extend(names);
         Ok(())
