@@ -209,12 +209,7 @@ fn seeded_debian_through_the_docker_io_mirror() {
     let Some(bin) = registry_binary() else { return };
     let Some(seed) = seeded_storage() else { return };
     let reg = TestRegistry::start(&bin, RegistryOpts { seed: Some(seed), ..RegistryOpts::default() });
-    let config = Config::from_toml(
-        Path::new("rbuild.toml"),
-        &format!("[registry.\"docker.io\"]\nmirrors = [\"{}\"]\n", reg.host()),
-    )
-    .unwrap();
-    let c = Client::new(config, Arc::new(Anonymous));
+    let c = docker_io_mirror_client(&reg.host());
     let dir = tempfile::tempdir().unwrap();
     let (s, images) = open(dir.path());
     let rt = runtime();

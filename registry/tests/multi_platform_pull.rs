@@ -5,15 +5,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
 
 use common::*;
 use oci_spec::image::Digest;
-use registry::auth::Anonymous;
 use registry::unpack::{resolve_config, unpack_image};
-use registry::{Client, Config, ImageStore};
+use registry::ImageStore;
 use snapshotter::store::{SnapshotterKind, Store};
 
 /// The digests of one platform's image as the registry has them: manifest, config, layers.
@@ -31,13 +28,8 @@ impl PlatformImage {
     }
 }
 
-fn skopeo_raw(reference: &str) -> serde_json::Value {
-    let out = std::process::Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "skopeo inspect {reference}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+fn skopeo_json(reference: &str) -> serde_json::Value {
+    serde_json::from_slice(&skopeo_raw(reference)).unwrap()
 }
 
 fn digest(v: &serde_json::Value) -> Digest {
@@ -64,12 +56,12 @@ fn a_pull_stores_the_index_and_only_the_platform_it_used() {
     let repo = format!("{}/library/busybox", reg.host());
 
     // The registry's view, through skopeo.
-    let index = skopeo_raw(&format!("{repo}:latest"));
+    let index = skopeo_json(&format!("{repo}:latest"));
     assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json", "{index}");
     let image = |arch: &str| {
         let d = index["manifests"].as_array().unwrap().iter().find(|m| m["platform"]["architecture"] == arch).unwrap();
         let manifest = digest(&d["digest"]);
-        let m = skopeo_raw(&format!("{repo}@{manifest}"));
+        let m = skopeo_json(&format!("{repo}@{manifest}"));
         PlatformImage {
             manifest,
             config: digest(&m["config"]["digest"]),
@@ -78,12 +70,7 @@ fn a_pull_stores_the_index_and_only_the_platform_it_used() {
     };
     let (amd64, arm64, i386) = (image("amd64"), image("arm64"), image("386"));
 
-    let config = Config::from_toml(
-        Path::new("rbuild.toml"),
-        &format!("[registry.\"docker.io\"]\nmirrors = [\"{}\"]\n", reg.host()),
-    )
-    .unwrap();
-    let c = Client::new(config, Arc::new(Anonymous));
+    let c = docker_io_mirror_client(&reg.host());
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), SnapshotterKind::Auto, &mut |_| {}).unwrap();
     let images = ImageStore::new(s.content.clone(), s.meta.clone());

@@ -5,26 +5,14 @@
 
 mod common;
 
-use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
 
 use common::*;
 use oci_spec::image::{Descriptor, Digest, MediaType};
-use registry::auth::Anonymous;
 use registry::manifest::media;
 use registry::unpack::{resolve_config, unpack_image};
-use registry::{Client, Config, ImageStore, Reference};
+use registry::{ImageStore, Reference};
 use snapshotter::store::{SnapshotterKind, Store};
-
-fn skopeo_raw(reference: &str) -> Vec<u8> {
-    let out = std::process::Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "skopeo inspect {reference}: {}", String::from_utf8_lossy(&out.stderr));
-    out.stdout
-}
 
 fn architectures(raw: &[u8]) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_slice(raw).unwrap();
@@ -47,12 +35,7 @@ fn a_partly_held_index_pushes_what_is_held() {
     let original = skopeo_raw(&format!("{}/library/busybox:latest", reg.host()));
     assert_eq!(architectures(&original), ["amd64", "arm64", "386"]);
 
-    let config = Config::from_toml(
-        Path::new("rbuild.toml"),
-        &format!("[registry.\"docker.io\"]\nmirrors = [\"{}\"]\n", reg.host()),
-    )
-    .unwrap();
-    let c = Client::new(config, Arc::new(Anonymous));
+    let c = docker_io_mirror_client(&reg.host());
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path(), SnapshotterKind::Auto, &mut |_| {}).unwrap();
     let images = ImageStore::new(s.content.clone(), s.meta.clone());

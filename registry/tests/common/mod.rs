@@ -216,6 +216,23 @@ pub fn make_image(store: &ImageStore, name: &str, layers: &[(u64, usize)], oci: 
     desc
 }
 
+/// A client whose docker.io is the registry at `host` (a mirror, as scripts/local-mirror configures it).
+pub fn docker_io_mirror_client(host: &str) -> registry::Client {
+    let toml = format!("[registry.\"docker.io\"]\nmirrors = [\"{host}\"]\n");
+    let config = registry::Config::from_toml(Path::new("rbuild.toml"), &toml).unwrap();
+    registry::Client::new(config, Arc::new(registry::auth::Anonymous))
+}
+
+/// `skopeo inspect --raw` of `reference` (plain HTTP): the bytes the registry serves.
+pub fn skopeo_raw(reference: &str) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo inspect {reference}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
