@@ -133,8 +133,28 @@ fn unpack_for_host(g: &Globals, store: &Store, reference: &str) -> Result<(Optio
     Ok((top, config))
 }
 
+/// The directory debug runs keep their overlay scratch directories in (each run removes its own) and the
+/// namespace executor its state (a mount point and the shared /etc sources): one for every debug run of
+/// this user, made once, so a run makes and removes no directories beyond its overlay's upper and work.
+/// Refused when someone else owns it (it is in a shared temporary directory).
+fn debug_state_dir() -> Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let dir = std::env::temp_dir().join("rbuild-debug-run");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let meta = std::fs::symlink_metadata(&dir).with_context(|| format!("cannot inspect {}", dir.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != me {
+        bail!("{} is not a directory of this user (uid {me}); remove it", dir.display());
+    }
+    Ok(dir)
+}
+
 pub fn run(args: RunArgs, g: &Globals) -> Result<ExitCode> {
-    let state_dir = std::env::temp_dir().join(format!("rbuild-debug-run-{}", std::process::id()));
+    let state_dir = debug_state_dir()?;
     let executor = engine::executor(&args.oci_runtime, &state_dir)?;
     let result = match (&args.rootfs, &args.image) {
         (Some(rootfs), _) => {
@@ -168,7 +188,6 @@ pub fn run(args: RunArgs, g: &Globals) -> Result<ExitCode> {
         }
         (None, None) => bail!("give --rootfs DIR or --image REF"),
     };
-    let _ = std::fs::remove_dir_all(&state_dir);
     let outcome = result.with_context(|| format!("cannot run {:?} in the sandbox", args.cmd.join(" ")))?;
     for w in &outcome.warnings {
         eprintln!("warning: {w}");

@@ -57,12 +57,14 @@ fn scratch(keep: Option<&Path>, state_dir: &Path) -> Result<Scratch, DebugRunErr
         }
         None => {
             std::fs::create_dir_all(state_dir).map_err(err(state_dir))?;
-            let dir = tempfile::Builder::new().prefix("debug-").tempdir_in(state_dir).map_err(err(state_dir))?;
-            let (upper, work) = (dir.path().join("upper"), dir.path().join("work"));
-            for d in [&upper, &work] {
-                std::fs::create_dir(d).map_err(err(d))?;
-            }
-            Ok(Scratch { upper, work, _temps: vec![dir] })
+            // Two directories, no parent of their own: each one made and removed costs on a busy filesystem.
+            let temp = |prefix| tempfile::Builder::new().prefix(prefix).tempdir_in(state_dir).map_err(err(state_dir));
+            let (upper, work) = (temp("debug-upper-")?, temp("debug-work-")?);
+            Ok(Scratch {
+                upper: upper.path().to_path_buf(),
+                work: work.path().to_path_buf(),
+                _temps: vec![work, upper],
+            })
         }
     }
 }

@@ -6,6 +6,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -223,11 +224,9 @@ fn only_loopback_servers(conf: &str) -> bool {
     servers.all(|a| a.starts_with("127.") || a == "::1")
 }
 
-/// Writes the per-run files: /etc/hosts and /etc/resolv.conf sources, the (empty) secret and
-/// ssh directories and the rootfs mount point.
-pub(crate) fn write_state(dir: &Path, process: &ProcessSpec) -> io::Result<(EtcFiles, PathBuf)> {
-    let etc = EtcFiles::in_dir(dir);
-    std::fs::write(&etc.hosts, hosts_file(&process.hostname, &process.extra_hosts))?;
+/// The contents of the run's /etc/hosts and /etc/resolv.conf.
+pub(crate) fn etc_contents(process: &ProcessSpec) -> (String, String) {
+    let hosts = hosts_file(&process.hostname, &process.extra_hosts);
     let mut host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     if !process.network.is_host() && only_loopback_servers(&host_resolv) {
         // systemd-resolved's stub (127.0.0.53) is out of a namespace's reach; its upstream servers are not
@@ -238,7 +237,16 @@ pub(crate) fn write_state(dir: &Path, process: &ProcessSpec) -> io::Result<(EtcF
             }
         }
     }
-    std::fs::write(&etc.resolv_conf, resolv_conf(&host_resolv, process.network))?;
+    (hosts, resolv_conf(&host_resolv, process.network))
+}
+
+/// Writes the per-run files: /etc/hosts and /etc/resolv.conf sources, the (empty) secret and
+/// ssh directories and the rootfs mount point.
+pub(crate) fn write_state(dir: &Path, process: &ProcessSpec) -> io::Result<(EtcFiles, PathBuf)> {
+    let etc = EtcFiles::in_dir(dir);
+    let (hosts, resolv) = etc_contents(process);
+    std::fs::write(&etc.hosts, hosts)?;
+    std::fs::write(&etc.resolv_conf, resolv)?;
     for d in [&etc.secrets, &etc.ssh] {
         std::fs::DirBuilder::new().mode(0o700).create(d)?;
     }
@@ -310,6 +318,55 @@ pub(crate) fn pump(src: impl Read, stream: Stream, sink: &dyn OutputSink) {
     }
 }
 
+/// The directory under the state directory on which each run's helper mounts its tmpfs.
+const RUN_DIR: &str = "mnt";
+/// The directory under the state directory holding the /etc/hosts and /etc/resolv.conf sources.
+const ETC_DIR: &str = "etc";
+
+/// The /etc/hosts and /etc/resolv.conf sources of a run. With the seccomp profile (which keeps a step from
+/// remounting its read-only binds) they are files named by the digest of their contents, written by the
+/// first run that needs them and kept for the others; a step without it gets copies of its own, removed on
+/// drop, so it cannot change the next step's files.
+struct EtcSources {
+    hosts: PathBuf,
+    resolv_conf: PathBuf,
+    own: bool,
+}
+
+impl EtcSources {
+    fn write(dir: &Path, process: &ProcessSpec, run_name: &str) -> io::Result<EtcSources> {
+        std::fs::create_dir_all(dir)?;
+        let (hosts, resolv_conf) = etc_contents(process);
+        let own = !process.seccomp;
+        let file = |name: &str, contents: &str| -> io::Result<PathBuf> {
+            let path = if own {
+                dir.join(format!("{run_name}-{name}"))
+            } else {
+                let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(contents.as_bytes()));
+                dir.join(format!("{}-{name}", &digest[..32]))
+            };
+            if own || std::fs::symlink_metadata(&path).is_err() {
+                // Complete or absent under its name: a concurrent run writing the same bytes replaces it.
+                let mut tmp = tempfile::Builder::new().prefix(".new-").tempfile_in(dir)?;
+                tmp.write_all(contents.as_bytes())?;
+                tmp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+                tmp.persist(&path).map_err(|e| e.error)?;
+            }
+            Ok(path)
+        };
+        Ok(EtcSources { hosts: file("hosts", &hosts)?, resolv_conf: file("resolv.conf", &resolv_conf)?, own })
+    }
+}
+
+impl Drop for EtcSources {
+    fn drop(&mut self) {
+        if self.own {
+            let _ = std::fs::remove_file(&self.hosts);
+            let _ = std::fs::remove_file(&self.resolv_conf);
+        }
+    }
+}
+
 /// The default executor: namespaces set up by a re-executed helper (see [`crate::init`]).
 #[derive(Debug, Clone)]
 pub struct NamespaceExecutor {
@@ -344,9 +401,28 @@ impl Executor for NamespaceExecutor {
             return Err(ExecError::Cancelled);
         }
         let state_err = |source| ExecError::State { dir: self.state_dir.clone(), source };
-        std::fs::create_dir_all(&self.state_dir).map_err(state_err)?;
-        let state = tempfile::Builder::new().prefix("run-").tempdir_in(&self.state_dir).map_err(state_err)?;
-        let (etc, rootfs_dir) = write_state(state.path(), process).map_err(state_err)?;
+        static RUNS: AtomicU64 = AtomicU64::new(0);
+        let run_name = format!("run-{}", RUNS.fetch_add(1, Ordering::Relaxed));
+        // A run makes and removes nothing on the host's filesystem for itself (on a busy ext4 each costs up
+        // to a millisecond): the secrets' directory and the rootfs mount point are on a tmpfs the helper
+        // mounts on `run_dir`, in its own mount namespace (concurrent runs share the empty mount point), and
+        // the /etc/hosts and /etc/resolv.conf sources are shared by the runs that have the same contents.
+        // Only the ssh-agent sockets, which this process serves, need a directory of the run's own.
+        let run_dir = self.state_dir.join(RUN_DIR);
+        std::fs::create_dir_all(&run_dir).map_err(state_err)?;
+        let etc_sources = EtcSources::write(&self.state_dir.join(ETC_DIR), process, &run_name).map_err(state_err)?;
+        let ssh_dir = if process.mounts.iter().any(|m| matches!(m.kind, RunMountKind::Ssh { .. })) {
+            Some(tempfile::Builder::new().prefix("ssh-").tempdir_in(&self.state_dir).map_err(state_err)?)
+        } else {
+            None
+        };
+        let etc = EtcFiles {
+            hosts: etc_sources.hosts.clone(),
+            resolv_conf: etc_sources.resolv_conf.clone(),
+            ssh: ssh_dir.as_ref().map_or_else(|| run_dir.join("ssh"), |d| d.path().to_path_buf()),
+            ..EtcFiles::in_dir(&run_dir)
+        };
+        let rootfs_dir = run_dir.join("rootfs");
         let agents = forward_agents(process, &etc)?;
         let mut warnings = Vec::new();
         // A network namespace with NAT that no other running step has (the host's side set up once per
@@ -359,11 +435,11 @@ impl Executor for NamespaceExecutor {
             // Without the profile a step could change its namespace for the next one.
             network.iter_mut().for_each(|n| n.discard());
         }
-        let run_name = state.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let cgroup = run_cgroup(&run_name, process, &mut warnings);
         let config = HelperConfig {
             rootfs: rootfs.to_vec(),
             rootfs_dir,
+            run_dir,
             process: process.clone(),
             etc,
             netns: network.as_ref().map(|n| n.path()),
@@ -420,7 +496,8 @@ impl Executor for NamespaceExecutor {
             }
         }
         drop(network);
-        drop(state);
+        drop(ssh_dir);
+        drop(etc_sources);
         match report {
             HelperReport::Exited(c) => Ok(RunOutcome { status: ExitStatus::Exited(c), warnings }),
             HelperReport::Signaled(s) => Ok(RunOutcome { status: ExitStatus::Signaled(s), warnings }),

@@ -32,6 +32,9 @@ pub struct HelperConfig {
     /// The snapshot's mounts, mounted on `rootfs_dir` inside the helper's mount namespace only.
     pub rootfs: Vec<Mount>,
     pub rootfs_dir: PathBuf,
+    /// An empty directory on which the helper mounts a tmpfs of its own mount namespace (concurrent runs
+    /// share it) holding `rootfs_dir` and the secrets' directory of `etc`: they vanish with the namespace.
+    pub run_dir: PathBuf,
     pub process: ProcessSpec,
     pub etc: EtcFiles,
     /// The step's network namespace (the default network, prepared by the executor's pool): a path that
@@ -111,7 +114,8 @@ fn helper_main() -> ! {
         Ok(r) => r,
         Err(e) => HelperReport::Failed(e.to_string()),
     };
-    let ok = serde_json::to_writer(&mut report, &out).is_ok();
+    // One write: a JSON writer on the socket itself would make a syscall per token.
+    let ok = serde_json::to_vec(&out).is_ok_and(|bytes| report.write_all(&bytes).is_ok());
     sys::exit_now(if ok { 0 } else { 121 })
 }
 
@@ -143,6 +147,7 @@ fn run_helper(cfg: &HelperConfig) -> Result<HelperReport, InitError> {
     linux
         .mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")
         .map_err(step("make the mounts private"))?;
+    mount_run_dir(&linux, cfg).map_err(step("mount the run's tmpfs"))?;
     crate::stubs::write_secrets(&linux, &cfg.etc, &cfg.process).map_err(step("put the secrets on a tmpfs"))?;
     snapshotter::mount::mount_all(&cfg.rootfs, &cfg.rootfs_dir)?;
     // Only the default devices open (Docker's list): the step keeps CAP_MKNOD, as under Docker, but the
@@ -205,6 +210,16 @@ fn run_helper(cfg: &HelperConfig) -> Result<HelperReport, InitError> {
     Ok(done.unwrap_or_else(|| {
         HelperReport::Failed(format!("sandbox init ended without a status ({init_end:?}); this is a bug in rbuild"))
     }))
+}
+
+/// Mounts the run's tmpfs on `run_dir` (the mounts are private already) and makes the secrets' directory
+/// and the rootfs mount point on it.
+fn mount_run_dir(sys: &dyn Syscall, cfg: &HelperConfig) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    sys.mount("tmpfs", &cfg.run_dir, "tmpfs", flags, "mode=0755,size=64k")?;
+    std::fs::DirBuilder::new().mode(0o700).create(&cfg.etc.secrets)?;
+    std::fs::create_dir(&cfg.rootfs_dir)
 }
 
 fn send(tx: &OwnedFd, msg: &InitMessage) {

@@ -42,7 +42,7 @@ fn changes_are_discarded_or_kept() {
     let (r, out) = run(&f, &["sh", "-c", "echo hi > /etc/motd; mkdir /app"], |_| {});
     assert!(r.unwrap().status.success(), "{out}");
     assert!(!f.lower().join("etc/motd").exists());
-    assert_eq!(std::fs::read_dir(f.dir.path().join("state")).unwrap().count(), 0, "scratch left behind");
+    assert_eq!(common::leftover_state(&f.dir.path().join("state")), Vec::<String>::new(), "scratch left behind");
 
     let keep = f.dir.path().join("kept");
     let (r, out) = run(&f, &["sh", "-c", "echo hi > /created"], |r| r.keep = Some(keep.clone()));

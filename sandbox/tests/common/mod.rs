@@ -144,13 +144,9 @@ impl Fixture {
     }
 
     /// The per-run state entries left under the state directory (the runc executor keeps the runtime's
-    /// own state directory there).
+    /// own state directory there, the namespace executor the empty mount point of its runs' tmpfs).
     pub fn leftover_state(&self) -> Vec<String> {
-        std::fs::read_dir(self.dir.path().join("state"))
-            .map(|d| {
-                d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n != "runtime").collect()
-            })
-            .unwrap_or_default()
+        leftover_state(&self.dir.path().join("state"))
     }
 
     /// Runs `sh -c script` with `edit` applied to the process; returns the outcome, stdout and stderr.
@@ -290,4 +286,30 @@ impl Drop for LoopbackServer {
             let _ = t.join();
         }
     }
+}
+
+/// The entries of a state directory that a finished run should not have left: anything but the runc
+/// runtime's directory, the namespace executor's mount point (which must be empty) and its /etc sources
+/// shared by content (a run's own copies, `run-*`, must be gone).
+pub fn leftover_state(dir: &Path) -> Vec<String> {
+    let names = |p: &Path| -> Vec<String> {
+        std::fs::read_dir(p)
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for name in names(dir) {
+        match name.as_str() {
+            "runtime" => {}
+            "mnt" if names(&dir.join("mnt")).is_empty() => {}
+            "etc" => out.extend(
+                names(&dir.join("etc"))
+                    .into_iter()
+                    .filter(|n| n.starts_with("run-") || n.starts_with('.'))
+                    .map(|n| format!("etc/{n}")),
+            ),
+            _ => out.push(name),
+        }
+    }
+    out
 }
