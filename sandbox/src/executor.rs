@@ -1,7 +1,7 @@
 //! The [`Executor`] trait and the namespace executor.
 
 use std::io::{self, BufRead, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,7 @@ use crate::network::NetworkError;
 use crate::process::{NetworkMode, ProcessSpec, RunMountKind};
 use crate::spec::EtcFiles;
 use crate::ssh::AgentForward;
+use crate::sys::Forked;
 
 /// How the command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -367,25 +368,83 @@ impl Drop for EtcSources {
     }
 }
 
-/// The default executor: namespaces set up by a re-executed helper (see [`crate::init`]).
+/// The default executor: namespaces set up by a helper process (see [`crate::init`]).
 #[derive(Debug, Clone)]
 pub struct NamespaceExecutor {
     helper: PathBuf,
+    /// Whether the helper may be a fork of this process when it has a single thread.
+    may_fork: bool,
     state_dir: PathBuf,
     networks: Arc<crate::network::NetPool>,
 }
 
+/// A started helper: its pid and the read ends of its stdout and stderr.
+struct Helper {
+    pid: libc::pid_t,
+    stdout: std::fs::File,
+    stderr: std::fs::File,
+}
+
 impl NamespaceExecutor {
     /// Re-executes this binary (`/proc/self/exe`), whose `main` must call [`crate::init::maybe_run`] first;
-    /// per-run state goes under `state_dir`.
+    /// per-run state goes under `state_dir`. A process with a single thread (`rbuild debug run`) forks the
+    /// helper instead: a fork may run any code there, and it spares the run loading the binary again (its
+    /// relocations and page faults, 1-2 ms per run for rbuild's); a multithreaded one (the tokio engine)
+    /// must re-execute.
     pub fn new(state_dir: impl Into<PathBuf>) -> NamespaceExecutor {
-        NamespaceExecutor { helper: "/proc/self/exe".into(), state_dir: state_dir.into(), networks: Default::default() }
+        NamespaceExecutor {
+            helper: "/proc/self/exe".into(),
+            may_fork: true,
+            state_dir: state_dir.into(),
+            networks: Default::default(),
+        }
     }
 
-    /// Uses another binary as the helper (one whose `main` calls [`crate::init::maybe_run`]).
+    /// Uses another binary as the helper (one whose `main` calls [`crate::init::maybe_run`]), always.
     pub fn with_helper(mut self, helper: impl Into<PathBuf>) -> NamespaceExecutor {
         self.helper = helper.into();
+        self.may_fork = false;
         self
+    }
+
+    /// The helper as a fork of this process, when allowed and this process has a single thread.
+    fn fork_helper(&self, config: &HelperConfig, report: BorrowedFd<'_>) -> Result<Option<Helper>, ExecError> {
+        if !self.may_fork {
+            return Ok(None);
+        }
+        let spawn_err = |source| ExecError::Spawn { helper: "a fork of this process".into(), source };
+        let (out_r, out_w) = crate::sys::pipe().map_err(spawn_err)?;
+        let (err_r, err_w) = crate::sys::pipe().map_err(spawn_err)?;
+        let parent = std::process::id();
+        match crate::sys::fork_if_single_threaded().map_err(spawn_err)? {
+            None => Ok(None),
+            Some(Forked::Child) => {
+                crate::init::forked_helper_main(parent, report, out_w.as_fd(), err_w.as_fd(), config)
+            }
+            Some(Forked::Parent(pid)) => Ok(Some(Helper { pid, stdout: out_r.into(), stderr: err_r.into() })),
+        }
+    }
+
+    /// The helper as a new execution of the helper binary; the config goes over `report` after it.
+    fn exec_helper(&self, report: UnixStream) -> Result<Helper, ExecError> {
+        let spawn_err = |source| ExecError::Spawn { helper: self.helper.clone(), source };
+        let mut child = Command::new(&self.helper)
+            .arg(HELPER_ARG)
+            .env_clear()
+            .env(crate::init::PARENT_ENV, std::process::id().to_string())
+            .stdin(Stdio::from(OwnedFd::from(report)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_err)?;
+        let missing = || ExecError::Protocol("the helper's output pipes are missing".into());
+        let stdout = child.stdout.take().ok_or_else(missing)?;
+        let stderr = child.stderr.take().ok_or_else(missing)?;
+        Ok(Helper {
+            pid: child.id() as libc::pid_t,
+            stdout: OwnedFd::from(stdout).into(),
+            stderr: OwnedFd::from(stderr).into(),
+        })
     }
 }
 
@@ -445,46 +504,51 @@ impl Executor for NamespaceExecutor {
             netns: network.as_ref().map(|n| n.path()),
             cgroup: cgroup.as_ref().map(|c| c.path().to_path_buf()),
         };
-        let config = serde_json::to_vec(&config).map_err(|e| ExecError::Protocol(e.to_string()))?;
-
         let (mut ours, theirs) = UnixStream::pair().map_err(|e| ExecError::Protocol(e.to_string()))?;
-        let spawn_err = |source| ExecError::Spawn { helper: self.helper.clone(), source };
-        let mut child = Command::new(&self.helper)
-            .arg(HELPER_ARG)
-            .env_clear()
-            .env(crate::init::PARENT_ENV, std::process::id().to_string())
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(spawn_err)?;
-        let reg = crate::sys::pidfd_open(child.id()).ok().map(|fd| cancel.register(fd));
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
+        let (helper, config) = match self.fork_helper(&config, theirs.as_fd())? {
+            Some(helper) => {
+                // The report's EOF comes when the helper's end is closed everywhere.
+                drop(theirs);
+                (helper, None)
+            }
+            None => {
+                let bytes = serde_json::to_vec(&config).map_err(|e| ExecError::Protocol(e.to_string()))?;
+                (self.exec_helper(theirs)?, Some(bytes))
+            }
+        };
+        let reg = crate::sys::pidfd_open(helper.pid as u32).ok().map(|fd| cancel.register(fd));
+        let (stdout, stderr) = (helper.stdout, helper.stderr);
         let mut talk = || -> io::Result<Vec<u8>> {
-            ours.write_all(&config)?;
+            if let Some(config) = &config {
+                ours.write_all(config)?;
+            }
             ours.shutdown(std::net::Shutdown::Write)?;
             let mut report = Vec::new();
             ours.read_to_end(&mut report)?;
             Ok(report)
         };
         let report = std::thread::scope(|s| {
-            if let Some(out) = stdout {
-                s.spawn(move || pump(out, Stream::Stdout, output));
-            }
-            if let Some(err) = stderr {
-                s.spawn(move || pump(err, Stream::Stderr, output));
-            }
-            talk()
+            let pumps = [
+                s.spawn(move || pump(stdout, Stream::Stdout, output)),
+                s.spawn(move || pump(stderr, Stream::Stderr, output)),
+            ];
+            let report = talk();
+            // Joined, not only finished, so a single-threaded caller is single-threaded again for its next run.
+            pumps.into_iter().for_each(|p| drop(p.join()));
+            report
         });
-        let waited = child.wait();
+        let waited = crate::sys::waitpid(helper.pid, false);
         if let Some(id) = reg {
             cancel.unregister(id);
         }
         if cancel.is_cancelled() {
             return Err(ExecError::Cancelled);
         }
-        let waited = waited.map_err(|e| ExecError::Protocol(e.to_string()))?;
+        let waited = match waited.map_err(|e| ExecError::Protocol(e.to_string()))? {
+            Some((_, crate::sys::Ended::Exited(c))) => format!("exit code {c}"),
+            Some((_, crate::sys::Ended::Signaled(s))) => format!("signal {s}"),
+            None => "still running".to_string(),
+        };
         let report = report.map_err(|e| ExecError::Protocol(e.to_string()))?;
         let report: HelperReport = serde_json::from_slice(&report)
             .map_err(|e| ExecError::Protocol(format!("the helper ended ({waited}) without a report: {e}")))?;

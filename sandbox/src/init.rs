@@ -1,16 +1,18 @@
-//! The re-executed helper: `/proc/self/exe` started with [`HELPER_ARG`]. It is a fresh, single-threaded
-//! process, so unlike the multithreaded tokio parent it may fork freely.
+//! The helper: `/proc/self/exe` started with [`HELPER_ARG`], or a fork of an executor whose process has a
+//! single thread. Either way it is a single-threaded process, so unlike the multithreaded tokio parent it
+//! may fork freely.
 //!
 //! helper (new mount/uts/ipc/net/cgroup namespaces; mounts the rootfs; resolves the user; builds the spec)
 //!   └─ init, PID 1 of the new pid namespace (own mount namespace; mounts, pivot_root; reaps, forwards
 //!      signals; its death kills the namespace)
 //!        └─ the command (session leader; ids, capabilities, no_new_privs, seccomp; no inherited fds)
 //!
-//! The parent hands the [`HelperConfig`] over stdin (a socket) and reads the [`HelperReport`] back from it.
+//! The parent hands the [`HelperConfig`] over stdin (a socket; a forked helper has it in memory already)
+//! and reads the [`HelperReport`] back from it.
 
 use std::ffi::CString;
 use std::io::{self, BufRead, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -98,18 +100,52 @@ pub fn maybe_run() {
 pub const PARENT_ENV: &str = "RBUILD_SANDBOX_PARENT";
 
 fn helper_main() -> ! {
+    let expected = std::env::var(PARENT_ENV).ok().and_then(|p| p.parse::<u32>().ok());
+    let mut report = start_helper(expected);
+    let result = read_config(&mut report).and_then(|cfg| run_helper(&cfg));
+    finish_helper(report, result)
+}
+
+/// The helper as a fork of the executor's single-threaded process (see [`crate::NamespaceExecutor`]),
+/// with `cfg` at hand: the report socket, stdout and stderr go onto 0, 1 and 2 and every other descriptor
+/// of the parent is closed, so it runs as the re-executed helper does from there on.
+pub(crate) fn forked_helper_main(
+    parent: u32,
+    report: BorrowedFd<'_>,
+    stdout: BorrowedFd<'_>,
+    stderr: BorrowedFd<'_>,
+    cfg: &HelperConfig,
+) -> ! {
+    // The parent's descriptors 0-2 are open (std opens /dev/null for missing ones), so these three are
+    // all above 2 and none is overwritten before it is duplicated.
+    for (fd, target) in [(report, 0), (stdout, 1), (stderr, 2)] {
+        if sys::dup_onto(fd, target).is_err() {
+            sys::exit_now(120);
+        }
+    }
+    if sys::close_fds_from(3).is_err() {
+        sys::exit_now(120);
+    }
+    let report = start_helper(Some(parent));
+    finish_helper(report, run_helper(cfg))
+}
+
+/// The helper's first steps: it dies with the process that started it, and takes the report socket off
+/// stdin (the command must not see it).
+fn start_helper(expected_parent: Option<u32>) -> std::fs::File {
     // The helper dies with the process that started it (a killed daemon or CLI leaves no RUN behind): the
     // parent-death signal, and a check for a parent that died before it was set. The starting thread waits
     // for the helper, so it outlives it unless the process dies.
     let _ = sys::set_parent_death_signal(libc::SIGKILL);
-    let expected = std::env::var(PARENT_ENV).ok().and_then(|p| p.parse::<u32>().ok());
-    if expected.is_some_and(|p| p != std::os::unix::process::parent_id()) {
+    if expected_parent.is_some_and(|p| p != std::os::unix::process::parent_id()) {
         sys::exit_now(123);
     }
     // The socket on stdin carries the config in and the report out; the command must not see it.
     let Ok(report_fd) = io::stdin().as_fd().try_clone_to_owned() else { sys::exit_now(120) };
-    let mut report = std::fs::File::from(report_fd);
-    let result = read_config(&mut report).and_then(|cfg| run_helper(&cfg));
+    std::fs::File::from(report_fd)
+}
+
+fn finish_helper(mut report: std::fs::File, result: Result<HelperReport, InitError>) -> ! {
     let out = match result {
         Ok(r) => r,
         Err(e) => HelperReport::Failed(e.to_string()),

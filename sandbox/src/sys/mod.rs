@@ -190,13 +190,31 @@ pub enum Forked {
     Child,
 }
 
-/// fork(2). Only called from the helper process, which is single-threaded (it is a fresh exec of
-/// /proc/self/exe that never starts a thread), so the child may run arbitrary code.
+/// fork(2). Only called from single-threaded processes: the helper (a fresh exec of /proc/self/exe that
+/// never starts a thread) and its children, or through [`fork_if_single_threaded`]; so the child may run
+/// arbitrary code.
 pub fn fork() -> io::Result<Forked> {
     // SAFETY: the calling process is single-threaded (see above), so no lock can be held by a thread that
     // does not exist in the child; memory is copied, not shared.
     let pid = check(unsafe { libc::fork() })?;
     Ok(if pid == 0 { Forked::Child } else { Forked::Parent(pid) })
+}
+
+/// The number of threads of this process (`/proc/self/stat`, field 20), `None` when it cannot be read.
+pub fn thread_count() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces or parentheses itself.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(17)?.parse().ok()
+}
+
+/// [`fork`] when this process has exactly one thread, the caller's; `None` (and no fork) otherwise. No
+/// thread can appear between the check and the fork, since only the calling thread could start one.
+pub fn fork_if_single_threaded() -> io::Result<Option<Forked>> {
+    if thread_count() != Some(1) {
+        return Ok(None);
+    }
+    fork().map(Some)
 }
 
 /// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
