@@ -8,7 +8,7 @@
 //! a build never sees files move under it. Every path from the client is checked to be relative and clean,
 //! and its parents to be real directories of the mirror, so a client cannot write outside its mirror.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -21,17 +21,28 @@ use solver::op::BoxFuture;
 use tokio::sync::{mpsc, OwnedRwLockReadGuard, RwLock};
 
 use crate::proto::{FileData, FileStat};
-use crate::walk::{is_clean, kind};
+use crate::walk::{is_clean, kind, listing_digest};
+
+/// A client's answer to "which files are in this context?".
+#[derive(Debug)]
+pub(crate) enum Listing {
+    /// The listing has the digest the query gave: the mirror already holds it.
+    Unchanged,
+    /// The stat record of every entry, parents before children.
+    Entries(Vec<FileStat>),
+}
 
 /// The client end of a sync.
 pub(crate) trait Peer: Send + Sync {
-    /// Stat records of context `key` after the filters.
+    /// Stat records of context `key` after the filters, or [`Listing::Unchanged`] when their
+    /// [`listing_digest`] is `known`.
     fn stats<'a>(
         &'a self,
         key: &'a str,
         include: &'a [String],
         exclude: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<FileStat>, String>>;
+        known: Option<&'a [u8]>,
+    ) -> BoxFuture<'a, Result<Listing, String>>;
     /// The sha256 of each of `paths`, in order.
     fn hashes<'a>(&'a self, key: &'a str, paths: Vec<String>) -> BoxFuture<'a, Result<Vec<Vec<u8>>, String>>;
     /// The contents of `paths`, as FileData messages ending with one whose `done` is set.
@@ -61,6 +72,10 @@ struct Entry {
     gid: u32,
     size: u64,
     mtime_ns: i64,
+    /// 0 in records written before ctimes were kept: such an entry matches no stat, so its file is hashed
+    /// once more (and sent only if its content changed).
+    #[serde(default)]
+    ctime_ns: i64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     link: String,
     /// Hex sha256 of a regular file's content.
@@ -75,13 +90,17 @@ impl Entry {
             && self.gid == s.gid
             && self.size == s.size
             && self.mtime_ns == s.mtime_ns
+            && self.ctime_ns == s.ctime_ns
             && self.link == s.link_target
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Record {
     files: BTreeMap<String, Entry>,
+    /// Hex [`listing_digest`] of the client listing the mirror equals; empty when not known.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    listing: String,
 }
 
 /// Every mirror of a daemon, under `<state>/contexts`.
@@ -139,6 +158,24 @@ impl Diff {
     fn is_empty(&self) -> bool {
         self.remove.is_empty() && self.meta.is_empty() && self.files.is_empty()
     }
+
+    /// Every path whose times applying this diff may move: the entries it writes and the parent
+    /// directories of everything it writes or removes.
+    fn touched(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let written = self.meta.iter().chain(&self.files).map(|s| s.path.as_str());
+        for path in written.clone().chain(self.remove.iter().map(String::as_str)) {
+            let mut p = path;
+            while let Some((parent, _)) = p.rsplit_once('/') {
+                if !out.insert(parent.to_string()) {
+                    break;
+                }
+                p = parent;
+            }
+        }
+        out.extend(written.map(str::to_string));
+        out
+    }
 }
 
 fn diff(record: &Record, listing: &[FileStat]) -> Diff {
@@ -163,6 +200,9 @@ fn diff(record: &Record, listing: &[FileStat]) -> Diff {
     d
 }
 
+/// The size of a StatBatch that says "unchanged".
+const UNCHANGED_REPLY: u64 = 8;
+
 fn encoded(stats: &[FileStat]) -> u64 {
     stats.iter().map(|s| prost::Message::encoded_len(s) as u64).sum()
 }
@@ -176,18 +216,27 @@ impl Mirror {
         self.dir.join("record.json")
     }
 
-    fn load(&self) -> Record {
+    /// `f` of the record, read from disk on first use.
+    fn with_record<R>(&self, f: impl FnOnce(&Record) -> R) -> R {
         let mut r = lock(&self.record);
-        if r.is_none() {
+        let record = r.get_or_insert_with(|| {
             // A missing or unreadable record only costs a full transfer.
-            let loaded = std::fs::read(self.record_path())
+            std::fs::read(self.record_path())
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
                 .filter(|_| self.tree().is_dir())
-                .unwrap_or_default();
-            *r = Some(loaded);
-        }
-        Record { files: r.as_ref().map(|r| r.files.clone()).unwrap_or_default() }
+                .unwrap_or_default()
+        });
+        f(record)
+    }
+
+    fn load(&self) -> Record {
+        self.with_record(Record::clone)
+    }
+
+    /// The digest of the listing the mirror holds, if known.
+    fn known_listing(&self) -> Option<Vec<u8>> {
+        self.with_record(|r| hex::decode(&r.listing).ok().filter(|d| !d.is_empty()))
     }
 
     /// Brings the mirror up to date with the client's context and returns it, held for reading.
@@ -198,35 +247,78 @@ impl Mirror {
         include: &[String],
         exclude: &[String],
     ) -> Result<Synced, String> {
-        let listing = peer.stats(key, include, exclude).await?;
+        let known = self.known_listing();
+        let listing = match peer.stats(key, include, exclude, known.as_deref()).await? {
+            Listing::Entries(listing) => listing,
+            Listing::Unchanged => {
+                let guard = self.lock.clone().read_owned().await;
+                let held = self.with_record(|r| {
+                    (known.as_deref().is_some_and(|k| hex::encode(k) == r.listing)).then_some(r.files.len() as u64)
+                });
+                if let Some(entries) = held {
+                    let report = SyncReport { entries, files_sent: 0, bytes: UNCHANGED_REPLY };
+                    return Ok(Synced { path: self.tree(), _guard: guard, report });
+                }
+                // Another build of this context changed the mirror meanwhile: ask for the entries.
+                drop(guard);
+                match peer.stats(key, include, exclude, None).await? {
+                    Listing::Entries(listing) => listing,
+                    Listing::Unchanged => {
+                        return Err("the client answered \"unchanged\" to a query without a digest".into())
+                    }
+                }
+            }
+        };
         if let Some(bad) = listing.iter().find(|s| !is_clean(&s.path) || kind(s.mode).is_none()) {
             return Err(format!("the client sent an invalid entry {:?}", bad.path));
         }
+        let digest = hex::encode(listing_digest(&listing));
         let mut report = SyncReport { entries: listing.len() as u64, files_sent: 0, bytes: encoded(&listing) };
         {
             let guard = self.lock.clone().read_owned().await;
-            if diff(&self.load(), &listing).is_empty() {
+            if self.with_record(|r| r.listing == digest) {
                 return Ok(Synced { path: self.tree(), _guard: guard, report });
             }
         }
         let guard = self.lock.clone().write_owned().await;
         let mut record = self.load();
         let d = diff(&record, &listing);
+        let touched = d.touched();
+        if !d.is_empty() {
+            // Until this sync is saved, the record must not vouch for what it changes (nor its listing
+            // digest for the mirror): a sync that fails or is killed half way costs those paths again, never
+            // a stale file. Paths to remove stay, so a later sync removes them again.
+            let mut safe = record.clone();
+            for s in d.meta.iter().chain(&d.files) {
+                safe.files.remove(&s.path);
+            }
+            safe.listing.clear();
+            self.save(&safe)?;
+            *lock(&self.record) = Some(safe);
+        }
         let (sent, bytes) = self.apply(peer, key, &mut record, d).await?;
         // The client's times, so an export of the build is the same as a build from the client's files:
-        // COPY keeps modification times. Directories last, after their entries changed.
-        for s in listing.iter().rev() {
+        // COPY keeps modification times. Only on what this sync changed and the directories holding it
+        // (deepest first, after their entries): setting a time moves ctime, and an unchanged file's ctime
+        // is what lets the context checksum skip rehashing it and a rerun COPY hardlink its previous copy.
+        for s in listing.iter().rev().filter(|s| touched.contains(s.path.as_str())) {
             set_mtime(&self.tree().join(&s.path), s.mtime_ns)?;
         }
         report.files_sent = sent;
         report.bytes += bytes;
-        let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
-        let tmp = self.dir.join("record.json.tmp");
-        std::fs::write(&tmp, json)
-            .and_then(|_| std::fs::rename(&tmp, self.record_path()))
-            .map_err(|e| format!("cannot save the mirror record: {e}"))?;
+        record.listing = digest;
+        self.save(&record)?;
         *lock(&self.record) = Some(record);
         Ok(Synced { path: self.tree(), _guard: guard.downgrade(), report })
+    }
+
+    fn save(&self, record: &Record) -> Result<(), String> {
+        let json = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+        let tmp = self.dir.join("record.json.tmp");
+        std::fs::create_dir_all(&self.dir)
+            .and_then(|_| std::fs::write(&tmp, json))
+            .and_then(|_| std::fs::rename(&tmp, self.record_path()))
+            .map_err(|e| format!("cannot save the mirror record: {e}"))
     }
 
     /// Applies `d` to the mirror and the record; returns the files sent and the bytes received.
@@ -394,6 +486,7 @@ fn entry(s: &FileStat, sha256: String) -> Entry {
         gid: s.gid,
         size: s.size,
         mtime_ns: s.mtime_ns,
+        ctime_ns: s.ctime_ns,
         link: s.link_target.clone(),
         sha256,
     }
@@ -443,10 +536,19 @@ mod tests {
     use super::*;
 
     /// A client over a real directory, counting what it is asked.
+    #[derive(Default)]
     struct Dir {
         root: PathBuf,
+        /// Per listing query: whether it carried the digest of a held listing.
+        listed: Mutex<Vec<bool>>,
         hashed: Mutex<Vec<String>>,
         sent: Mutex<Vec<String>>,
+        /// Fail the next file transfer after this many files.
+        cut_after: Mutex<Option<usize>>,
+    }
+
+    fn dir(root: &Path) -> Dir {
+        Dir { root: root.to_path_buf(), ..Dir::default() }
     }
 
     impl Peer for Dir {
@@ -455,8 +557,16 @@ mod tests {
             _key: &'a str,
             include: &'a [String],
             exclude: &'a [String],
-        ) -> BoxFuture<'a, Result<Vec<FileStat>, String>> {
-            Box::pin(async move { crate::walk::list(&self.root, include, exclude) })
+            known: Option<&'a [u8]>,
+        ) -> BoxFuture<'a, Result<Listing, String>> {
+            Box::pin(async move {
+                lock(&self.listed).push(known.is_some());
+                let listing = crate::walk::list(&self.root, include, exclude)?;
+                Ok(match known {
+                    Some(k) if listing_digest(&listing) == k => Listing::Unchanged,
+                    _ => Listing::Entries(listing),
+                })
+            })
         }
         fn hashes<'a>(&'a self, _key: &'a str, paths: Vec<String>) -> BoxFuture<'a, Result<Vec<Vec<u8>>, String>> {
             Box::pin(async move {
@@ -471,7 +581,12 @@ mod tests {
         ) -> BoxFuture<'a, Result<mpsc::UnboundedReceiver<FileData>, String>> {
             Box::pin(async move {
                 let (tx, rx) = mpsc::unbounded_channel();
-                for p in paths {
+                let cut = lock(&self.cut_after).take();
+                for (i, p) in paths.into_iter().enumerate() {
+                    if cut == Some(i) {
+                        tx.send(FileData { error: "the client went away".into(), ..Default::default() }).unwrap();
+                        return Ok(rx);
+                    }
                     lock(&self.sent).push(p.clone());
                     let data = std::fs::read(self.root.join(&p)).unwrap();
                     let zstd = zstd::encode_all(&data[..], 3).unwrap();
@@ -509,7 +624,7 @@ mod tests {
         std::fs::write(c.join("src/a"), "one").unwrap();
         std::fs::write(c.join("src/b"), "two").unwrap();
         std::os::unix::fs::symlink("src/a", c.join("link")).unwrap();
-        let peer = Dir { root: c.to_path_buf(), hashed: Mutex::default(), sent: Mutex::default() };
+        let peer = dir(c);
         let mirrors = Mirrors::new(state.path().to_path_buf());
         let m = mirrors.get("client", "ctx");
         let s = m.sync(&peer, "ctx", &[], &[]).await.unwrap();
@@ -517,9 +632,11 @@ mod tests {
         assert_eq!(tree_of(&s.path), tree_of(c));
         drop(s);
 
-        // Nothing changed: no hash asked, nothing sent.
+        // Nothing changed: the client says so (its listing has the held digest); no hash asked, nothing sent.
         let s = m.sync(&peer, "ctx", &[], &[]).await.unwrap();
-        assert_eq!((s.report.files_sent, lock(&peer.hashed).len()), (0, 2));
+        assert_eq!((s.report.files_sent, s.report.entries, lock(&peer.hashed).len()), (0, 4, 2));
+        assert_eq!(s.report.bytes, UNCHANGED_REPLY);
+        assert_eq!(*lock(&peer.listed), [false, true]);
         drop(s);
 
         // A copy of known content is not sent; a changed file is; a removed one goes.
@@ -531,10 +648,79 @@ mod tests {
         assert_eq!(tree_of(&s.path), tree_of(c));
         drop(s);
 
-        // A new daemon process reads the record: still nothing to send.
+        // A new daemon process reads the record: still nothing to send, nor any listing.
         let again = Mirrors::new(state.path().to_path_buf()).get("client", "ctx");
         let s = again.sync(&peer, "ctx", &[], &[]).await.unwrap();
-        assert_eq!(s.report.files_sent, 0);
+        assert_eq!((s.report.files_sent, s.report.bytes), (0, UNCHANGED_REPLY));
+    }
+
+    fn ctime_of(p: &Path) -> (i64, i64) {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(p).unwrap();
+        (m.ctime(), m.ctime_nsec())
+    }
+
+    /// What the stat records promise: any write to a file is seen, even one that keeps its size and puts its
+    /// modification time back (the write moves ctime, which user space cannot set), through the digest fast
+    /// path too; and a sync touches only what changed in the mirror, so an unchanged file keeps its ctime
+    /// there (what the context checksum and a rerun COPY's reuse trust).
+    #[tokio::test]
+    async fn a_rewrite_keeping_size_and_mtime_is_seen_and_nothing_else_is_touched() {
+        let client = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let c = client.path();
+        std::fs::create_dir_all(c.join("d")).unwrap();
+        std::fs::write(c.join("d/same"), "unchanged").unwrap();
+        std::fs::write(c.join("d/victim"), "aaaa").unwrap();
+        let peer = dir(c);
+        let m = Mirrors::new(state.path().to_path_buf()).get("client", "ctx");
+        let s = m.sync(&peer, "ctx", &[], &[]).await.unwrap();
+        let mirror = s.path.clone();
+        drop(s);
+        let before = ctime_of(&mirror.join("d/same"));
+
+        let t = std::fs::symlink_metadata(c.join("d/victim")).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(c.join("d/victim"), "bbbb").unwrap();
+        std::fs::File::options().write(true).open(c.join("d/victim")).unwrap().set_modified(t).unwrap();
+        let s = m.sync(&peer, "ctx", &[], &[]).await.unwrap();
+        assert_eq!(std::fs::read_to_string(s.path.join("d/victim")).unwrap(), "bbbb");
+        assert_eq!(s.report.files_sent, 1);
+        assert_eq!(tree_of(&s.path), tree_of(c));
+        let mt = |p: &Path| std::fs::symlink_metadata(p).unwrap().modified().unwrap();
+        assert_eq!(mt(&s.path.join("d/victim")), t);
+        assert_eq!(mt(&s.path.join("d")), mt(&c.join("d")));
+        assert_eq!(ctime_of(&mirror.join("d/same")), before, "an unchanged file of the mirror was touched");
+    }
+
+    /// A sync cut off half way leaves a record that vouches only for what it did not change, so the next
+    /// one (the client unchanged, its digest the one the mirror was being brought to) still completes it.
+    #[tokio::test]
+    async fn a_sync_cut_off_half_way_is_completed_by_the_next() {
+        let client = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let c = client.path();
+        for f in ["a", "b", "c"] {
+            std::fs::write(c.join(f), format!("{f}1")).unwrap();
+        }
+        let peer = dir(c);
+        let m = Mirrors::new(state.path().to_path_buf()).get("client", "ctx");
+        drop(m.sync(&peer, "ctx", &[], &[]).await.unwrap());
+        for f in ["a", "b", "c"] {
+            std::fs::write(c.join(f), format!("{f}22")).unwrap();
+        }
+        *lock(&peer.cut_after) = Some(1);
+        assert!(m.sync(&peer, "ctx", &[], &[]).await.is_err());
+        // The same daemon, and a restarted one, both finish the job.
+        let s = m.sync(&peer, "ctx", &[], &[]).await.unwrap();
+        assert_eq!(tree_of(&s.path), tree_of(c));
+        drop(s);
+        std::fs::write(c.join("b"), "b333").unwrap();
+        *lock(&peer.cut_after) = Some(0);
+        assert!(m.sync(&peer, "ctx", &[], &[]).await.is_err());
+        let again = Mirrors::new(state.path().to_path_buf()).get("client", "ctx");
+        let s = again.sync(&peer, "ctx", &[], &[]).await.unwrap();
+        assert_eq!(tree_of(&s.path), tree_of(c));
     }
 
     #[test]

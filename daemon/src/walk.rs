@@ -4,9 +4,12 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{self, AtFlags, OFlags};
 
 use sha2::{Digest as _, Sha256};
 use solver::fileop::select::{Filter, Visit};
@@ -25,52 +28,98 @@ pub(crate) fn kind(mode: u32) -> Option<char> {
 
 /// Every path under `root` the filters select, parents before children, sorted: directories, regular files
 /// and symlinks (sockets, devices and fifos are not part of a build context). Blocking.
+///
+/// Each directory is read and its entries stat'ed through the directory's own descriptor (`fstatat`), so a
+/// stat costs no path walk from the root, and no symlink is ever followed below the root.
 pub(crate) fn list(root: &Path, include: &[String], exclude: &[String]) -> Result<Vec<FileStat>, String> {
     let filter = Filter::new(include, exclude).map_err(|e| format!("invalid context filter: {e}"))?;
+    let dir = fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, fs::Mode::empty())
+        .map_err(|e| format!("cannot read {}: {e}", root.display()))?;
     let mut out = Vec::new();
-    walk(root, "", &filter, &mut out)?;
+    walk(&dir, root, "", &filter, &mut out)?;
     Ok(out)
 }
 
-fn walk(root: &Path, rel: &str, filter: &Filter, out: &mut Vec<FileStat>) -> Result<(), String> {
-    let dir = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<io::Result<_>>()
-        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+fn walk(dir: &OwnedFd, root: &Path, rel: &str, filter: &Filter, out: &mut Vec<FileStat>) -> Result<(), String> {
+    let shown = || if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
+    let cannot_read = |e: rustix::io::Errno| format!("cannot read {}: {e}", shown().display());
+    let mut names = Vec::new();
+    for entry in fs::Dir::read_from(dir).map_err(cannot_read)? {
+        let name = entry.map_err(cannot_read)?.file_name().to_bytes().to_vec();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        match String::from_utf8(name) {
+            Ok(n) => names.push(n),
+            Err(e) => {
+                let name = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                return Err(format!("{}: a file name that is not UTF-8 cannot be sent", shown().join(name).display()));
+            }
+        }
+    }
     names.sort();
     for name in names {
-        let Some(name) = name.to_str().map(str::to_string) else {
-            return Err(format!("{}: a file name that is not UTF-8 cannot be sent", dir.join(&name).display()));
-        };
         let path = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
-        let md = std::fs::symlink_metadata(root.join(&path)).map_err(|e| format!("cannot stat {path}: {e}"))?;
-        let Some(k) = kind(md.mode()) else { continue };
+        let st = fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| format!("cannot stat {path}: {e}"))?;
+        let (mode, uid, gid, size, mtime_ns, ctime_ns) = stat_fields(&st);
+        let Some(k) = kind(mode) else { continue };
         let visit = filter.check(&path, k == 'd').map_err(|e| format!("invalid context filter: {e}"))?;
         if visit == Visit::Skip {
             continue;
         }
         let link_target = if k == 'l' {
-            let t = std::fs::read_link(root.join(&path)).map_err(|e| format!("cannot read link {path}: {e}"))?;
-            t.to_str().ok_or_else(|| format!("{path}: a link target that is not UTF-8 cannot be sent"))?.to_string()
+            let t =
+                fs::readlinkat(dir, name.as_str(), Vec::new()).map_err(|e| format!("cannot read link {path}: {e}"))?;
+            t.into_string().map_err(|_| format!("{path}: a link target that is not UTF-8 cannot be sent"))?
         } else {
             String::new()
         };
         out.push(FileStat {
             path: path.clone(),
-            mode: md.mode(),
-            uid: md.uid(),
-            gid: md.gid(),
-            size: if k == 'f' { md.size() } else { 0 },
-            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            mode,
+            uid,
+            gid,
+            size: if k == 'f' { size } else { 0 },
+            mtime_ns,
             link_target,
+            ctime_ns,
         });
         if k == 'd' {
-            walk(root, &path, filter, out)?;
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let sub = fs::openat(dir, name.as_str(), flags, fs::Mode::empty())
+                .map_err(|e| format!("cannot read {}: {e}", root.join(&path).display()))?;
+            walk(&sub, root, &path, filter, out)?;
         }
     }
     Ok(())
+}
+
+/// Mode, uid, gid, size and modification and change times (ns) of a stat, whose field types differ by
+/// architecture.
+#[allow(clippy::unnecessary_cast)]
+fn stat_fields(st: &fs::Stat) -> (u32, u32, u32, u64, i64, i64) {
+    let ns = |sec: i64, nsec: i64| sec * 1_000_000_000 + nsec;
+    (
+        st.st_mode as u32,
+        st.st_uid as u32,
+        st.st_gid as u32,
+        st.st_size as u64,
+        ns(st.st_mtime as i64, st.st_mtime_nsec as i64),
+        ns(st.st_ctime as i64, st.st_ctime_nsec as i64),
+    )
+}
+
+/// The digest of a listing, as the client sends it and the daemon records it: the protobuf encoding of
+/// every entry, in order, each length-prefixed. Equal digests mean equal listings, so a daemon holding a
+/// listing with this digest needs none of its entries again.
+pub(crate) fn listing_digest(listing: &[FileStat]) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(b"rbuild listing v1\0");
+    for s in listing {
+        h.update(prost::Message::encode_length_delimited_to_vec(s));
+    }
+    h.finalize().to_vec()
 }
 
 /// A relative, slash-separated path with only normal components, as the protocol carries them.

@@ -346,13 +346,19 @@ async fn answer_stats(here: Arc<Here>, q: proto::ContextQuery, tx: mpsc::Sender<
     };
     let files = entries.iter().filter(|e| walk::kind(e.mode) == Some('f')).map(|e| e.path.clone()).collect();
     here.offered.lock().unwrap_or_else(|e| e.into_inner()).insert(q.key.clone(), Arc::new(Offered { root, files }));
+    // The daemon holds this very listing: say so instead of sending it.
+    if !q.listing_digest.is_empty() && walk::listing_digest(&entries) == q.listing_digest {
+        let b = StatBatch { request_id: q.request_id, done: true, unchanged: true, ..Default::default() };
+        let _ = tx.send(send(b)).await;
+        return;
+    }
     let mut chunks: Vec<Vec<proto::FileStat>> = entries.chunks(STAT_BATCH).map(|c| c.to_vec()).collect();
     if chunks.is_empty() {
         chunks.push(Vec::new());
     }
     let n = chunks.len();
     for (i, entries) in chunks.into_iter().enumerate() {
-        let b = StatBatch { request_id: q.request_id, entries, done: i + 1 == n, error: String::new() };
+        let b = StatBatch { request_id: q.request_id, entries, done: i + 1 == n, ..Default::default() };
         if tx.send(send(b)).await.is_err() {
             return;
         }

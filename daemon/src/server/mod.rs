@@ -128,7 +128,9 @@ pub async fn serve(
             }
             Address::Tcp(hp) => {
                 let listener = bind_tcp(a, hp).await?;
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                // No Nagle: a reply's small frames (headers, then a context query) must not wait for the
+                // client's delayed ACK, which costs ~40 ms a round trip.
+                let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
                 let mut builder = tonic::transport::Server::builder();
                 if let Some(tls) = &opts.tls {
                     builder = builder.tls_config(tls.server_config()?).map_err(|e| DaemonError::Tls(e.to_string()))?;

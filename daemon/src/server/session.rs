@@ -15,9 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::{Status, Streaming};
 
 use super::Counters;
-use crate::mirror::{Mirror, Peer, Synced};
+use crate::mirror::{Listing, Mirror, Peer, Synced};
 use crate::proto::{client_message, server_message, ClientMessage, FileData, ServerMessage, SshData, StatBatch};
-use crate::proto::{ContextQuery, FileQuery, FileStat, HashBatch, HashQuery, OutputData, SecretRequest, SshOpen};
+use crate::proto::{ContextQuery, FileQuery, HashBatch, HashQuery, OutputData, SecretRequest, SshOpen};
 
 pub(crate) type Outbound = mpsc::Sender<Result<ServerMessage, Status>>;
 
@@ -142,15 +142,21 @@ impl Peer for SessionPeer {
         key: &'a str,
         include: &'a [String],
         exclude: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<FileStat>, String>> {
+        known: Option<&'a [u8]>,
+    ) -> BoxFuture<'a, Result<Listing, String>> {
         Box::pin(async move {
             let s = &self.0;
             s.check_open()?;
             let id = s.id();
             let (tx, mut rx) = mpsc::unbounded_channel();
             s.expect(id, Reply::Stats(tx));
-            let q =
-                ContextQuery { request_id: id, key: key.into(), include: include.to_vec(), exclude: exclude.to_vec() };
+            let q = ContextQuery {
+                request_id: id,
+                key: key.into(),
+                include: include.to_vec(),
+                exclude: exclude.to_vec(),
+                listing_digest: known.map(<[u8]>::to_vec).unwrap_or_default(),
+            };
             s.send(server_message::Msg::ContextQuery(q)).await?;
             let mut out = Vec::new();
             let result = loop {
@@ -158,9 +164,15 @@ impl Peer for SessionPeer {
                 if !b.error.is_empty() {
                     break Err(b.error);
                 }
+                if b.unchanged {
+                    if known.is_none() || !out.is_empty() || !b.done {
+                        break Err("the client answered \"unchanged\" where it had to list the context".into());
+                    }
+                    break Ok(Listing::Unchanged);
+                }
                 out.extend(b.entries);
                 if b.done {
-                    break Ok(out);
+                    break Ok(Listing::Entries(out));
                 }
             };
             s.done(id);
