@@ -16,7 +16,6 @@ import statistics
 import shutil
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -795,9 +794,10 @@ class Trash:
             return
         t0 = time.monotonic()
         roots = sorted(self.path.iterdir())
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(rmtree, roots))
-        rmtree(self.path)
+        # Processes, not threads: this also runs at exit, when concurrent.futures takes no more work.
+        for p in [subprocess.Popen(["rm", "-rf", str(r)]) for r in roots]:
+            p.wait()
+        rmtree(self.path)  # what rm left (mounts of a tool that crashed)
         log(f"deleted {len(roots)} finished state roots of scenario 9 ({self.bytes / 1e6:.0f} MB) in "
             f"{time.monotonic() - t0:.0f} s" + (f"; waiting {self.WINDOW:.0f} s (untimed) until ext4 reuses "
                                                 "their inodes" if wait else ""))
