@@ -641,3 +641,26 @@ fn copy_dir_materialises_a_filtered_context() {
         ["dir/ 755 0:0", "dir/a 644 0:0 a", "dir/empty/ 700 0:0", "foo 644 0:0 foo-contents"]
     );
 }
+
+#[test]
+fn xattr_lists_and_values_longer_than_the_first_buffer_are_copied() {
+    need_root!();
+    let f = Fixture::new();
+    let c = f.ctx.path();
+    // Names past 1024 bytes in all and a value past 256 bytes: the copy reads both through the source's
+    // fd and must grow its buffers for them.
+    let names: Vec<String> = (0..20).map(|i| format!("user.{i:02}-{}", "n".repeat(52))).collect();
+    let long = vec![b'v'; 600];
+    for n in &names {
+        snapshotter::sys::set_xattr(&c.join("foo"), n, n.as_bytes()).unwrap();
+    }
+    snapshotter::sys::set_xattr(&c.join("foo"), "user.long", &long).unwrap();
+    run_copy(&f.src(), f.dest.path(), copy("/foo", "/copied")).unwrap();
+    let d = f.dest.path().join("copied");
+    for n in &names {
+        assert_eq!(snapshotter::sys::get_xattr(&d, n).unwrap().as_deref(), Some(n.as_bytes()), "{n}");
+    }
+    assert_eq!(snapshotter::sys::get_xattr(&d, "user.long").unwrap(), Some(long));
+    let (src, dst) = (fs::metadata(c.join("foo")).unwrap(), fs::metadata(&d).unwrap());
+    assert_eq!((dst.mode(), dst.mtime(), dst.mtime_nsec()), (src.mode(), src.mtime(), src.mtime_nsec()));
+}

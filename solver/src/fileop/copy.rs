@@ -266,15 +266,19 @@ impl Copier<'_> {
                     return Ok(());
                 }
                 self.links.insert((m.dev, m.ino), (dir.clone(), last.clone()));
-            } else if absent && self.reuse.is_some() {
-                let attrs = self.attrs(&m, &e.dir, &e.name);
-                if self.reuse.as_deref_mut().is_some_and(|r| r.offer(comps, e, &attrs)) {
-                    return Ok(());
-                }
             }
             let mut from = fsys::open_file(&*e.dir, &e.name).map_err(fail(&format!("open {} for", e.real)))?;
+            // Read and set through the fds: a path call per attribute costs a lookup each (and the xattr
+            // calls a walk through /proc/self/fd), which a copy of thousands of small files feels.
+            let attrs = self.attrs_with(&m, fsys::fd_xattrs(&from).unwrap_or_default());
+            if m.nlink <= 1 && absent && self.reuse.as_deref_mut().is_some_and(|r| r.offer(comps, e, &attrs)) {
+                return Ok(());
+            }
             let mut to = fsys::create_file(&*dir, name, 0o600).map_err(fail("create"))?;
             io::copy(&mut from, &mut to).map_err(fail("write"))?;
+            let a = attrs;
+            return fsys::set_fd_attrs(&to, a.uid, a.gid, &a.xattrs, a.mode, a.atime, a.mtime)
+                .map_err(fail("copy metadata to"));
         } else if m.is_symlink() {
             let target = fsys::readlink(&*e.dir, &e.name).map_err(fail(&format!("readlink {} for", e.real)))?;
             rfs::symlinkat(OsStr::from_bytes(&target), &*dir, name)
@@ -315,6 +319,11 @@ impl Copier<'_> {
 
     /// What an entry copied from `m` ends with: the overrides applied to the source's attributes.
     fn attrs(&self, m: &Meta, src_dir: &OwnedFd, src_name: &OsStr) -> Attrs {
+        self.attrs_with(m, fsys::xattrs(src_dir, src_name).unwrap_or_default())
+    }
+
+    /// [`Copier::attrs`] with the source's xattrs already read.
+    fn attrs_with(&self, m: &Meta, xattrs: Vec<(String, Vec<u8>)>) -> Attrs {
         let (uid, gid) = self.ov.owner.unwrap_or((m.uid, m.gid));
         // A numeric --chmod is the whole mode, special bits included (fsutil's copyFileInfo).
         let mode = if let Some(mode) = self.ov.mode {
@@ -328,7 +337,6 @@ impl Copier<'_> {
             Some(t) => (t, t),
             None => (m.atime, m.mtime),
         };
-        let xattrs = fsys::xattrs(src_dir, src_name).unwrap_or_default();
         Attrs { uid, gid, mode, atime, mtime, xattrs }
     }
 }

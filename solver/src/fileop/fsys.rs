@@ -281,6 +281,80 @@ pub fn xattrs(dir: &OwnedFd, name: &OsStr) -> io::Result<Vec<(String, Vec<u8>)>>
     Ok(out)
 }
 
+/// [`xattrs`] of an open file: `flistxattr`/`fgetxattr` on the fd, without the path walk through
+/// `/proc/self/fd` that the path form costs for every file of a copy.
+pub fn fd_xattrs(fd: impl AsFd) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let fd = fd.as_fd();
+    let unsupported = |e: rustix::io::Errno| e == rustix::io::Errno::NOTSUP;
+    let mut names = [0u8; 1024];
+    let mut big = Vec::new();
+    let list: &[u8] = match rfs::flistxattr(fd, &mut names[..]) {
+        Ok(n) => &names[..n],
+        Err(e) if unsupported(e) => return Ok(Vec::new()),
+        Err(e) if e == rustix::io::Errno::RANGE => loop {
+            big.resize(rfs::flistxattr_query(fd)?.max(big.len() * 2).max(names.len() * 2), 0);
+            match rfs::flistxattr(fd, &mut big[..]) {
+                Ok(n) => break &big[..n],
+                Err(e) if e == rustix::io::Errno::RANGE => continue, // grew meanwhile
+                Err(e) => return Err(e.into()),
+            }
+        },
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for key in list.split(|b| *b == 0).filter(|k| !k.is_empty()) {
+        let key = String::from_utf8_lossy(key).into_owned();
+        if key.starts_with("trusted.overlay.") {
+            continue;
+        }
+        let mut value = vec![0u8; 256];
+        loop {
+            match rfs::fgetxattr(fd, key.as_str(), &mut value[..]) {
+                Ok(n) => {
+                    value.truncate(n);
+                    out.push((key, value));
+                    break;
+                }
+                Err(e) if e == rustix::io::Errno::RANGE => {
+                    let need = rfs::fgetxattr_query(fd, key.as_str())?;
+                    value.resize(need.max(value.len() * 2), 0);
+                }
+                Err(e) if e == rustix::io::Errno::NODATA || unsupported(e) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Owner, xattrs, mode and times of an open regular file, in the order of [`chown`], [`set_xattrs`],
+/// [`chmod`] and [`set_times`] (chown clears set-id bits, so the mode comes after it); xattrs the file
+/// system refuses are skipped as there.
+pub fn set_fd_attrs(
+    fd: impl AsFd,
+    uid: u32,
+    gid: u32,
+    xattrs: &[(String, Vec<u8>)],
+    mode: u32,
+    atime: (i64, i64),
+    mtime: (i64, i64),
+) -> io::Result<()> {
+    let fd = fd.as_fd();
+    if uid == u32::MAX || gid == u32::MAX {
+        // rustix's id constructors assert the id is not -1 (meaning "unchanged"), as in sys::lchownat.
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "uid or gid 4294967295 is reserved"));
+    }
+    rfs::fchown(fd, Some(rfs::Uid::from_raw(uid)), Some(rfs::Gid::from_raw(gid)))?;
+    for (k, v) in xattrs {
+        let _ = rfs::fsetxattr(fd, k.as_str(), v, rfs::XattrFlags::empty());
+    }
+    rfs::fchmod(fd, Mode::from_raw_mode(mode & 0o7777))?;
+    let ts = |t: (i64, i64)| Timespec { tv_sec: t.0, tv_nsec: t.1 as _ };
+    rfs::futimens(fd, &Timestamps { last_access: ts(atime), last_modification: ts(mtime) })?;
+    Ok(())
+}
+
 /// Sets extended attributes, skipping those the file system refuses (BuildKit logs and goes on).
 pub fn set_xattrs(dir: &OwnedFd, name: &OsStr, attrs: &[(String, Vec<u8>)]) {
     let p = proc_path(dir).join(name);
