@@ -654,6 +654,59 @@ mod tests {
         assert_eq!((s.report.files_sent, s.report.bytes), (0, UNCHANGED_REPLY));
     }
 
+    /// A client whose listing query is overtaken: before it answers, another sync (of another checkout
+    /// under the same client and key) changes the mirror.
+    struct Overtaken {
+        inner: Dir,
+        other: Dir,
+        mirror: Arc<Mirror>,
+        raced: Mutex<bool>,
+    }
+
+    impl Peer for Overtaken {
+        fn stats<'a>(
+            &'a self,
+            key: &'a str,
+            include: &'a [String],
+            exclude: &'a [String],
+            known: Option<&'a [u8]>,
+        ) -> BoxFuture<'a, Result<Listing, String>> {
+            Box::pin(async move {
+                let race = !std::mem::replace(&mut *lock(&self.raced), true);
+                if race {
+                    drop(self.mirror.sync(&self.other, key, include, exclude).await?);
+                }
+                self.inner.stats(key, include, exclude, known).await
+            })
+        }
+        fn hashes<'a>(&'a self, key: &'a str, paths: Vec<String>) -> BoxFuture<'a, Result<Vec<Vec<u8>>, String>> {
+            self.inner.hashes(key, paths)
+        }
+        fn files<'a>(
+            &'a self,
+            key: &'a str,
+            paths: Vec<String>,
+        ) -> BoxFuture<'a, Result<mpsc::UnboundedReceiver<FileData>, String>> {
+            self.inner.files(key, paths)
+        }
+    }
+
+    /// "Unchanged" is trusted only while the mirror still holds the listing the query named; when another
+    /// sync changed it meanwhile, the entries are asked for and the mirror is brought back.
+    #[tokio::test]
+    async fn an_unchanged_answer_overtaken_by_another_sync_asks_for_the_entries() {
+        let (a, b, state) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::write(a.path().join("f"), "from a").unwrap();
+        std::fs::write(b.path().join("f"), "from b, longer").unwrap();
+        std::fs::write(b.path().join("g"), "only in b").unwrap();
+        let m = Mirrors::new(state.path().to_path_buf()).get("client", "ctx");
+        drop(m.sync(&dir(a.path()), "ctx", &[], &[]).await.unwrap());
+        let peer = Overtaken { inner: dir(a.path()), other: dir(b.path()), mirror: m.clone(), raced: Mutex::default() };
+        let s = m.sync(&peer, "ctx", &[], &[]).await.unwrap();
+        assert_eq!(tree_of(&s.path), tree_of(a.path()));
+        assert_eq!(*lock(&peer.inner.listed), [true, false], "the entries were not asked for again");
+    }
+
     fn ctime_of(p: &Path) -> (i64, i64) {
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::symlink_metadata(p).unwrap();
