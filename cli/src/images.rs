@@ -416,7 +416,7 @@ fn save(g: &Globals, a: &SaveArgs) -> Result<()> {
     let oci = matches!(a.format, SaveFormat::Oci);
     match backend(g)? {
         Backend::Local(env) => {
-            write_atomically(&a.output, |f| Ok(engine::images::save(&env.store, &a.references, oci, f)?))
+            write_atomically(&a.output, |f| Ok(engine::images::save_file(&env.store, &a.references, oci, f)?))
         }
         Backend::Remote(mut c, rt) => {
             write_atomically(&a.output, |f| Ok(rt.block_on(c.save(&a.references, oci, f))?))
@@ -432,7 +432,7 @@ fn write_atomically(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Resul
         .tempfile_in(dir)
         .with_context(|| format!("creating a file in {}", dir.display()))?;
     write(tmp.as_file_mut())?;
-    tmp.as_file().sync_all()?;
+    // No fsync, as `docker save -o`: the rename makes the file whole or absent.
     tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -260,13 +260,31 @@ pub async fn push(client: &Client, store: &ImageStore, reference: &str) -> Resul
 
 /// Writes `references` as a docker archive or an OCI layout tar.
 pub fn save(store: &ImageStore, references: &[String], oci: bool, w: impl Write) -> Result<(), ImageError> {
+    let (images, format) = save_args(store, references, oci)?;
+    registry::export::save(store, &images, format, w)?;
+    Ok(())
+}
+
+/// [`save`] into a file, whose blobs the kernel copies (`copy_file_range`).
+pub fn save_file(
+    store: &ImageStore,
+    references: &[String],
+    oci: bool,
+    f: &mut std::fs::File,
+) -> Result<(), ImageError> {
+    let (images, format) = save_args(store, references, oci)?;
+    registry::export::save_file(store, &images, format, f)?;
+    Ok(())
+}
+
+type Named = (Option<Reference>, oci_spec::image::Descriptor);
+
+fn save_args(store: &ImageStore, references: &[String], oci: bool) -> Result<(Vec<Named>, ArchiveFormat), ImageError> {
     let mut images = Vec::new();
     for r in references {
         images.push((Reference::parse(r).ok(), store.get(r)?));
     }
-    let format = if oci { ArchiveFormat::Oci } else { ArchiveFormat::Docker };
-    registry::export::save(store, &images, format, w)?;
-    Ok(())
+    Ok((images, if oci { ArchiveFormat::Oci } else { ArchiveFormat::Docker }))
 }
 
 /// Loads a docker archive or OCI layout tar; returns the names loaded.

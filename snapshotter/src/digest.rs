@@ -57,6 +57,49 @@ pub fn of_reader(mut r: impl Read) -> io::Result<(Digest, u64)> {
     Ok((d, n))
 }
 
+/// Copies `r` into `w` in 1 MiB pieces and returns the sha256 and length of what was copied, hashing on
+/// a second thread: the hash overlaps the writer's work (a compressor) instead of adding to it.
+pub fn copy_hashing_aside(r: &mut (impl Read + ?Sized), w: &mut (impl Write + ?Sized)) -> io::Result<(Digest, u64)> {
+    use std::sync::mpsc::sync_channel;
+    const PIECE: usize = 1 << 20;
+    const PIECES: usize = 4;
+    let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(PIECES);
+    let (free_tx, free_rx) = sync_channel::<Vec<u8>>(PIECES);
+    for _ in 0..PIECES {
+        free_tx.send(vec![0u8; PIECE]).map_err(|_| io::Error::other("hashing thread gone"))?;
+    }
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || {
+            let mut h = Sha256::new();
+            for (buf, n) in full_rx {
+                h.update(&buf[..n]);
+                // The copier may have stopped on an error; a piece it no longer wants is dropped.
+                let _ = free_tx.send(buf);
+            }
+            h
+        });
+        let mut count = 0u64;
+        let copied = (|| loop {
+            let mut buf = free_rx.recv().map_err(|_| io::Error::other("hashing thread gone"))?;
+            let n = loop {
+                match r.read(&mut buf) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other?,
+                }
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            w.write_all(&buf[..n])?;
+            count += n as u64;
+            full_tx.send((buf, n)).map_err(|_| io::Error::other("hashing thread gone"))?;
+        })();
+        drop(full_tx);
+        let h = hasher.join().map_err(|_| io::Error::other("hashing thread panicked"))?;
+        copied.map(|()| (from_hasher(h), count))
+    })
+}
+
 /// A writer that hashes and counts what passes through it.
 pub struct DigestWriter<W> {
     inner: W,
@@ -126,6 +169,37 @@ impl<R: Read> Read for DigestReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_hashing_aside_copies_and_hashes_every_piece() {
+        let data: Vec<u8> = (0..5_300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut out = Vec::new();
+        let (d, n) = copy_hashing_aside(&mut &data[..], &mut out).unwrap();
+        assert_eq!((d, n), (of_bytes(&data), data.len() as u64));
+        assert!(out == data);
+        let (d, n) = copy_hashing_aside(&mut io::empty(), &mut io::sink()).unwrap();
+        assert_eq!((d, n), (of_bytes(b""), 0));
+    }
+
+    #[test]
+    fn copy_hashing_aside_stops_on_a_write_error() {
+        struct Full(usize);
+        impl Write for Full {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("disk full"));
+                }
+                self.0 -= 1;
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let data = vec![7u8; 9 << 20];
+        let e = copy_hashing_aside(&mut &data[..], &mut Full(3)).unwrap_err();
+        assert_eq!(e.to_string(), "disk full");
+    }
 
     #[test]
     fn rejects_non_sha256_and_bad_hex() {

@@ -191,6 +191,50 @@ fn reproducible_with_source_date_epoch() {
     assert_eq!(digests[1], digests[3]);
 }
 
+/// A compressed layer of a snapshot whose uncompressed layer is stored comes from that blob, not from
+/// walking the snapshot again: the same bytes as a fresh diff, with the uncompressed blob as diffID.
+#[test]
+fn compressed_layer_from_the_stored_uncompressed_one_matches_a_fresh_diff() {
+    if !common::can_overlay("compressed_layer_from_the_stored_uncompressed_one_matches_a_fresh_diff") {
+        return;
+    }
+    let opts = |c| DiffOptions { compression: c, source_date_epoch: Some(1_000_000) };
+    let mut fresh = Vec::new();
+    for via_plain in [false, true] {
+        let env = common::env();
+        let s = overlay(&env);
+        build(&s, &env.root.tmp_dir());
+        let content = LocalStore::open(env.root.content_dir()).unwrap();
+        let differ = Differ { snapshotter: &s, content: &content, meta: &env.meta };
+        let plain = via_plain.then(|| differ.layer("child", opts(Compression::None)).unwrap());
+        if via_plain {
+            // Walking the snapshot again would fail: its upper directory is gone.
+            let upper = match s.diff_source("child").unwrap() {
+                snapshotter::snapshot::DiffSource::Upper(p)
+                | snapshotter::snapshot::DiffSource::Trees { upper: p, .. } => p,
+            };
+            fs::rename(&upper, upper.with_extension("moved")).unwrap();
+            fs::create_dir(&upper).unwrap();
+        }
+        let layers: Vec<Layer> =
+            [Compression::Gzip, Compression::Zstd].map(|c| differ.layer("child", opts(c)).unwrap()).into();
+        if let Some(p) = &plain {
+            for l in &layers {
+                assert_eq!(l.diff_id, p.digest, "the diffID is the stored uncompressed blob");
+                let (_, mut r) = decompress(content.reader(&l.digest).unwrap()).unwrap();
+                let mut bytes = Vec::new();
+                r.read_to_end(&mut bytes).unwrap();
+                let mut stored = Vec::new();
+                content.reader(&p.digest).unwrap().read_to_end(&mut stored).unwrap();
+                assert!(bytes == stored, "{} decompresses to the stored tar", l.media_type);
+            }
+        }
+        fresh.push(layers.iter().map(|l| (l.digest.clone(), l.diff_id.clone())).collect::<Vec<_>>());
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(fresh[0], fresh[1], "the same blobs and diffIDs either way");
+}
+
 /// Writes an OCI layout with the given layers and unpacks it with umoci.
 fn umoci_unpack(content: &LocalStore, layers: &[Layer], dir: &Path) -> Option<std::path::PathBuf> {
     if Command::new("umoci").arg("--version").output().is_err() {

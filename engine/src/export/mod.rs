@@ -470,8 +470,12 @@ impl ArchiveExporter {
         let format = if self.docker { ArchiveFormat::Docker } else { ArchiveFormat::Oci };
         let (dest, dir) = (self.dest.clone(), self.dir);
         blocking(move || {
-            let save = |w: &mut dyn Write| {
-                registry::export::save(&images, &refs, format, w).map_err(ExportError::registry("writing the archive"))
+            let save = |sink: Sink<'_>| {
+                match sink {
+                    Sink::File(f) => registry::export::save_file(&images, &refs, format, f),
+                    Sink::Stream(w) => registry::export::save(&images, &refs, format, w),
+                }
+                .map_err(ExportError::registry("writing the archive"))
             };
             match (dest, dir) {
                 (Some(Dest::Path(p)), true) => registry::export::write_oci_dir(&images, &refs, &p)
@@ -525,11 +529,11 @@ impl Exporter for TarExporter {
             let (e, root, dest) = (cx.engine.clone(), cx.snapshot().await?, self.dest.clone());
             blocking(move || {
                 let scratch = e.store.root.tmp_dir();
-                write_dest(&dest, |w| match &root {
-                    Some(key) => snapshotter::export::export_tar(&*e.store.snapshotter, key, &scratch, w, epoch)
+                write_dest(&dest, |mut w| match &root {
+                    Some(key) => snapshotter::export::export_tar(&*e.store.snapshotter, key, &scratch, &mut w, epoch)
                         .map(drop)
                         .map_err(ExportError::snapshot("writing the filesystem tar")),
-                    None => tar::Builder::new(w).finish().map_err(ExportError::io("writing an empty tar")),
+                    None => tar::Builder::new(&mut w).finish().map_err(ExportError::io("writing an empty tar")),
                 })
             })
             .await
@@ -537,18 +541,42 @@ impl Exporter for TarExporter {
     }
 }
 
-/// Writes to a file atomically (temp file + rename), or to standard output.
-fn write_dest(dest: &Dest, write: impl FnOnce(&mut dyn Write) -> Result<(), ExportError>) -> Result<(), ExportError> {
+/// Where [`write_dest`] writes: a file (which an archive fills with `copy_file_range`) or a stream.
+pub(crate) enum Sink<'a> {
+    File(&'a mut std::fs::File),
+    Stream(&'a mut dyn Write),
+}
+
+impl Write for Sink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::File(f) => f.write(buf),
+            Sink::Stream(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::File(f) => f.flush(),
+            Sink::Stream(w) => w.flush(),
+        }
+    }
+}
+
+/// Writes to a file atomically (temp file + rename), or to standard output. The file is not fsynced:
+/// like `buildctl --output type=oci,dest=…` and `docker save -o`, the rename makes it whole or absent,
+/// and the kernel writes it back as it writes any other file.
+fn write_dest(dest: &Dest, write: impl FnOnce(Sink<'_>) -> Result<(), ExportError>) -> Result<(), ExportError> {
     match dest {
         Dest::Stdout => {
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
-            write(&mut lock)?;
+            write(Sink::Stream(&mut lock))?;
             lock.flush().map_err(ExportError::io("writing to standard output"))
         }
         Dest::Writer(w) => {
             let mut w = w.0.lock().unwrap_or_else(|e| e.into_inner());
-            write(&mut *w)?;
+            write(Sink::Stream(&mut *w))?;
             w.flush().map_err(ExportError::io("writing the output stream"))
         }
         // A device or a pipe (`dest=/dev/null`, a FIFO) is written in place: renaming a file over it would
@@ -558,7 +586,7 @@ fn write_dest(dest: &Dest, write: impl FnOnce(&mut dyn Write) -> Result<(), Expo
                 .write(true)
                 .open(p)
                 .map_err(ExportError::io(format!("cannot write {}", p.display())))?;
-            write(&mut f)?;
+            write(Sink::Stream(&mut f))?;
             f.flush().map_err(ExportError::io(format!("cannot write {}", p.display())))
         }
         Dest::Path(p) => {
@@ -570,8 +598,7 @@ fn write_dest(dest: &Dest, write: impl FnOnce(&mut dyn Write) -> Result<(), Expo
                 .permissions(std::fs::Permissions::from_mode(0o666))
                 .tempfile_in(dir)
                 .map_err(ExportError::io(format!("cannot write in {}", dir.display())))?;
-            write(tmp.as_file_mut())?;
-            tmp.as_file().sync_all().map_err(ExportError::io(format!("cannot write {}", p.display())))?;
+            write(Sink::File(tmp.as_file_mut()))?;
             tmp.persist(p)
                 .map_err(|e| ExportError::Io { what: format!("cannot write {}", p.display()), cause: e.error })?;
             Ok(())
@@ -597,7 +624,7 @@ fn remove_stale_partials(dir: &Path) {
 }
 
 /// Pipes a docker archive into `docker load`.
-fn docker_load(save: impl FnOnce(&mut dyn Write) -> Result<(), ExportError>) -> Result<(), ExportError> {
+fn docker_load(save: impl FnOnce(Sink<'_>) -> Result<(), ExportError>) -> Result<(), ExportError> {
     let mut child = std::process::Command::new("docker")
         .arg("load")
         .stdin(std::process::Stdio::piped())
@@ -606,7 +633,7 @@ fn docker_load(save: impl FnOnce(&mut dyn Write) -> Result<(), ExportError>) -> 
         "--load needs the docker CLI and a running daemon; install docker or use --output type=docker,dest=image.tar",
     ))?;
     let mut stdin = child.stdin.take().ok_or_else(|| ExportError::Other("docker load has no stdin".into()))?;
-    let res = save(&mut stdin);
+    let res = save(Sink::Stream(&mut stdin));
     drop(stdin);
     let status = child.wait().map_err(ExportError::io("waiting for docker load"))?;
     res?;
@@ -630,7 +657,7 @@ mod tests {
             let fifo = fifo.clone();
             std::thread::spawn(move || std::fs::read(fifo).unwrap())
         };
-        write_dest(&Dest::Path(fifo.clone()), |w| w.write_all(b"archive bytes").map_err(ExportError::io("test")))
+        write_dest(&Dest::Path(fifo.clone()), |mut w| w.write_all(b"archive bytes").map_err(ExportError::io("test")))
             .unwrap();
         // Checked before joining: a reader of a replaced FIFO would wait forever.
         use std::os::unix::fs::FileTypeExt;

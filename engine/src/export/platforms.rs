@@ -191,8 +191,8 @@ pub(super) async fn export_tar_split(set: &Exports, dest: &Dest) -> Result<(), E
     let epoch = first.source_date_epoch.map(|e| e.max(0) as u64);
     let (dest, tree) = (dest.clone(), tmp.path().to_path_buf());
     blocking(move || {
-        write_dest(&dest, |w| {
-            let mut tw = snapshotter::diff::TarWriter::new(w, epoch);
+        write_dest(&dest, |mut w| {
+            let mut tw = snapshotter::diff::TarWriter::new(&mut w, epoch);
             snapshotter::diff::changes::tree_changes(None, &tree, &mut |c| tw.change(&c))
                 .and_then(|()| tw.finish().map(drop))
                 .map_err(ExportError::io("writing the filesystem tar"))

@@ -192,8 +192,10 @@ pub struct Differ<'a, S: Snapshotter + ?Sized, C> {
     pub meta: &'a MetaDb,
 }
 
-impl<S: Snapshotter + ?Sized, C: Ingester + InfoProvider> Differ<'_, S, C> {
-    /// The layer of the committed snapshot `key`, computed at most once.
+impl<S: Snapshotter + ?Sized, C: Provider + Ingester + InfoProvider> Differ<'_, S, C> {
+    /// The layer of the committed snapshot `key`, computed at most once. A compressed layer of a snapshot
+    /// whose uncompressed layer is stored (an image built with `-t`, then exported or pushed) compresses
+    /// that blob, one sequential read, instead of walking the snapshot's files again.
     pub fn layer(&self, key: &str, opts: DiffOptions) -> Result<Layer, DiffError> {
         let info = self.snapshotter.stat(key)?;
         if info.kind != Kind::Committed {
@@ -203,11 +205,8 @@ impl<S: Snapshotter + ?Sized, C: Ingester + InfoProvider> Differ<'_, S, C> {
         let id = match &source {
             DiffSource::Upper(p) | DiffSource::Trees { upper: p, .. } => p.display().to_string(),
         };
-        let memo = format!(
-            "{id}|{}|{}",
-            opts.compression.name(),
-            opts.source_date_epoch.map(|e| e.to_string()).unwrap_or_default()
-        );
+        let epoch = opts.source_date_epoch.map(|e| e.to_string()).unwrap_or_default();
+        let memo = format!("{id}|{}|{epoch}", opts.compression.name());
         if let Some(l) = self.meta.get::<Layer>(LAYERS, &memo)? {
             match self.content.info(&l.digest) {
                 Ok(_) => {
@@ -216,6 +215,20 @@ impl<S: Snapshotter + ?Sized, C: Ingester + InfoProvider> Differ<'_, S, C> {
                 }
                 Err(ContentError::NotFound(_)) => {}
                 Err(e) => return Err(e.into()),
+            }
+        }
+        if opts.compression != Compression::None {
+            let plain = format!("{id}|{}|{epoch}", Compression::None.name());
+            if let Some(l) = self.meta.get::<Layer>(LAYERS, &plain)? {
+                match self.content.info(&l.digest) {
+                    Ok(_) => {
+                        let layer = compress_blob(self.content, self.meta, &l.digest, l.size, opts.compression)?;
+                        self.meta.put(LAYERS, &memo, &layer)?;
+                        return Ok(layer);
+                    }
+                    Err(ContentError::NotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         let wr = |source| DiffError::Write { key: key.to_string(), source };
@@ -270,18 +283,17 @@ pub fn compress_blob<C: Provider + Ingester + InfoProvider>(
     let reference = format!("compress-{memo}-{}-{:?}", std::process::id(), std::thread::current().id());
     let w = content.writer(&reference, None)?;
     let start = w.offset();
-    let compressor = Compressor::new(compression, w)
+    let mut compressor = Compressor::new(compression, w)
         .map_err(|source| DiffError::Compressor { compression: compression.name(), source })?;
-    let mut tar_stream = DigestWriter::new(io::BufWriter::with_capacity(1 << 20, compressor));
-    io::copy(&mut reader, &mut tar_stream).map_err(wr)?;
-    let (diff_id, read, buffered) = tar_stream.finish();
+    // Verified as it is read (the hash on its own thread, beside the compressor's): a damaged blob must
+    // not become a layer whose diffID lies.
+    let (diff_id, read) = crate::digest::copy_hashing_aside(&mut reader, &mut compressor).map_err(wr)?;
     if diff_id != *blob || read != size {
         return Err(wr(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("the stored blob reads as {diff_id} ({read} bytes): the content store is damaged"),
         )));
     }
-    let compressor = buffered.into_inner().map_err(|e| wr(e.into_error()))?;
     let w = compressor.finish().map_err(wr)?;
     let (digest, csize) = (w.digest(), w.offset() - start);
     let committed = w.commit(Some(csize), Some(&digest))?;
