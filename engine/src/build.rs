@@ -32,15 +32,22 @@ pub(crate) async fn run(
     if req.call == crate::check::Call::Check {
         return crate::check::run(&engine, &req, &events).await;
     }
-    // One conversion per target platform (one for a single-platform build), solved together.
+    // One conversion per target platform (one for a single-platform build), solved together. The
+    // `--cache-from` manifests are read meanwhile: neither waits for the other's registry round trips, and
+    // the imported hits (and the unpacking of their layers) start sooner.
     let targets = crate::platforms::targets(&req);
-    let mut all = Vec::with_capacity(targets.len());
-    for target in &targets {
-        all.push(tokio::select! {
-            c = convert(&engine, &req, target.clone(), &events) => c?,
-            _ = cancel.cancelled() => return Err(BuildError::Cancelled),
-        });
-    }
+    let converting = async {
+        let mut all = Vec::with_capacity(targets.len());
+        for target in &targets {
+            all.push(tokio::select! {
+                c = convert(&engine, &req, target.clone(), &events) => c?,
+                _ = cancel.cancelled() => return Err(BuildError::Cancelled),
+            });
+        }
+        Ok(all)
+    };
+    let (all, imports) = tokio::join!(converting, import_caches(&engine, &req, &events));
+    let all = all?;
     for w in crate::platforms::warnings(&all) {
         let _ = events.send(Event::Warning(w));
     }
@@ -48,7 +55,6 @@ pub(crate) async fn run(
         return Err(BuildError::Dockerfile { filename: req.dockerfile_name.clone(), diagnostic });
     }
     let (definition, roots) = crate::platforms::merge(&all);
-    let imports = import_caches(&engine, &req, &events).await;
     let explain_id = crate::explain::history_id(&req);
     // A state root without a record of this target (a fresh CI runner) compares with the imported one.
     if let Some(carried) = imports.iter().find_map(|c| c.explain().cloned()) {
