@@ -18,7 +18,8 @@ use crate::images::Globals;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// An unpacked root filesystem to run on (read-only; changes go to a throwaway overlay).
+    /// An unpacked root filesystem to run on (read-only; changes go to a throwaway overlay, held in memory
+    /// with the namespace executor unless --keep is given).
     #[arg(long, value_name = "DIR", required_unless_present = "image", conflicts_with = "image")]
     rootfs: Option<PathBuf>,
     /// An image to run on (pulled and unpacked into the state root when missing); its Env, User and
@@ -133,9 +134,10 @@ fn unpack_for_host(g: &Globals, store: &Store, reference: &str) -> Result<(Optio
     Ok((top, config))
 }
 
-/// The directory debug runs keep their overlay scratch directories in (each run removes its own) and the
-/// namespace executor its state (a mount point and the shared /etc sources): one for every debug run of
-/// this user, made once, so a run makes and removes no directories beyond its overlay's upper and work.
+/// The directory the namespace executor keeps its state in (a mount point and the shared /etc sources) and
+/// an OCI runtime's debug runs their overlay scratch directories (each run removes its own): one for every
+/// debug run of this user, made once. A namespace run's overlay is on its own tmpfs: it makes and removes
+/// no directory here.
 /// Refused when someone else owns it (it is in a shared temporary directory).
 fn debug_state_dir() -> Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};

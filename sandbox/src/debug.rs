@@ -38,13 +38,13 @@ struct Scratch {
     _temps: Vec<tempfile::TempDir>,
 }
 
-fn scratch(keep: Option<&Path>, state_dir: &Path) -> Result<Scratch, DebugRunError> {
+fn scratch(keep: Option<&Path>, state_dir: &Path, in_run: Option<PathBuf>) -> Result<Scratch, DebugRunError> {
     let err = |dir: &Path| {
         let dir = dir.to_path_buf();
         move |source| DebugRunError::Scratch { dir, source }
     };
-    match keep {
-        Some(upper) => {
+    match (keep, in_run) {
+        (Some(upper), _) => {
             if upper.exists() && std::fs::read_dir(upper).map_err(err(upper))?.next().is_some() {
                 return Err(DebugRunError::KeepNotEmpty(upper.to_path_buf()));
             }
@@ -55,7 +55,9 @@ fn scratch(keep: Option<&Path>, state_dir: &Path) -> Result<Scratch, DebugRunErr
             let work = tempfile::Builder::new().prefix(".rbuild-work-").tempdir_in(&parent).map_err(err(&parent))?;
             Ok(Scratch { upper, work: work.path().to_path_buf(), _temps: vec![work] })
         }
-        None => {
+        // The executor makes them in memory for the run: nothing to make or remove on the host.
+        (None, Some(dir)) => Ok(Scratch { upper: dir.join("upper"), work: dir.join("work"), _temps: Vec::new() }),
+        (None, None) => {
             std::fs::create_dir_all(state_dir).map_err(err(state_dir))?;
             // Two directories, no parent of their own: each one made and removed costs on a busy filesystem.
             let temp = |prefix| tempfile::Builder::new().prefix(prefix).tempdir_in(state_dir).map_err(err(state_dir));
@@ -82,7 +84,7 @@ pub fn debug_run(
     }
     let lower =
         req.rootfs.canonicalize().map_err(|source| DebugRunError::Scratch { dir: req.rootfs.clone(), source })?;
-    let s = scratch(req.keep.as_deref(), state_dir)?;
+    let s = scratch(req.keep.as_deref(), state_dir, executor.throwaway_overlay_dir())?;
     let mounts = [Mount::overlay(&lower, &s.upper, &s.work)];
     Ok(executor.run(&mounts, &req.process, output, cancel)?)
 }

@@ -178,6 +178,14 @@ pub trait Executor: Send + Sync {
         output: &dyn OutputSink,
         cancel: &Cancel,
     ) -> Result<RunOutcome, ExecError>;
+
+    /// A directory for a throwaway overlay's upper and work directories that the run itself makes in
+    /// memory and that vanish with it (`rbuild debug run`), or `None` when the caller must make them.
+    /// Nothing exists there on the host: an overlay [`Mount`] naming `DIR/upper` and `DIR/work` is the
+    /// whole request.
+    fn throwaway_overlay_dir(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// BuildKit's /etc/hosts for build containers, with `--add-host` entries after the defaults (as BuildKit's
@@ -449,6 +457,12 @@ impl NamespaceExecutor {
 }
 
 impl Executor for NamespaceExecutor {
+    /// On the tmpfs the helper mounts on the run directory in its own mount namespace (see
+    /// [`crate::init::HelperConfig::run_dir`]): no directory made or removed on the host.
+    fn throwaway_overlay_dir(&self) -> Option<PathBuf> {
+        Some(self.state_dir.join(RUN_DIR).join("scratch"))
+    }
+
     fn run(
         &self,
         rootfs: &[Mount],

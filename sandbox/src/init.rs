@@ -249,12 +249,37 @@ fn run_helper(cfg: &HelperConfig) -> Result<HelperReport, InitError> {
 }
 
 /// Mounts the run's tmpfs on `run_dir` (the mounts are private already) and makes the secrets' directory
-/// and the rootfs mount point on it.
+/// and the rootfs mount point on it. An overlay whose upper and work directories lie under `run_dir` (a
+/// throwaway `debug run`, see [`crate::Executor::throwaway_overlay_dir`]) gets them made here, the upper
+/// with the owner and mode of the lower's root (the overlay's root takes the upper's); the tmpfs then has
+/// the kernel's default size limit (half the RAM) instead of 64 KiB.
 fn mount_run_dir(sys: &dyn Syscall, cfg: &HelperConfig) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    fn inside<'a>(dir: Option<&'a str>, run_dir: &Path) -> Option<&'a Path> {
+        dir.map(Path::new).filter(|d| d.starts_with(run_dir))
+    }
+    let scratch: Vec<(&Mount, &Path, &Path)> = cfg
+        .rootfs
+        .iter()
+        .filter(|m| m.kind == "overlay")
+        .filter_map(|m| {
+            Some((m, inside(m.option("upperdir"), &cfg.run_dir)?, inside(m.option("workdir"), &cfg.run_dir)?))
+        })
+        .collect();
     let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
-    sys.mount("tmpfs", &cfg.run_dir, "tmpfs", flags, "mode=0755,size=64k")?;
+    let options = if scratch.is_empty() { "mode=0755,size=64k" } else { "mode=0755" };
+    sys.mount("tmpfs", &cfg.run_dir, "tmpfs", flags, options)?;
     std::fs::DirBuilder::new().mode(0o700).create(&cfg.etc.secrets)?;
+    for (mount, upper, work) in scratch {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(work)?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o755).create(upper)?;
+        // The topmost lower directory is the overlay's root as the step sees it.
+        if let Some(lower) = mount.option("lowerdir").and_then(|l| l.split(':').next()) {
+            let meta = std::fs::metadata(lower)?;
+            std::os::unix::fs::chown(upper, Some(meta.uid()), Some(meta.gid()))?;
+            std::fs::set_permissions(upper, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        }
+    }
     std::fs::create_dir(&cfg.rootfs_dir)
 }
 

@@ -58,3 +58,22 @@ fn changes_are_discarded_or_kept() {
     let (r, _) = run(&f, &["true"], |r| r.rootfs = f.dir.path().join("missing"));
     assert!(matches!(r, Err(DebugRunError::NotADirectory(_))));
 }
+
+#[test]
+fn a_throwaway_overlay_is_in_memory_with_the_lowers_root() {
+    require_root!();
+    let f = Fixture::new();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(f.lower(), std::fs::Permissions::from_mode(0o751)).unwrap();
+    // Past the run tmpfs's 64 KiB (the limit of a build step's run directory), and executable from there.
+    let script = "dd if=/dev/zero of=/big bs=1024 count=512 2>/dev/null && ls -s /big && stat -c %a / && \
+                  mkdir /x && cp /bin/busybox /x/true && /x/true && echo ran";
+    let (r, out) = run(&f, &["sh", "-c", script], |_| {});
+    assert!(r.unwrap().status.success(), "{out}");
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["512", "/big", "751", "ran"], "{out}");
+    assert!(!f.lower().join("big").exists());
+    // The namespace executor made the upper and work directories on its tmpfs: nothing on the host.
+    let state = f.dir.path().join("state");
+    assert_eq!(common::leftover_state(&state), Vec::<String>::new(), "scratch left behind");
+    assert_eq!(std::fs::read_dir(state.join("mnt")).unwrap().count(), 0);
+}
