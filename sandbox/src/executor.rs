@@ -327,6 +327,90 @@ pub(crate) fn pump(src: impl Read, stream: Stream, sink: &dyn OutputSink) {
     }
 }
 
+/// Output bytes cut into lines for a sink; a last unterminated line goes out at the end, as [`pump`] does.
+struct LineCutter {
+    stream: Stream,
+    pending: Vec<u8>,
+}
+
+impl LineCutter {
+    fn push(&mut self, bytes: &[u8], sink: &dyn OutputSink) {
+        self.pending.extend_from_slice(bytes);
+        let mut start = 0;
+        while let Some(nl) = self.pending[start..].iter().position(|&b| b == b'\n') {
+            let line = self.pending[start..start + nl].to_vec();
+            sink.line(OutputLine { stream: self.stream, time: SystemTime::now(), line });
+            start += nl + 1;
+        }
+        self.pending.drain(..start);
+    }
+
+    fn finish(&mut self, sink: &dyn OutputSink) {
+        if !self.pending.is_empty() {
+            let line = std::mem::take(&mut self.pending);
+            sink.line(OutputLine { stream: self.stream, time: SystemTime::now(), line });
+        }
+    }
+}
+
+/// Reads the helper's stdout and stderr into `sink` line by line and its report to the end, all on this
+/// thread with poll(2), until all three are at end of file; returns the report. A read error on an output
+/// pipe ends that stream (as [`pump`]); one on the report is returned.
+fn read_helper(
+    stdout: std::fs::File,
+    stderr: std::fs::File,
+    report: &mut UnixStream,
+    sink: &dyn OutputSink,
+) -> io::Result<Vec<u8>> {
+    let mut outputs = [
+        (Some(stdout), LineCutter { stream: Stream::Stdout, pending: Vec::new() }),
+        (Some(stderr), LineCutter { stream: Stream::Stderr, pending: Vec::new() }),
+    ];
+    let mut report_open = true;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let mut fds = Vec::with_capacity(3);
+        let mut which = Vec::with_capacity(3);
+        for (i, (file, _)) in outputs.iter().enumerate() {
+            if let Some(f) = file {
+                fds.push(f.as_fd());
+                which.push(i);
+            }
+        }
+        if report_open {
+            fds.push(report.as_fd());
+            which.push(2);
+        }
+        if fds.is_empty() {
+            return Ok(got);
+        }
+        let ready = crate::sys::poll_readable(&fds)?;
+        drop(fds);
+        for (&i, _) in which.iter().zip(ready).filter(|(_, r)| *r) {
+            if i == 2 {
+                match report.read(&mut buf) {
+                    Ok(0) => report_open = false,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+                continue;
+            }
+            let (file, cutter) = &mut outputs[i];
+            let read = file.as_mut().map_or(Ok(0), |f| f.read(&mut buf));
+            match read {
+                Ok(n) if n > 0 => cutter.push(&buf[..n], sink),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => {
+                    cutter.finish(sink);
+                    *file = None;
+                }
+            }
+        }
+    }
+}
+
 /// The directory under the state directory on which each run's helper mounts its tmpfs.
 const RUN_DIR: &str = "mnt";
 /// The directory under the state directory holding the /etc/hosts and /etc/resolv.conf sources.
@@ -532,25 +616,14 @@ impl Executor for NamespaceExecutor {
         };
         let reg = crate::sys::pidfd_open(helper.pid as u32).ok().map(|fd| cancel.register(fd));
         let (stdout, stderr) = (helper.stdout, helper.stderr);
-        let mut talk = || -> io::Result<Vec<u8>> {
+        let report = (|| -> io::Result<Vec<u8>> {
             if let Some(config) = &config {
                 ours.write_all(config)?;
             }
             ours.shutdown(std::net::Shutdown::Write)?;
-            let mut report = Vec::new();
-            ours.read_to_end(&mut report)?;
-            Ok(report)
-        };
-        let report = std::thread::scope(|s| {
-            let pumps = [
-                s.spawn(move || pump(stdout, Stream::Stdout, output)),
-                s.spawn(move || pump(stderr, Stream::Stderr, output)),
-            ];
-            let report = talk();
-            // Joined, not only finished, so a single-threaded caller is single-threaded again for its next run.
-            pumps.into_iter().for_each(|p| drop(p.join()));
-            report
-        });
+            // One thread reads the output and the report (no threads started per run).
+            read_helper(stdout, stderr, &mut ours, output)
+        })();
         let waited = crate::sys::waitpid(helper.pid, false);
         if let Some(id) = reg {
             cancel.unregister(id);
@@ -605,6 +678,18 @@ mod tests {
         pump(&b"one\ntwo\n\nthree"[..], Stream::Stderr, &sink);
         assert_eq!(sink.text(Stream::Stderr), "one\ntwo\n\nthree\n");
         assert_eq!(sink.text(Stream::Stdout), "");
+    }
+
+    #[test]
+    fn cutting_chunks_gives_the_lines_pump_gives() {
+        let bytes = b"one\ntwo\n\nthree";
+        for chunk in 1..bytes.len() {
+            let sink = CollectOutput::default();
+            let mut cut = LineCutter { stream: Stream::Stderr, pending: Vec::new() };
+            bytes.chunks(chunk).for_each(|c| cut.push(c, &sink));
+            cut.finish(&sink);
+            assert_eq!(sink.text(Stream::Stderr), "one\ntwo\n\nthree\n", "chunks of {chunk}");
+        }
     }
 
     #[test]

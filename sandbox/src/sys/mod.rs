@@ -544,6 +544,24 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(io::Error::from)
 }
 
+/// poll(2) for input on `fds`: which of them have data, end of file or an error to read (retried on EINTR).
+pub fn poll_readable(fds: &[BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
+    let mut polls: Vec<libc::pollfd> =
+        fds.iter().map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+    loop {
+        // SAFETY: `polls` is a valid array of `polls.len()` pollfd structs that outlives the call, and every
+        // fd in it is borrowed, so open, for the call's duration.
+        let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, -1) };
+        if n >= 0 {
+            return Ok(polls.iter().map(|p| p.revents != 0).collect());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// SIGKILL through a pidfd.
 pub fn pidfd_kill(fd: BorrowedFd<'_>) -> io::Result<()> {
     rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL).map_err(io::Error::from)
