@@ -207,28 +207,16 @@ impl<S: Snapshotter + ?Sized, C: Provider + Ingester + InfoProvider> Differ<'_, 
         };
         let epoch = opts.source_date_epoch.map(|e| e.to_string()).unwrap_or_default();
         let memo = format!("{id}|{}|{epoch}", opts.compression.name());
-        if let Some(l) = self.meta.get::<Layer>(LAYERS, &memo)? {
-            match self.content.info(&l.digest) {
-                Ok(_) => {
-                    self.meta.touch_blob(l.digest.as_ref(), l.size, Some(&l.media_type))?;
-                    return Ok(l);
-                }
-                Err(ContentError::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
+        if let Some(l) = remembered(self.meta, self.content, &memo)? {
+            self.meta.touch_blob(l.digest.as_ref(), l.size, Some(&l.media_type))?;
+            return Ok(l);
         }
         if opts.compression != Compression::None {
             let plain = format!("{id}|{}|{epoch}", Compression::None.name());
-            if let Some(l) = self.meta.get::<Layer>(LAYERS, &plain)? {
-                match self.content.info(&l.digest) {
-                    Ok(_) => {
-                        let layer = compress_blob(self.content, self.meta, &l.digest, l.size, opts.compression)?;
-                        self.meta.put(LAYERS, &memo, &layer)?;
-                        return Ok(layer);
-                    }
-                    Err(ContentError::NotFound(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
+            if let Some(l) = remembered(self.meta, self.content, &plain)? {
+                let layer = compress_blob(self.content, self.meta, &l.digest, l.size, opts.compression)?;
+                self.meta.put(LAYERS, &memo, &layer)?;
+                return Ok(layer);
             }
         }
         let wr = |source| DiffError::Write { key: key.to_string(), source };
@@ -245,6 +233,16 @@ impl<S: Snapshotter + ?Sized, C: Provider + Ingester + InfoProvider> Differ<'_, 
         self.meta.touch_blob(layer.digest.as_ref(), size, Some(&layer.media_type))?;
         self.meta.put(LAYERS, &memo, &layer)?;
         Ok(layer)
+    }
+}
+
+/// The layer remembered under `memo`, when its blob is still in the store.
+fn remembered<C: InfoProvider>(meta: &MetaDb, content: &C, memo: &str) -> Result<Option<Layer>, DiffError> {
+    let Some(l) = meta.get::<Layer>(LAYERS, memo)? else { return Ok(None) };
+    match content.info(&l.digest) {
+        Ok(_) => Ok(Some(l)),
+        Err(ContentError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -268,15 +266,9 @@ pub fn compress_blob<C: Provider + Ingester + InfoProvider>(
         });
     }
     let memo = format!("blob|{blob}|{}", compression.name());
-    if let Some(l) = meta.get::<Layer>(LAYERS, &memo)? {
-        match content.info(&l.digest) {
-            Ok(_) => {
-                meta.touch_blob(l.digest.as_ref(), l.size, Some(&l.media_type))?;
-                return Ok(l);
-            }
-            Err(ContentError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+    if let Some(l) = remembered(meta, content, &memo)? {
+        meta.touch_blob(l.digest.as_ref(), l.size, Some(&l.media_type))?;
+        return Ok(l);
     }
     let wr = |source| DiffError::Write { key: blob.to_string(), source };
     let mut reader = content.reader(blob)?;
