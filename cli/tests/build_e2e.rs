@@ -281,6 +281,60 @@ fn heredocs_cache_mounts_link_secrets_and_tmpfs() {
     assert_eq!(read(&dest2.join("cache-runs")).trim(), "2");
 }
 
+/// After a `-t` build (the store keeps its layers uncompressed) an OCI export compresses them straight
+/// into the archive: the image is the one an export through the content store gives (manifest digest and
+/// `containerimage.digest`), skopeo copies it (checking every blob), and the compressed layers are not
+/// added to the state root's content store.
+#[test]
+fn export_after_a_tagged_build_compresses_layers_into_the_archive_only() {
+    let Some(env) = Env::new() else { return };
+    if !tool("skopeo") {
+        support::skip("skopeo is not installed (scripts/install-test-deps)");
+        return;
+    }
+    let ctx = context("hello");
+    let c = ctx.path().to_str().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (streamed, stored, meta) = (t.path().join("a.tar"), t.path().join("b.tar"), t.path().join("meta.json"));
+    env.build_ok(&["-t", "exp:1", c]);
+    let oci = |p: &Path| format!("type=oci,dest={},compression=zstd", p.display());
+    env.build_ok(&["-t", "exp:1", "-o", &oci(&streamed), "--metadata-file", meta.to_str().unwrap(), c]);
+    let raw = |p: &Path| {
+        let o = Command::new("skopeo").arg("inspect").arg("--raw").arg(format!("oci-archive:{}", p.display())).output();
+        let o = o.unwrap();
+        assert!(o.status.success(), "skopeo inspect: {}", String::from_utf8_lossy(&o.stderr));
+        o.stdout
+    };
+    let manifest = raw(&streamed);
+    let digest = snapshotter::digest::of_bytes(&manifest).to_string();
+    let m: serde_json::Value = serde_json::from_str(&read(&meta)).unwrap();
+    assert_eq!(m["containerimage.digest"].as_str().unwrap(), digest);
+    let v: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let blob = |d: &serde_json::Value| env.root.path().join("content/blobs/sha256").join(&d.as_str().unwrap()[7..]);
+    let zstd: Vec<_> = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd")
+        .collect();
+    assert_eq!(zstd.len(), 2, "{v}");
+    assert!(zstd.iter().all(|l| !blob(&l["digest"]).exists()), "a compressed layer was kept in the store");
+    let copy = t.path().join("copied");
+    let o = Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("oci-archive:{}", streamed.display()))
+        .arg(format!("oci:{}:v1", copy.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&o.stderr));
+
+    // The same image through the content store: an image output with zstd first keeps the layers there,
+    // and the archive after it copies them.
+    env.build_ok(&["-o", "type=image,name=exp:z,compression=zstd", "-o", &oci(&stored), c]);
+    assert_eq!(raw(&stored), manifest);
+    assert!(zstd.iter().all(|l| blob(&l["digest"]).exists()));
+}
+
 #[test]
 fn outputs_load_in_skopeo_and_docker_formats() {
     let Some(env) = Env::new() else { return };

@@ -83,6 +83,50 @@ pub fn chain_layers(
     Ok(chain)
 }
 
+/// A layer of [`stored_chain`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredLayer {
+    /// In the store as it is exported: with the compression asked for, or a base image's layer.
+    Ready(ChainLayer),
+    /// In the store uncompressed, to be compressed on its way out
+    /// ([`crate::export::ArchiveFile::compress_layer`]).
+    Uncompressed(ChainLayer),
+}
+
+/// The chain [`chain_layers`] would give with `compression` when no layer has to be diffed: each one is in
+/// the store with that compression, uncompressed (an image built with `-t`), or as a base image's layer.
+/// `None` when some layer is in none of these forms.
+pub fn stored_chain(
+    store: &ImageStore,
+    snapshotter: &dyn Snapshotter,
+    meta: &MetaDb,
+    top: Option<&str>,
+    compression: Compression,
+    source_date_epoch: Option<i64>,
+) -> Result<Option<Vec<StoredLayer>>, RegistryError> {
+    let differ = Differ { snapshotter, content: store.content(), meta };
+    let opts = DiffOptions { compression, source_date_epoch: source_date_epoch.map(|e| e.max(0) as u64) };
+    let plain = DiffOptions { compression: Compression::None, ..opts };
+    let mut chain = Vec::new();
+    for info in chain_of(snapshotter, top)? {
+        let at = |layer| ChainLayer { snapshot: info.name.clone(), layer, created_at: info.created_at };
+        let layer = if let Some(l) = labelled_layer(store, &info)? {
+            StoredLayer::Ready(at(l))
+        } else if let Some(l) = differ.stored(&info.name, opts)? {
+            StoredLayer::Ready(at(l))
+        } else if let Some(p) = differ.stored(&info.name, plain)? {
+            match snapshotter::diff::stored_variant(store.content(), meta, &p.digest, compression)? {
+                Some(l) => StoredLayer::Ready(at(l)),
+                None => StoredLayer::Uncompressed(at(p)),
+            }
+        } else {
+            return Ok(None);
+        };
+        chain.push(layer);
+    }
+    Ok(Some(chain))
+}
+
 /// The snapshots from the base to `top`.
 fn chain_of(
     snapshotter: &dyn Snapshotter,

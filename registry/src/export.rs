@@ -157,28 +157,41 @@ fn save_with<W: Write>(
     images: &[(Option<Reference>, Descriptor)],
     format: ArchiveFormat,
     w: W,
+    copy: impl FnMut(&mut std::fs::File, &mut W) -> io::Result<u64>,
+) -> Result<(), RegistryError> {
+    let mut tar = tar::Builder::new(w);
+    let io_err = |e: io::Error| archive_err(format!("writing archive: {e}"));
+    for path in BLOB_DIRS {
+        let mut h = header(0, tar::EntryType::Directory, 0o755);
+        tar.append_data(&mut h, path, io::empty()).map_err(io_err)?;
+    }
+    save_rest(store, images, format, tar, copy, &[])
+}
+
+/// The directories every archive starts with.
+const BLOB_DIRS: [&str; 2] = ["blobs/", "blobs/sha256/"];
+
+/// The blobs of `images` but those in `written` (already in the archive), then the metadata files and the
+/// end of the archive.
+fn save_rest<W: Write>(
+    store: &ImageStore,
+    images: &[(Option<Reference>, Descriptor)],
+    format: ArchiveFormat,
+    mut tar: tar::Builder<W>,
     mut copy: impl FnMut(&mut std::fs::File, &mut W) -> io::Result<u64>,
+    written: &[Digest],
 ) -> Result<(), RegistryError> {
     let mut blobs = Vec::new();
     for (_, d) in images {
         image_blobs(store, d, &mut blobs)?;
     }
-    let mut tar = tar::Builder::new(w);
     let io_err = |e: io::Error| archive_err(format!("writing archive: {e}"));
-    let dir = |tar: &mut tar::Builder<_>, path: &str| -> Result<(), RegistryError> {
-        let mut h = header(0, tar::EntryType::Directory, 0o755);
-        tar.append_data(&mut h, path, io::empty()).map_err(io_err)
-    };
-    dir(&mut tar, "blobs/")?;
-    dir(&mut tar, "blobs/sha256/")?;
-    for d in &blobs {
+    for d in blobs.iter().filter(|d| !written.contains(d.digest())) {
         let info = snapshotter::content::InfoProvider::info(store.content(), d.digest())?;
         let mut r = store.content().reader(d.digest())?;
         // The entry written by hand (header, data, padding to 512 bytes), as tar::Builder::append_data
         // does, so the data goes through `copy` rather than the builder's 8 KiB dyn-Write loop.
-        let mut h = header(info.size, tar::EntryType::Regular, 0o444);
-        h.set_path(format!("blobs/sha256/{}", d.digest().digest())).map_err(io_err)?;
-        h.set_cksum();
+        let h = blob_header(d.digest(), info.size)?;
         let out = tar.get_mut();
         out.write_all(h.as_bytes()).map_err(io_err)?;
         let copied = copy(&mut r, out).map_err(io_err)?;
@@ -190,8 +203,7 @@ fn save_with<W: Write>(
                 info.size
             )));
         }
-        let pad = (512 - info.size % 512) % 512;
-        out.write_all(&[0u8; 512][..pad as usize]).map_err(io_err)?;
+        out.write_all(padding(info.size)).map_err(io_err)?;
     }
     for (name, bytes) in metadata_files(store, images, format)? {
         let mut h = header(bytes.len() as u64, tar::EntryType::Regular, 0o644);
@@ -199,6 +211,83 @@ fn save_with<W: Write>(
     }
     tar.into_inner().map_err(io_err)?.flush().map_err(io_err)?;
     Ok(())
+}
+
+/// The header of the entry of blob `d`, `size` bytes.
+fn blob_header(d: &Digest, size: u64) -> Result<tar::Header, RegistryError> {
+    let mut h = header(size, tar::EntryType::Regular, 0o444);
+    h.set_path(format!("blobs/sha256/{}", d.digest())).map_err(|e| archive_err(format!("writing archive: {e}")))?;
+    h.set_cksum();
+    Ok(h)
+}
+
+/// The zeros that pad an entry of `size` bytes to a 512-byte block.
+fn padding(size: u64) -> &'static [u8] {
+    &[0u8; 512][..((512 - size % 512) % 512) as usize]
+}
+
+/// An archive written into a file in two steps, so that layers stored uncompressed are compressed
+/// straight into it: [`ArchiveFile::compress_layer`] for each of them (their digests are known only
+/// once they are written), then [`ArchiveFile::finish`] with the image assembled from those digests. The
+/// compressed bytes are written once, into the archive, as `tar | zstd > file` writes them; they are not
+/// kept in the content store, whose copy would be a second write and an fsync.
+pub struct ArchiveFile<'a> {
+    file: &'a mut std::fs::File,
+    /// (uncompressed blob, compression, the layer written for it).
+    compressed: Vec<(Digest, snapshotter::diff::Compression, snapshotter::diff::Layer)>,
+}
+
+impl<'a> ArchiveFile<'a> {
+    /// Starts the archive at the current position of `file`.
+    pub fn start(file: &'a mut std::fs::File) -> Result<ArchiveFile<'a>, RegistryError> {
+        let io_err = |e: io::Error| archive_err(format!("writing archive: {e}"));
+        for path in BLOB_DIRS {
+            let mut h = header(0, tar::EntryType::Directory, 0o755);
+            h.set_path(path).map_err(io_err)?;
+            h.set_cksum();
+            file.write_all(h.as_bytes()).map_err(io_err)?;
+        }
+        Ok(ArchiveFile { file, compressed: Vec::new() })
+    }
+
+    /// Writes the stored uncompressed layer `plain` compressed with `compression` as a blob of the
+    /// archive, verifying it as it is read; returns the layer written (a layer asked for twice is
+    /// written once).
+    pub fn compress_layer(
+        &mut self,
+        store: &ImageStore,
+        plain: &snapshotter::diff::Layer,
+        compression: snapshotter::diff::Compression,
+    ) -> Result<snapshotter::diff::Layer, RegistryError> {
+        use std::io::Seek;
+        use std::os::unix::fs::FileExt;
+        if let Some((_, _, l)) = self.compressed.iter().find(|(d, c, _)| *d == plain.digest && *c == compression) {
+            return Ok(l.clone());
+        }
+        let io_err = |e: io::Error| archive_err(format!("writing archive: {e}"));
+        let at = self.file.stream_position().map_err(io_err)?;
+        // The header goes in once the blob's digest and size are known.
+        self.file.write_all(&[0u8; 512]).map_err(io_err)?;
+        let out = io::BufWriter::with_capacity(1 << 20, &mut *self.file);
+        let (layer, out) =
+            snapshotter::diff::compress_blob_into(store.content(), &plain.digest, plain.size, compression, out)?;
+        out.into_inner().map_err(|e| io_err(e.into_error()))?;
+        self.file.write_all_at(blob_header(&layer.digest, layer.size)?.as_bytes(), at).map_err(io_err)?;
+        self.file.write_all(padding(layer.size)).map_err(io_err)?;
+        self.compressed.push((plain.digest.clone(), compression, layer.clone()));
+        Ok(layer)
+    }
+
+    /// Writes the rest of `images` (the blobs not written yet, the metadata files) and ends the archive.
+    pub fn finish(
+        self,
+        store: &ImageStore,
+        images: &[(Option<Reference>, Descriptor)],
+        format: ArchiveFormat,
+    ) -> Result<(), RegistryError> {
+        let written: Vec<Digest> = self.compressed.iter().map(|(_, _, l)| l.digest.clone()).collect();
+        save_rest(store, images, format, tar::Builder::new(self.file), io::copy, &written)
+    }
 }
 
 fn header(size: u64, kind: tar::EntryType, mode: u32) -> tar::Header {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use llb::image::{History, Image};
-use registry::assemble::{AssembleOptions, Assembled};
+use registry::assemble::{AssembleOptions, Assembled, StoredLayer};
 use registry::export::ArchiveFormat;
 use registry::Reference;
 use snapshotter::diff::Compression;
@@ -349,11 +349,16 @@ impl ExportContext {
         names: &[String],
         target: &Descriptor,
     ) -> Result<Vec<(Option<Reference>, Descriptor)>, ExportError> {
+        Ok(self.reference_names(names)?.into_iter().map(|n| (n, target.clone())).collect())
+    }
+
+    /// The names an output gives its image: its own, else the `-t` names, else one unnamed entry.
+    fn reference_names(&self, names: &[String]) -> Result<Vec<Option<Reference>>, ExportError> {
         let names = if names.is_empty() { &self.tags } else { names };
         if names.is_empty() {
-            return Ok(vec![(None, target.clone())]);
+            return Ok(vec![None]);
         }
-        names.iter().map(|n| Ok((Some(parse_name(n)?), target.clone()))).collect()
+        names.iter().map(|n| Ok(Some(parse_name(n)?))).collect()
     }
 }
 
@@ -455,6 +460,9 @@ impl Exporter for ArchiveExporter {
                 None if self.docker => set.for_docker(),
                 None => return self.export_index(set).await,
             };
+            if self.write_compressing(cx).await? {
+                return Ok(());
+            }
             let img = cx.image(self.compression, self.oci).await?;
             cx.blobs_for(None).await?;
             let refs = cx.references(&self.names, &img.manifest)?;
@@ -464,6 +472,82 @@ impl Exporter for ArchiveExporter {
 }
 
 impl ArchiveExporter {
+    /// The archive file of an image whose layers the store keeps uncompressed (built with `-t`), each
+    /// such layer compressed straight into the archive rather than into the content store and then
+    /// copied: the compressed bytes are written once and not fsynced, as `tar | zstd > file` writes them
+    /// (the store's copy would cost a second write and the disk's time for its fsync). The image is
+    /// the one [`ExportContext::image`] assembles, manifest for manifest; its compressed layers are not
+    /// kept, so a later push compresses them again. False (nothing written) where this does not
+    /// apply: no file destination, a layer that still has to be diffed or none left to compress, a
+    /// lazy result, an inline cache record.
+    async fn write_compressing(&self, cx: &ExportContext) -> Result<bool, ExportError> {
+        let Some(dest @ Dest::Path(_)) = &self.dest else { return Ok(false) };
+        let compression = self.compression;
+        if self.dir || self.docker || compression == Compression::None || !is_file_dest(dest) {
+            return Ok(false);
+        }
+        if cx.lazy.is_some() || cx.inline.is_some() {
+            return Ok(false);
+        }
+        let (e, root, epoch) = (cx.engine.clone(), cx.root.clone(), cx.source_date_epoch);
+        let chain = blocking(move || {
+            registry::assemble::stored_chain(
+                &e.images,
+                &*e.store.snapshotter,
+                &e.store.meta,
+                root.as_deref(),
+                compression,
+                epoch,
+            )
+            .map_err(ExportError::registry("assembling the image"))
+        })
+        .await?;
+        let Some(chain) = chain.filter(|c| c.iter().any(|l| matches!(l, StoredLayer::Uncompressed(_)))) else {
+            return Ok(false);
+        };
+        let config = cx.config_for(compression, self.oci).await?;
+        let opts = AssembleOptions {
+            compression,
+            source_date_epoch: cx.source_date_epoch,
+            oci: self.oci,
+            base_history: cx.base_history.clone(),
+        };
+        let names = cx.reference_names(&self.names)?;
+        let (images, dest) = (cx.engine.images.clone(), dest.clone());
+        let img = blocking(move || {
+            let mut assembled = None;
+            write_dest(&dest, |sink| {
+                let Sink::File(f) = sink else {
+                    return Err(ExportError::Other("the archive destination is not a file".into()));
+                };
+                let reg = |e| ExportError::registry("writing the archive")(e);
+                let mut archive = registry::export::ArchiveFile::start(f).map_err(&reg)?;
+                let mut layers = Vec::with_capacity(chain.len());
+                for l in chain {
+                    layers.push(match l {
+                        StoredLayer::Ready(c) => c,
+                        StoredLayer::Uncompressed(mut c) => {
+                            c.layer = archive.compress_layer(&images, &c.layer, compression).map_err(&reg)?;
+                            c
+                        }
+                    });
+                }
+                let img = registry::assemble::assemble_chain(&images, &layers, &config, &opts)
+                    .map_err(ExportError::registry("assembling the image"))?;
+                let refs: Vec<_> = names.into_iter().map(|n| (n, img.manifest.clone())).collect();
+                archive.finish(&images, &refs, ArchiveFormat::Oci).map_err(reg)?;
+                assembled = Some(img);
+                Ok(())
+            })?;
+            assembled.ok_or_else(|| ExportError::Other("the archive was not written".into()))
+        })
+        .await?;
+        // Not remembered as the image for this compression: its layers are in the archive only, and
+        // another output (a push) must assemble one whose layers are in the store.
+        lock(&cx.first).get_or_insert(img);
+        Ok(true)
+    }
+
     /// Writes the archive of `refs` (names and the manifest or index each names).
     async fn write(&self, cx: &ExportContext, refs: Vec<(Option<Reference>, Descriptor)>) -> Result<(), ExportError> {
         let images = cx.engine.images.clone();
@@ -581,7 +665,7 @@ fn write_dest(dest: &Dest, write: impl FnOnce(Sink<'_>) -> Result<(), ExportErro
         }
         // A device or a pipe (`dest=/dev/null`, a FIFO) is written in place: renaming a file over it would
         // replace the device node itself.
-        Dest::Path(p) if std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir()) => {
+        Dest::Path(p) if !is_file_dest(dest) => {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .open(p)
@@ -603,6 +687,15 @@ fn write_dest(dest: &Dest, write: impl FnOnce(Sink<'_>) -> Result<(), ExportErro
                 .map_err(|e| ExportError::Io { what: format!("cannot write {}", p.display()), cause: e.error })?;
             Ok(())
         }
+    }
+}
+
+/// Whether [`write_dest`] writes `dest` as a file of its own (a temporary file renamed into place), the
+/// destination it hands a [`Sink::File`].
+fn is_file_dest(dest: &Dest) -> bool {
+    match dest {
+        Dest::Path(p) => !std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir()),
+        Dest::Stdout | Dest::Writer(_) => false,
     }
 }
 

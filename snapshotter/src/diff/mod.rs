@@ -197,23 +197,14 @@ impl<S: Snapshotter + ?Sized, C: Provider + Ingester + InfoProvider> Differ<'_, 
     /// whose uncompressed layer is stored (an image built with `-t`, then exported or pushed) compresses
     /// that blob, one sequential read, instead of walking the snapshot's files again.
     pub fn layer(&self, key: &str, opts: DiffOptions) -> Result<Layer, DiffError> {
-        let info = self.snapshotter.stat(key)?;
-        if info.kind != Kind::Committed {
-            return Err(SnapshotError::NotCommitted { key: key.to_string(), kind: info.kind }.into());
-        }
-        let source = self.snapshotter.diff_source(key)?;
-        let id = match &source {
-            DiffSource::Upper(p) | DiffSource::Trees { upper: p, .. } => p.display().to_string(),
-        };
-        let epoch = opts.source_date_epoch.map(|e| e.to_string()).unwrap_or_default();
-        let memo = format!("{id}|{}|{epoch}", opts.compression.name());
+        let (source, id) = self.committed_source(key)?;
+        let memo = memo_key(&id, opts.compression, opts);
         if let Some(l) = remembered(self.meta, self.content, &memo)? {
             self.meta.touch_blob(l.digest.as_ref(), l.size, Some(&l.media_type))?;
             return Ok(l);
         }
         if opts.compression != Compression::None {
-            let plain = format!("{id}|{}|{epoch}", Compression::None.name());
-            if let Some(l) = remembered(self.meta, self.content, &plain)? {
+            if let Some(l) = remembered(self.meta, self.content, &memo_key(&id, Compression::None, opts))? {
                 let layer = compress_blob(self.content, self.meta, &l.digest, l.size, opts.compression)?;
                 self.meta.put(LAYERS, &memo, &layer)?;
                 return Ok(layer);
@@ -234,6 +225,38 @@ impl<S: Snapshotter + ?Sized, C: Provider + Ingester + InfoProvider> Differ<'_, 
         self.meta.put(LAYERS, &memo, &layer)?;
         Ok(layer)
     }
+}
+
+impl<S: Snapshotter + ?Sized, C: Provider + Ingester + InfoProvider> Differ<'_, S, C> {
+    /// The layer of the committed snapshot `key` with `opts` when its blob is already in the store,
+    /// without computing anything: `None` when [`Differ::layer`] would have to diff or compress.
+    pub fn stored(&self, key: &str, opts: DiffOptions) -> Result<Option<Layer>, DiffError> {
+        let (_, id) = self.committed_source(key)?;
+        let found = remembered(self.meta, self.content, &memo_key(&id, opts.compression, opts))?;
+        if let Some(l) = &found {
+            self.meta.touch_blob(l.digest.as_ref(), l.size, Some(&l.media_type))?;
+        }
+        Ok(found)
+    }
+
+    /// The diff source of the committed snapshot `key`, and the path that names it in memo keys.
+    fn committed_source(&self, key: &str) -> Result<(DiffSource, String), DiffError> {
+        let info = self.snapshotter.stat(key)?;
+        if info.kind != Kind::Committed {
+            return Err(SnapshotError::NotCommitted { key: key.to_string(), kind: info.kind }.into());
+        }
+        let source = self.snapshotter.diff_source(key)?;
+        let id = match &source {
+            DiffSource::Upper(p) | DiffSource::Trees { upper: p, .. } => p.display().to_string(),
+        };
+        Ok((source, id))
+    }
+}
+
+/// The key a snapshot's layer is remembered under: (snapshot, compression, SOURCE_DATE_EPOCH).
+fn memo_key(id: &str, compression: Compression, opts: DiffOptions) -> String {
+    let epoch = opts.source_date_epoch.map(|e| e.to_string()).unwrap_or_default();
+    format!("{id}|{}|{epoch}", compression.name())
 }
 
 /// The layer remembered under `memo`, when its blob is still in the store.
@@ -265,17 +288,73 @@ pub fn compress_blob<C: Provider + Ingester + InfoProvider>(
             media_type: compression.media_type().to_string(),
         });
     }
-    let memo = format!("blob|{blob}|{}", compression.name());
-    if let Some(l) = remembered(meta, content, &memo)? {
-        meta.touch_blob(l.digest.as_ref(), l.size, Some(&l.media_type))?;
+    let memo = variant_memo(blob, compression);
+    if let Some(l) = stored_variant(content, meta, blob, compression)? {
         return Ok(l);
     }
-    let wr = |source| DiffError::Write { key: blob.to_string(), source };
-    let mut reader = content.reader(blob)?;
     let reference = format!("compress-{memo}-{}-{:?}", std::process::id(), std::thread::current().id());
     let w = content.writer(&reference, None)?;
     let start = w.offset();
-    let mut compressor = Compressor::new(compression, w)
+    // The content writer hashes what it stores: that digest names the blob.
+    let w = compress_stored(content, blob, size, compression, w)?;
+    let (digest, csize) = (w.digest(), w.offset() - start);
+    let committed = w.commit(Some(csize), Some(&digest))?;
+    let layer = Layer {
+        digest: committed,
+        size: csize,
+        diff_id: blob.clone(),
+        media_type: compression.media_type().to_string(),
+    };
+    meta.touch_blob(layer.digest.as_ref(), csize, Some(&layer.media_type))?;
+    meta.put(LAYERS, &memo, &layer)?;
+    Ok(layer)
+}
+
+/// The variant of the stored uncompressed layer `blob` with `compression` that [`compress_blob`] kept,
+/// when it is still in the store.
+pub fn stored_variant<C: InfoProvider>(
+    content: &C,
+    meta: &MetaDb,
+    blob: &Digest,
+    compression: Compression,
+) -> Result<Option<Layer>, DiffError> {
+    let found = remembered(meta, content, &variant_memo(blob, compression))?;
+    if let Some(l) = &found {
+        meta.touch_blob(l.digest.as_ref(), l.size, Some(&l.media_type))?;
+    }
+    Ok(found)
+}
+
+fn variant_memo(blob: &Digest, compression: Compression) -> String {
+    format!("blob|{blob}|{}", compression.name())
+}
+
+/// The blob `blob` (an uncompressed layer tar in the content store, `size` bytes) compressed with
+/// `compression` into `out` and kept nowhere else: an export streams it straight into its archive, one
+/// write of the compressed bytes where storing the blob first would write them twice and wait for the
+/// store's fsync. Returns the layer (digest and size of what was written, diffID `blob`) and `out`.
+pub fn compress_blob_into<C: Provider, W: Write>(
+    content: &C,
+    blob: &Digest,
+    size: u64,
+    compression: Compression,
+    out: W,
+) -> Result<(Layer, W), DiffError> {
+    let (digest, csize, out) = compress_stored(content, blob, size, compression, DigestWriter::new(out))?.finish();
+    Ok((Layer { digest, size: csize, diff_id: blob.clone(), media_type: compression.media_type().to_string() }, out))
+}
+
+/// Compresses the stored blob `blob` into `out`, checking that it reads as `blob` (`size` bytes).
+fn compress_stored<C: Provider, W: Write>(
+    content: &C,
+    blob: &Digest,
+    size: u64,
+    compression: Compression,
+    out: W,
+) -> Result<W, DiffError> {
+    let wr = |source| DiffError::Write { key: blob.to_string(), source };
+    let mut reader = content.reader(blob)?;
+    let mut compressor = Compressor::new(compression, out)
         .map_err(|source| DiffError::Compressor { compression: compression.name(), source })?;
     // Verified as it is read (the hash on its own thread, beside the compressor's): a damaged blob must
     // not become a layer whose diffID lies.
@@ -286,13 +365,7 @@ pub fn compress_blob<C: Provider + Ingester + InfoProvider>(
             format!("the stored blob reads as {diff_id} ({read} bytes): the content store is damaged"),
         )));
     }
-    let w = compressor.finish().map_err(wr)?;
-    let (digest, csize) = (w.digest(), w.offset() - start);
-    let committed = w.commit(Some(csize), Some(&digest))?;
-    let layer = Layer { digest: committed, size: csize, diff_id, media_type: compression.media_type().to_string() };
-    meta.touch_blob(layer.digest.as_ref(), csize, Some(&layer.media_type))?;
-    meta.put(LAYERS, &memo, &layer)?;
-    Ok(layer)
+    compressor.finish().map_err(wr)
 }
 
 #[cfg(test)]
