@@ -170,6 +170,16 @@ pub fn lchownat(dir: impl AsFd, name: &str, uid: u32, gid: u32) -> io::Result<()
     rfs::chownat(dir, name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from)
 }
 
+/// fchown of an open file.
+pub fn fchown(f: impl AsFd, uid: u32, gid: u32) -> io::Result<()> {
+    // As lchownat: -1 means "unchanged" to the kernel, never an owner a layer may set.
+    if uid == u32::MAX || gid == u32::MAX {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "uid or gid 4294967295 is reserved"));
+    }
+    let (u, g) = (rfs::Uid::from_raw(uid), rfs::Gid::from_raw(gid));
+    rfs::fchown(f, Some(u), Some(g)).map_err(io::Error::from)
+}
+
 /// The stat of `name` in `dir`, not following a final symlink.
 pub fn lstatat(dir: impl AsFd, name: &str) -> io::Result<rfs::Stat> {
     rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from)

@@ -130,6 +130,8 @@ impl Applier {
                 .map_err(|e| err(e.into()))?;
                 let mut f = File::from(fd);
                 copy_with(e, &mut f, &mut self.buf).map_err(err)?;
+                // Through the open file: no lookup of the name per attribute.
+                return self.set_meta_fd(&f, &meta).map_err(err);
             }
             EntryType::Symlink => {
                 let target = e
@@ -220,6 +222,21 @@ impl Applier {
         if !is_dir {
             set_times(dir, name, m.mtime)?;
         }
+        Ok(())
+    }
+
+    /// [`Self::set_meta`] for a regular file this applier created and holds open.
+    fn set_meta_fd(&self, f: &File, m: &Meta) -> io::Result<()> {
+        if self.is_root {
+            sys::fchown(f, m.uid, m.gid)?;
+        }
+        for (k, v) in &m.xattrs {
+            rfs::fsetxattr(f, k.as_str(), v, rfs::XattrFlags::empty())?;
+        }
+        // After chown, which clears setuid/setgid.
+        rfs::fchmod(f, Mode::from_raw_mode(m.mode))?;
+        let t = Timespec { tv_sec: m.mtime, tv_nsec: 0 };
+        rfs::futimens(f, &Timestamps { last_access: t, last_modification: t })?;
         Ok(())
     }
 

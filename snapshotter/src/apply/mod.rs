@@ -8,12 +8,12 @@
 //! tree they remove files.
 
 mod entry;
+mod stream;
 
 use std::collections::HashSet;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::PathBuf;
 
-use crate::digest::DigestReader;
 use crate::resolve::Root;
 use crate::snapshot::{ApplyTarget, SnapshotError, Snapshotter};
 use crate::Digest;
@@ -70,8 +70,9 @@ pub fn decompress<'a>(r: impl Read + 'a) -> io::Result<(Detected, Box<dyn Read +
     })
 }
 
-/// Unpacks the layer read from `r` into `target`.
-pub fn apply_layer(target: &ApplyTarget, r: impl Read) -> Result<ApplyStats, ApplyError> {
+/// Unpacks the layer read from `r` into `target`. The stream is decompressed and hashed on a second
+/// thread ([`stream::read_aside`]) while this one creates the files.
+pub fn apply_layer(target: &ApplyTarget, r: impl Read + Send) -> Result<ApplyStats, ApplyError> {
     let (root_path, lowers) = match target {
         ApplyTarget::Tree(p) => (p.clone(), None),
         ApplyTarget::Upper { upper, lowers } => (upper.clone(), Some(lowers.clone())),
@@ -85,8 +86,6 @@ pub fn apply_layer(target: &ApplyTarget, r: impl Read) -> Result<ApplyStats, App
         ),
         None => None,
     };
-    let (_, stream) = decompress(r).map_err(ApplyError::Read)?;
-    let mut digesting = DigestReader::new(stream);
     let mut state = entry::Applier {
         root,
         lowers,
@@ -95,19 +94,23 @@ pub fn apply_layer(target: &ApplyTarget, r: impl Read) -> Result<ApplyStats, App
         is_root: rustix::process::geteuid().is_root(),
         buf: vec![0; 256 << 10],
     };
-    let mut entries = 0u64;
-    {
-        let mut ar = tar::Archive::new(&mut digesting);
-        for e in ar.entries().map_err(ApplyError::Read)? {
-            let mut e = e.map_err(ApplyError::Read)?;
-            state.entry(&mut e)?;
-            entries += 1;
+    let (applied, digest) = stream::read_aside(r, |stream| {
+        let mut entries = 0u64;
+        {
+            let mut ar = tar::Archive::new(&mut *stream);
+            for e in ar.entries().map_err(ApplyError::Read)? {
+                let mut e = e.map_err(ApplyError::Read)?;
+                state.entry(&mut e)?;
+                entries += 1;
+            }
         }
-    }
-    state.finish()?;
-    // Read to the end so the diffID covers the whole stream, padding included.
-    io::copy(&mut digesting, &mut io::sink()).map_err(ApplyError::Read)?;
-    let (diff_id, size) = digesting.finish();
+        state.finish()?;
+        // Read to the end so the diffID covers the whole stream, padding included.
+        io::copy(stream, &mut io::sink()).map_err(ApplyError::Read)?;
+        Ok::<_, ApplyError>(entries)
+    });
+    let entries = applied?;
+    let (diff_id, size) = digest.map_err(ApplyError::Read)?;
     Ok(ApplyStats { diff_id, size, entries })
 }
 
@@ -118,7 +121,7 @@ pub fn unpack_layer<S: Snapshotter + ?Sized>(
     s: &S,
     name: &str,
     parent: Option<&str>,
-    layer: impl Read,
+    layer: impl Read + Send,
     expected_diff_id: Option<&Digest>,
 ) -> Result<Option<ApplyStats>, ApplyError> {
     match s.stat(name) {
