@@ -33,7 +33,7 @@ pub struct ServeArgs {
     /// Let builds use an entitlement they ask for: `network.host` or `security.insecure`; repeatable.
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     allow: Vec<String>,
-    /// Steps running at once across all builds (default: the number of cores).
+    /// Steps running at once across all builds (default: four per core).
     #[arg(long = "max-parallelism", value_name = "N")]
     max_parallelism: Option<usize>,
     /// What runs RUN steps: `namespace`, `runc`, `crun` or a path to an OCI runtime.
@@ -66,13 +66,12 @@ pub fn run(a: ServeArgs, g: &Globals) -> Result<ExitCode> {
     }
     let root = g.root.clone().unwrap_or_else(snapshotter::root::StateRoot::default_path);
     let client = crate::images::registry_client(g)?;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let eopts = EngineOptions {
         root: root.clone(),
         client,
         oci_runtime: a.oci_runtime.clone(),
-        max_parallelism: Some(a.max_parallelism.unwrap_or(cores).max(1)),
+        max_parallelism: Some(a.max_parallelism.unwrap_or_else(solver::default_max_parallelism).max(1)),
     };
     let engine = Engine::open(eopts, &mut |w| eprintln!("{w}"))?;
     let daemon = Daemon::new(engine, allow).with_fleet(a.fleet.fleet(g)?);

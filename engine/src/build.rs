@@ -298,10 +298,7 @@ async fn solve(
         ssh: req.ssh.clone(),
         no_cache: req.cache.no_cache,
         pull: req.cache.pull,
-        max_parallelism: req
-            .max_parallelism
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
-            .max(1),
+        max_parallelism: req.max_parallelism.unwrap_or_else(solver::default_max_parallelism).max(1),
         network: req.network,
         allow_network_host: req.entitlements.contains(&Entitlement::NetworkHost),
         imports,

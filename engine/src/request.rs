@@ -110,7 +110,7 @@ pub struct BuildRequest {
     pub add_hosts: Vec<HostIp>,
     /// SOURCE_DATE_EPOCH: timestamps in the image and its layers are clamped to it.
     pub source_date_epoch: Option<i64>,
-    /// How many steps run at once (default: the number of cores).
+    /// How many steps run at once (default: four per core, [`solver::default_max_parallelism`]).
     pub max_parallelism: Option<usize>,
     /// `--call`: build, or run the build checks only.
     pub call: crate::check::Call,

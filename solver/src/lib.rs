@@ -59,7 +59,7 @@ pub struct SolveOptions {
     pub no_cache: bool,
     /// Re-resolve image sources against their registries (`--pull`).
     pub pull: bool,
-    /// How many vertices run at once (`--max-parallelism`, default: the number of cores).
+    /// How many vertices run at once (`--max-parallelism`, default [`default_max_parallelism`]).
     pub max_parallelism: usize,
     /// The network of RUN steps that ask for the default (`--network`).
     pub network: sandbox::NetworkMode,
@@ -74,8 +74,16 @@ pub struct SolveOptions {
     pub cancel: CancellationToken,
 }
 
+/// Steps at once when `--max-parallelism` is not given: four per core. BuildKit bounds nothing by default;
+/// a bound of one per core left a core idle at the end of uneven CPU-bound stages (four stages of 2.1 to
+/// 2.6 s on two cores ran as two pairs, 0.3 s longer than the kernel sharing both cores among all four),
+/// and beyond a few processes per core more at once only adds memory.
+pub fn default_max_parallelism() -> usize {
+    4 * std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
 impl SolveOptions {
-    /// No contexts, secrets or agents, the cache used, one step per core, progress to `progress`.
+    /// No contexts, secrets or agents, the cache used, four steps per core, progress to `progress`.
     pub fn new(progress: ProgressSink) -> SolveOptions {
         SolveOptions {
             locals: BTreeMap::new(),
@@ -83,7 +91,7 @@ impl SolveOptions {
             ssh: Arc::new(SshSockets::default()),
             no_cache: false,
             pull: false,
-            max_parallelism: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            max_parallelism: default_max_parallelism(),
             network: sandbox::NetworkMode::Default,
             allow_network_host: false,
             imports: Vec::new(),

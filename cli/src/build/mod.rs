@@ -90,7 +90,7 @@ pub struct BuildArgs {
     /// Write build result metadata (buildx keys) to this JSON file.
     #[arg(long = "metadata-file", value_name = "FILE")]
     pub(crate) metadata_file: Option<PathBuf>,
-    /// How many steps run at once (default: the number of cores).
+    /// How many steps run at once (default: four per core).
     #[arg(long = "max-parallelism", value_name = "N")]
     pub(crate) max_parallelism: Option<usize>,
     /// Also write the full, untruncated build log to this file.
