@@ -158,9 +158,9 @@ impl Op<WorkerRef> for HttpOp {
         Box::pin(async move {
             let spec = self.spec()?;
             let auth = authorization(&self.0, ctx, &spec).await?;
-            let resp = request(&self.0.state.http, reqwest::Method::GET, &spec, auth.as_deref(), &[])
-                .await
-                .map_err(|e| ctx.err(e))?;
+            let client = self.0.state.http()?;
+            let resp =
+                request(&client, reqwest::Method::GET, &spec, auth.as_deref(), &[]).await.map_err(|e| ctx.err(e))?;
             let saved = save(&self.0.state, ctx, &spec, resp).await?;
             Ok(vec![WorkerRef::Snapshot(Some(saved.download.snapshot))])
         })
@@ -187,7 +187,7 @@ async fn resolve(base: &Base, ctx: &OpContext, spec: &Spec<'_>) -> Result<(Diges
         })
         .await?
     };
-    let client = &state.http;
+    let client = &state.http()?;
     let auth = authorization(base, ctx, spec).await?;
     let etags: Vec<&str> = known.iter().filter_map(|k| k.etag.as_deref()).collect();
     let mut conditional = Vec::new();

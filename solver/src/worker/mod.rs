@@ -154,32 +154,41 @@ pub struct Worker {
 }
 
 /// What lives as long as the worker: its parts, the stat cache of contexts, the cache links, cache
-/// mounts and the HTTP client.
+/// mounts and the HTTP client (made on first use: loading the host's CA certificates costs a few ms that a
+/// build without `ADD <url>` should not wait for).
 pub(crate) struct State {
     pub(crate) worker: Worker,
     pub(crate) checksums: ChecksumCache,
     pub(crate) links: links::Links,
     pub(crate) cache_mounts: CacheMounts,
-    pub(crate) http: reqwest::Client,
+    http: std::sync::OnceLock<reqwest::Client>,
     seq: AtomicU64,
 }
 
 impl State {
     pub(crate) fn new(worker: Worker) -> Result<State, SolveError> {
-        // reqwest honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY from the environment by default.
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| SolveError::Internal(format!("cannot create an HTTP client: {e}")))?;
         Ok(State {
             checksums: ChecksumCache::new(worker.meta.clone()),
             links: links::Links::new(worker.meta.clone(), worker.snapshotter.clone()),
             cache_mounts: CacheMounts::new(worker.state_dir.join("cache-mounts")),
-            http,
+            http: std::sync::OnceLock::new(),
             worker,
             seq: AtomicU64::new(0),
         })
+    }
+
+    /// The client of `ADD <url>` downloads, made on the first call.
+    pub(crate) fn http(&self) -> Result<reqwest::Client, SolveError> {
+        if let Some(c) = self.http.get() {
+            return Ok(c.clone());
+        }
+        // reqwest honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY from the environment by default.
+        let c = reqwest::Client::builder()
+            .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| SolveError::Internal(format!("cannot create an HTTP client: {e}")))?;
+        Ok(self.http.get_or_init(|| c).clone())
     }
 
     /// Once per process, before the first solve: creates the tables. (The temporary snapshots of a process
