@@ -108,7 +108,20 @@ impl LoopbackServer {
                 match listener.accept() {
                     Ok((mut c, _)) => {
                         h.fetch_add(1, Ordering::Relaxed);
+                        // Read the request before answering: closing a socket with unread bytes sends a
+                        // reset, which can reach the client before it has read the reply.
+                        let _ = c.set_nonblocking(false);
+                        let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                        let (mut req, mut buf) = (Vec::new(), [0u8; 1024]);
+                        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match std::io::Read::read(&mut c, &mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => req.extend_from_slice(&buf[..n]),
+                            }
+                        }
                         let _ = write!(c, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{reply}", reply.len());
+                        let _ = c.shutdown(std::net::Shutdown::Write);
+                        while let Ok(1..) = std::io::Read::read(&mut c, &mut buf) {}
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
