@@ -236,11 +236,7 @@ fn setup_nat() -> Result<NatInfo, String> {
                 if iptables(&ipt, &check).is_ok() {
                     continue;
                 }
-                let mut add = vec!["-t", table];
-                match first {
-                    true => add.extend_from_slice(&["-I", chain, "1"]),
-                    false => add.extend_from_slice(&["-A", chain]),
-                }
+                let mut add = if *first { vec!["-t", table, "-I", chain, "1"] } else { vec!["-t", table, "-A", chain] };
                 add.extend_from_slice(&spec);
                 iptables(&ipt, &add)?;
             }
@@ -250,7 +246,7 @@ fn setup_nat() -> Result<NatInfo, String> {
 }
 
 /// One piece of the host's NAT set-up, in the order it is made.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 enum NatRule {
     /// A chain of rbuild's own.
     Chain { table: &'static str, chain: &'static str },
